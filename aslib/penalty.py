@@ -1,0 +1,275 @@
+"""The l1-2 penalty on doubly stochastic matrices, the projection onto them, and rounding.
+
+Notation (as in ``PAPER.md``): ``Pi_n`` is the set of n x n permutation matrices and ``D_n`` the set of
+doubly stochastic matrices (``M >= 0``, every row and column sums to 1), the Birkhoff polytope whose
+vertices are ``Pi_n``.
+
+Every function accepts one matrix of shape ``(n, n)`` or a batch of shape ``(..., n, n)`` and works on
+any device. Functions that return tensors keep autograd where that makes sense (``l12_penalty``,
+``lp_penalty``, ``sinkhorn``, ``project_doubly_stochastic`` when not in place).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+__all__ = [
+    "ROUNDING_THRESHOLD",
+    "ErrorBound",
+    "check_square",
+    "is_permutation_matrix",
+    "l12_penalty",
+    "lipschitz_constant",
+    "lp_penalty",
+    "max_row_deficit",
+    "penalty_at_uniform",
+    "permutation_error_bound",
+    "permutation_matrix",
+    "project_doubly_stochastic",
+    "round_to_permutation",
+    "sinkhorn",
+]
+
+#: If ``M`` is doubly stochastic and ``l12_penalty(M) < ROUNDING_THRESHOLD = 2 (1 - 1/sqrt(2))``, every
+#: row of ``M`` has one entry above 1/2 and the row-wise argmax is a permutation (see
+#: :func:`permutation_error_bound`).
+ROUNDING_THRESHOLD: float = 2.0 * (1.0 - 1.0 / math.sqrt(2.0))
+
+
+def check_square(
+    M: torch.Tensor,
+    name: str = "M",
+    *,
+    nonnegative: bool = False,
+    check_finite: bool = True,
+) -> None:
+    """Raise ``ValueError`` unless ``M`` is a floating tensor of shape ``(..., n, n)`` with ``n >= 1``.
+
+    With ``check_finite`` NaN and inf are refused; with ``nonnegative`` negative entries are refused.
+    Both checks read the values, which on CUDA costs a device synchronisation.
+    """
+    if not isinstance(M, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(M).__name__}")
+    if not (M.is_floating_point()):
+        raise ValueError(f"{name} must have a floating dtype, got {M.dtype}")
+    if M.ndim < 2:
+        raise ValueError(f"{name} must have shape (..., n, n), got shape {tuple(M.shape)}")
+    if M.shape[-1] != M.shape[-2]:
+        raise ValueError(f"{name} must be square in its last two dimensions, got shape {tuple(M.shape)}")
+    if M.shape[-1] == 0:
+        raise ValueError(f"{name} must have n >= 1, got shape {tuple(M.shape)}")
+    if check_finite and not bool(torch.isfinite(M).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+    if nonnegative and bool((M < 0).any()):
+        raise ValueError(f"{name} has negative entries, the statement needs {name} >= 0")
+
+
+def l12_penalty(M: torch.Tensor, *, check_finite: bool = True) -> torch.Tensor:
+    r"""The row plus column l1-2 penalty.
+
+    .. math::
+        P(M) = \sum_i (\|M_{i,:}\|_1 - \|M_{i,:}\|_2) + \sum_j (\|M_{:,j}\|_1 - \|M_{:,j}\|_2)
+
+    ``P >= 0`` everywhere, with equality on a row (column) iff it has at most one non-zero entry; on
+    ``D_n``, ``P(M) = 0`` iff ``M`` is a permutation matrix (exactness), and
+    ``P(M) = 2n - sum_i ||M_i||_2 - sum_j ||M^j||_2``, a concave function maximal at ``J/n``.
+    For ``M >= 0`` its gradient is ``2 - M_ij/||M_i||_2 - M_ij/||M^j||_2``.
+
+    Args:
+        M: ``(..., n, n)`` floating tensor.
+        check_finite: refuse NaN and inf (a device sync on CUDA; hot loops may turn it off).
+
+    Returns:
+        Tensor of shape ``(...)``: the penalty of each matrix in the batch.
+    """
+    check_square(M, check_finite=check_finite)
+    rows = M.abs().sum(-1) - torch.linalg.vector_norm(M, dim=-1)
+    cols = M.abs().sum(-2) - torch.linalg.vector_norm(M, dim=-2)
+    return rows.sum(-1) + cols.sum(-1)
+
+
+def lp_penalty(M: torch.Tensor, p: float = 0.5, *, eps: float = 0.0) -> torch.Tensor:
+    r"""The ``L_p`` penalty ``sum_ij (|M_ij| + eps)^p`` with ``0 < p < 1``, the non-Lipschitz alternative.
+
+    Its derivative ``p (|x| + eps)^(p-1)`` is unbounded as ``x -> 0`` when ``eps = 0``; the l1-2 penalty's
+    is bounded by 2. Returns a tensor of shape ``(...)``.
+    """
+    check_square(M)
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must lie in (0, 1), got {p}")
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    return (M.abs() + eps).pow(p).sum((-2, -1))
+
+
+def penalty_at_uniform(n: int) -> float:
+    """``P(J/n) = 2n (1 - 1/sqrt(n))``: the maximum of the l1-2 penalty on ``D_n``."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    return 2.0 * n * (1.0 - 1.0 / math.sqrt(n))
+
+
+def lipschitz_constant(n: int) -> float:
+    """``2 sqrt(n (n - 1))``: ``|P(M) - P(N)| <= L ||M - N||_F`` for non-negative n x n ``M`` and ``N``."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    return 2.0 * math.sqrt(n * (n - 1))
+
+
+def max_row_deficit(M: torch.Tensor) -> torch.Tensor:
+    """``max_i (1 - ||M[i, :]||_2)``, of shape ``(...)``: half the bound on ``max_ij |M_ij - R_ij|``."""
+    check_square(M)
+    return (1.0 - torch.linalg.vector_norm(M, dim=-1)).amax(-1)
+
+
+def _fill_empty(M: torch.Tensor, dim: int) -> torch.Tensor:
+    """Replace every all-zero line along ``dim`` by the uniform line ``1/n`` (so it can be normalised)."""
+    n = M.shape[-1]
+    empty = M.sum(dim, keepdim=True) <= 0
+    return torch.where(empty, torch.full_like(M, 1.0 / n), M)
+
+
+def project_doubly_stochastic(
+    M: torch.Tensor, sweeps: int = 1, *, inplace: bool = False
+) -> torch.Tensor:
+    """Map ``M`` towards ``D_n``: clamp to ``>= 0``, then ``sweeps`` times normalise columns, then rows.
+
+    This is the projection used after each optimizer step (alternating normalisation, i.e. Sinkhorn
+    sweeps on the clamped matrix). After any number of sweeps the rows sum to 1 exactly (up to rounding);
+    the columns converge to 1 as ``sweeps`` grows. A row or column that is all zero after clamping is
+    replaced by the uniform ``1/n`` line instead of dividing by zero.
+
+    Args:
+        M: ``(..., n, n)`` floating tensor.
+        sweeps: number of column-then-row normalisations, ``>= 1``.
+        inplace: write into ``M`` (under ``torch.no_grad``, for parameters) and return it; otherwise
+            return a new tensor, differentiable with respect to ``M``.
+    """
+    check_square(M)
+    if not isinstance(sweeps, int) or sweeps < 1:
+        raise ValueError(f"sweeps must be an integer >= 1, got {sweeps!r}")
+    if inplace:
+        with torch.no_grad():
+            M.copy_(project_doubly_stochastic(M.detach(), sweeps))
+        return M
+    X = _fill_empty(_fill_empty(M.clamp_min(0.0), -1), -2)
+    for _ in range(sweeps):
+        X = X / X.sum(-2, keepdim=True)
+        X = X / X.sum(-1, keepdim=True)
+    return X
+
+
+def sinkhorn(logits: torch.Tensor, iters: int = 20, tau: float = 1.0) -> torch.Tensor:
+    r"""Differentiable Sinkhorn normalisation of ``exp(logits / tau)``, computed in the log domain.
+
+    ``log S <- log S - logsumexp_rows``, then ``- logsumexp_columns``, ``iters`` times; the result is
+    row-stochastic and approximately column-stochastic, and tends to a permutation as ``tau -> 0``.
+    This is the baseline parameterisation of ``D_n``; the paper's method instead keeps ``M`` itself in
+    ``D_n`` by projection.
+    """
+    check_square(logits, "logits")
+    if not isinstance(iters, int) or iters < 1:
+        raise ValueError(f"iters must be an integer >= 1, got {iters!r}")
+    if not tau > 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    log_s = logits / tau
+    for _ in range(iters):
+        log_s = log_s - torch.logsumexp(log_s, dim=-2, keepdim=True)
+        log_s = log_s - torch.logsumexp(log_s, dim=-1, keepdim=True)
+    return log_s.exp()
+
+
+def round_to_permutation(M: torch.Tensor) -> torch.Tensor:
+    """The permutation closest to ``M``: ``argmax_{R in Pi_n} <M, R>`` by the Hungarian algorithm.
+
+    Solved with ``scipy.optimize.linear_sum_assignment`` on ``-M`` (in float64, on the CPU).
+
+    Returns:
+        Long tensor ``perm`` of shape ``(..., n)`` on ``M``'s device with ``R[i, perm[i]] = 1``; for a
+        layer that maps ``y = M x``, the rounded layer is the gather ``y = x[perm]``.
+    """
+    check_square(M)
+    n = M.shape[-1]
+    flat = M.detach().to("cpu", torch.float64).reshape(-1, n, n).numpy()
+    perms = np.empty((flat.shape[0], n), dtype=np.int64)
+    for b, matrix in enumerate(flat):
+        rows, cols = linear_sum_assignment(-matrix)
+        perms[b, rows] = cols
+    return torch.from_numpy(perms).reshape(*M.shape[:-1]).to(M.device)
+
+
+def permutation_matrix(perm: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The matrix ``R`` of shape ``(..., n, n)`` with ``R[i, perm[i]] = 1`` for ``perm`` of shape ``(..., n)``."""
+    if not isinstance(perm, torch.Tensor) or perm.dtype not in (torch.int32, torch.int64):
+        raise ValueError("perm must be an integer torch.Tensor of shape (..., n)")
+    if perm.ndim < 1:
+        raise ValueError("perm must have shape (..., n)")
+    n = perm.shape[-1]
+    sorted_perm = perm.sort(-1).values
+    if not bool((sorted_perm == torch.arange(n, device=perm.device)).all()):
+        raise ValueError("perm is not a permutation of 0..n-1")
+    return torch.nn.functional.one_hot(perm.long(), n).to(dtype)
+
+
+def is_permutation_matrix(M: torch.Tensor, tol: float = 1e-6) -> torch.Tensor:
+    """Whether each matrix is a permutation matrix up to ``tol`` (entries within tol of 0 or 1, one 1 per
+    row and per column). Returns a bool tensor of shape ``(...)`` (0-dim for a single matrix)."""
+    check_square(M)
+    near_one = (M - 1).abs() <= tol
+    near_zero = M.abs() <= tol
+    entries_ok = (near_one | near_zero).all(-1).all(-1)
+    one_per_row = (near_one.sum(-1) == 1).all(-1)
+    one_per_col = (near_one.sum(-2) == 1).all(-1)
+    return entries_ok & one_per_row & one_per_col
+
+
+@dataclass(frozen=True)
+class ErrorBound:
+    """What :func:`permutation_error_bound` proves about a doubly stochastic ``M`` (shapes ``(...)``).
+
+    Attributes:
+        penalty: ``P(M)``.
+        condition_holds: ``P(M) < ROUNDING_THRESHOLD``; where False the bounds below say nothing.
+        perm: row-wise argmax of ``M``, shape ``(..., n)``; a permutation wherever the condition holds.
+        l1_bound: ``2 P(M)``, bounds ``sum_ij |M_ij - R_ij|``.
+        max_bound: ``2 max_i (1 - ||M_i||_2)``, bounds ``max_ij |M_ij - R_ij|``.
+    """
+
+    penalty: torch.Tensor
+    condition_holds: torch.Tensor
+    perm: torch.Tensor
+    l1_bound: torch.Tensor
+    max_bound: torch.Tensor
+
+
+def permutation_error_bound(M: torch.Tensor, *, atol: float = 1e-5) -> ErrorBound:
+    r"""The error bound: a small penalty puts a doubly stochastic ``M`` close to a permutation.
+
+    If ``M in D_n`` and ``P(M) < 2 (1 - 1/sqrt 2)``, then every row term ``1 - ||M_i||_2`` is below
+    ``1 - 1/sqrt 2``, so ``||M_i||_2 > 1/sqrt 2`` and (as ``||x||_2^2 <= max(x) ||x||_1``) the row maximum
+    exceeds 1/2; the maxima lie in distinct columns since columns sum to 1, so the row-wise argmax is a
+    permutation ``R``. Row ``i`` then contributes ``2 (1 - m_i) <= 2 (1 - ||M_i||_2^2) <= 4 (1 - ||M_i||_2)``
+    to ``sum |M - R|``; counting the same sum by columns as well gives
+    ``sum_ij |M_ij - R_ij| <= 4 min(P_rows, P_cols) <= 2 P(M)`` and
+    ``max_ij |M_ij - R_ij| <= max_i (1 - m_i) <= 2 max_i (1 - ||M_i||_2)``.
+
+    Raises ``ValueError`` unless ``M`` is doubly stochastic to within ``atol``.
+    """
+    check_square(M, nonnegative=True)
+    one = torch.ones((), dtype=M.dtype, device=M.device)
+    if not (torch.allclose(M.sum(-1), one.expand(M.shape[:-1]), atol=atol)
+            and torch.allclose(M.sum(-2), one.expand(M.shape[:-1]), atol=atol)):
+        raise ValueError(f"M is not doubly stochastic to within atol={atol}: rows or columns do not sum to 1")
+    penalty = l12_penalty(M)
+    return ErrorBound(
+        penalty=penalty,
+        condition_holds=penalty < ROUNDING_THRESHOLD,
+        perm=M.argmax(-1),
+        l1_bound=2.0 * penalty,
+        max_bound=2.0 * max_row_deficit(M),
+    )
