@@ -31,6 +31,8 @@ __all__ = [
     "permutation_error_bound",
     "permutation_matrix",
     "project_doubly_stochastic",
+    "random_doubly_stochastic",
+    "random_permutation",
     "round_to_permutation",
     "sinkhorn",
 ]
@@ -214,6 +216,35 @@ def permutation_matrix(perm: torch.Tensor, dtype: torch.dtype = torch.float32) -
     if not bool((sorted_perm == torch.arange(n, device=perm.device)).all()):
         raise ValueError("perm is not a permutation of 0..n-1")
     return torch.nn.functional.one_hot(perm.long(), n).to(dtype)
+
+
+def random_permutation(n: int, batch: tuple[int, ...] = (), *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniformly random permutations of ``0..n-1``, shape ``(*batch, n)`` (long)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    return torch.rand(*batch, n, generator=generator).argsort(-1)
+
+
+def random_doubly_stochastic(
+    n: int,
+    batch: tuple[int, ...] = (),
+    *,
+    vertices: int | None = None,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
+    """Random points of ``D_n``, shape ``(*batch, n, n)``, as convex combinations of random permutations.
+
+    By Birkhoff-von Neumann every point of ``D_n`` is such a combination; ``vertices`` permutations
+    (default ``n``) are mixed with Dirichlet(1) weights, so the result is exactly doubly stochastic.
+    """
+    k = n if vertices is None else vertices
+    if k < 1:
+        raise ValueError(f"vertices must be >= 1, got {k}")
+    perms = permutation_matrix(random_permutation(n, (*batch, k), generator=generator), dtype)
+    weights = -torch.rand(*batch, k, generator=generator, dtype=dtype).log()
+    weights = weights / weights.sum(-1, keepdim=True)
+    return (weights[..., None, None] * perms).sum(-3)
 
 
 def is_permutation_matrix(M: torch.Tensor, tol: float = 1e-6) -> torch.Tensor:

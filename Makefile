@@ -1,0 +1,38 @@
+# The two commands of the README: `make reproduce` and `make test`. Each creates .venv on first use and
+# reinstalls the package only when pyproject.toml changes.
+
+PYTHON ?= python3.11
+PROFILE ?= quick
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: reproduce test lab refresh env clean-runs
+
+$(INSTALLED): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m ipykernel install --sys-prefix --name aslib --display-name "Python (aslib)"
+	@touch $@
+
+env: $(INSTALLED)
+
+## Execute every notebook under profiles/$(PROFILE).yaml into runs/$(PROFILE)/ and regenerate figures/.
+reproduce: $(INSTALLED)
+	$(PY) -m aslib.reproduce --profile $(PROFILE)
+
+## Unit tests, the notebooks run through the runner, and nbval on the committed notebooks.
+test: $(INSTALLED)
+	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+
+## JupyterLab on notebooks/ with the project's kernel.
+lab: $(INSTALLED)
+	$(VENV)/bin/jupyter lab notebooks/
+
+## Re-execute a notebook in place with its stored defaults: make refresh NB=notebooks/01_....ipynb
+refresh: $(INSTALLED)
+	$(PY) -m aslib.reproduce --refresh $(NB)
+
+clean-runs:
+	rm -rf runs/

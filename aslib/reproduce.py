@@ -1,0 +1,276 @@
+"""Execute the numbered notebooks with papermill under a named profile of parameters.
+
+A profile is a YAML file ``profiles/<name>.yaml``::
+
+    description: what the profile is for
+    figures_dir: figures            # relative to the repository root
+    notebooks:
+      01_penalty_and_error_bounds:  # notebook stem -> parameters for its `parameters` cell
+        n_random: 2000
+
+Every notebook in ``notebooks/`` runs, in order, with the profile's parameters (notebooks it does not name
+run with their stored defaults), plus ``output_dir`` and ``figures_dir`` which the runner sets itself.
+Executed copies and results files go to ``runs/<profile>/``. Every parameter name is checked against the
+notebook's ``parameters`` cell before anything runs (papermill itself only warns on an unknown name). A
+failing notebook is reported by name with its error cell; the others still run; the exit status is
+non-zero if any failed.
+
+Command line::
+
+    python -m aslib.reproduce --profile quick
+    python -m aslib.reproduce --only 02_graph_matching -p n=40
+    python -m aslib.reproduce --refresh notebooks/01_penalty_and_error_bounds.ipynb
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pandas as pd
+import papermill
+import yaml
+from papermill.exceptions import PapermillExecutionError
+
+from aslib.progress import progress
+
+__all__ = [
+    "NotebookRun",
+    "Profile",
+    "check_parameters",
+    "find_notebooks",
+    "load_profile",
+    "main",
+    "notebook_parameters",
+    "refresh_notebook",
+    "run_profile",
+]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: Parameters every notebook declares and the runner sets itself.
+RUNNER_PARAMETERS = ("output_dir", "figures_dir")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named set of parameters per notebook (see the module docstring for the file format)."""
+
+    name: str
+    description: str = ""
+    figures_dir: str = "figures"
+    notebooks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class NotebookRun:
+    """The outcome of executing one notebook."""
+
+    notebook: str
+    output: Path
+    status: str  # "ok" or "failed"
+    seconds: float
+    error: str = ""
+
+
+def load_profile(name: str, profiles_dir: str | Path | None = None) -> Profile:
+    """Read ``<profiles_dir>/<name>.yaml``; an unknown name is refused with the list of profiles."""
+    profiles_dir = Path(profiles_dir) if profiles_dir is not None else REPO_ROOT / "profiles"
+    path = profiles_dir / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in profiles_dir.glob("*.yaml"))
+        raise ValueError(f"unknown profile {name!r}: no file {path}; known profiles: {', '.join(known) or 'none'}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    unknown = set(raw) - {"description", "figures_dir", "notebooks"}
+    if unknown:
+        raise ValueError(f"profile {path} has unknown keys {sorted(unknown)}")
+    notebooks = raw.get("notebooks") or {}
+    if not isinstance(notebooks, Mapping) or not all(isinstance(v, Mapping) or v is None for v in notebooks.values()):
+        raise ValueError(f"profile {path}: 'notebooks' must map notebook names to parameter mappings")
+    return Profile(
+        name=name,
+        description=raw.get("description", ""),
+        figures_dir=raw.get("figures_dir", "figures"),
+        notebooks={k: dict(v or {}) for k, v in notebooks.items()},
+    )
+
+
+def find_notebooks(notebooks_dir: str | Path | None = None) -> list[Path]:
+    """The numbered notebooks (``NN_name.ipynb``) in ``notebooks_dir``, in order."""
+    notebooks_dir = Path(notebooks_dir) if notebooks_dir is not None else REPO_ROOT / "notebooks"
+    return sorted(p for p in notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
+
+
+def notebook_parameters(path: str | Path) -> dict[str, Any]:
+    """Names and default values of the notebook's ``parameters`` cell (via ``papermill.inspect_notebook``)."""
+    inferred = papermill.inspect_notebook(str(path))
+    if not inferred:
+        raise ValueError(f"{path} has no cell tagged 'parameters'")
+    return {name: info["default"] for name, info in inferred.items()}
+
+
+def check_parameters(path: str | Path, parameters: Mapping[str, Any]) -> None:
+    """Refuse any name in ``parameters`` that the notebook's ``parameters`` cell does not define."""
+    valid = notebook_parameters(path)
+    unknown = sorted(set(parameters) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"{Path(path).name}: unknown parameter(s) {', '.join(unknown)}; valid names: {', '.join(sorted(valid))}"
+        )
+
+
+def _strip_run_metadata(path: Path) -> None:
+    """Drop papermill's per-cell timestamps so that a refreshed notebook diffs only where outputs changed."""
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata.pop("papermill", None)
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+    nbformat.write(nb, path)
+
+
+def _execute(
+    source: Path, output: Path, parameters: Mapping[str, Any], show_progress: bool
+) -> NotebookRun:
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(source),
+            str(output),
+            parameters=dict(parameters),
+            cwd=str(source.parent),
+            progress_bar=show_progress and {"desc": source.stem, "leave": False, "ncols": 88},
+        )
+    except PapermillExecutionError as err:
+        message = f"cell {err.cell_index} (execution count {err.exec_count}): {err.ename}: {err.evalue}"
+        return NotebookRun(source.stem, output, "failed", time.perf_counter() - start, message)
+    except Exception as err:  # a kernel that died or could not start is reported the same way
+        return NotebookRun(source.stem, output, "failed", time.perf_counter() - start, f"{type(err).__name__}: {err}")
+    return NotebookRun(source.stem, output, "ok", time.perf_counter() - start)
+
+
+def run_profile(
+    profile: Profile,
+    *,
+    runs_dir: str | Path | None = None,
+    notebooks_dir: str | Path | None = None,
+    only: Sequence[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    figures_dir: str | Path | None = None,
+    show_progress: bool = True,
+) -> list[NotebookRun]:
+    """Execute the profile's notebooks in order and return one :class:`NotebookRun` per notebook.
+
+    Args:
+        profile: from :func:`load_profile`.
+        runs_dir: executed copies and results go to ``<runs_dir>/<profile.name>/`` (default ``runs/``).
+        notebooks_dir: where the numbered notebooks are (default ``notebooks/``).
+        only: notebook stems to run (default: all); an unknown stem is refused.
+        overrides: parameters applied on top of the profile, to every selected notebook.
+        figures_dir: where figures go, instead of the profile's ``figures_dir``.
+        show_progress: an overall bar over notebooks and papermill's bar over cells.
+    """
+    notebooks = find_notebooks(notebooks_dir)
+    stems = [p.stem for p in notebooks]
+    unknown = sorted(set(profile.notebooks) - set(stems)) + sorted(set(only or ()) - set(stems))
+    if unknown:
+        raise ValueError(f"unknown notebook(s) {', '.join(unknown)}; notebooks: {', '.join(stems)}")
+    if only:
+        notebooks = [p for p in notebooks if p.stem in only]
+
+    out_dir = (Path(runs_dir) if runs_dir is not None else REPO_ROOT / "runs") / profile.name
+    figures_dir = Path(figures_dir if figures_dir is not None else profile.figures_dir)
+    if not figures_dir.is_absolute():
+        figures_dir = REPO_ROOT / figures_dir
+    plan = []
+    for path in notebooks:  # check every notebook's parameters before running any
+        parameters = {**profile.notebooks.get(path.stem, {}), **(overrides or {})}
+        parameters.update(output_dir=str(out_dir.resolve()), figures_dir=str(figures_dir.resolve()))
+        check_parameters(path, parameters)
+        plan.append((path, parameters))
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = []
+    bar = progress(plan, enabled=show_progress, desc=f"profile {profile.name}", unit="notebook")
+    for path, parameters in bar:
+        bar.set_postfix_str(path.stem)
+        runs.append(_execute(path, out_dir / path.name, parameters, show_progress))
+    return runs
+
+
+def refresh_notebook(path: str | Path, *, show_progress: bool = True) -> NotebookRun:
+    """Execute a notebook with its stored defaults and, if it succeeds, replace it with the executed copy.
+
+    The run writes to a temporary file beside the notebook; a failing run leaves the notebook untouched
+    and its executed copy (with the error cell) at ``<name>.failed.ipynb``.
+    """
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"no notebook {path}")
+    notebook_parameters(path)  # refuses a notebook without a parameters cell
+    executed = path.with_name(f".{path.stem}.running.ipynb")
+    run = _execute(path, executed, {}, show_progress)
+    if run.status == "ok":
+        _strip_run_metadata(executed)
+        os.replace(executed, path)
+        run.output = path
+    else:
+        run.output = executed.replace(path.with_suffix(".failed.ipynb"))
+    return run
+
+
+def summarise(runs: Sequence[NotebookRun]) -> pd.DataFrame:
+    """One row per notebook: name, status, seconds, executed copy, error."""
+    return pd.DataFrame(
+        [{"notebook": r.notebook, "status": r.status, "seconds": round(r.seconds, 1),
+          "executed copy": str(r.output), "error": r.error} for r in runs]
+    )
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, yaml.safe_load(value)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m aslib.reproduce", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="quick", help="profile name in profiles/ (default: quick)")
+    parser.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="notebook stems to run (default: all)")
+    parser.add_argument("-p", "--param", action="append", type=_parse_override, default=[], metavar="NAME=VALUE",
+                        help="a parameter for every selected notebook, on top of the profile")
+    parser.add_argument("--runs-dir", default=None, help="where executed copies go (default: runs/)")
+    parser.add_argument("--refresh", nargs="+", metavar="NOTEBOOK.ipynb",
+                        help="execute these notebooks in place with their stored defaults, then stop")
+    parser.add_argument("--no-progress", action="store_true", help="turn the progress bars off")
+    args = parser.parse_args(argv)
+    show_progress = not args.no_progress
+
+    if args.refresh:
+        runs = [refresh_notebook(p, show_progress=show_progress) for p in args.refresh]
+    else:
+        try:
+            profile = load_profile(args.profile)
+            runs = run_profile(profile, runs_dir=args.runs_dir, only=args.only,
+                               overrides=dict(args.param), show_progress=show_progress)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+
+    table = summarise(runs)
+    print(table.drop(columns="error").to_string(index=False))
+    failed = [r for r in runs if r.status != "ok"]
+    for r in failed:
+        print(f"\nFAILED {r.notebook}: {r.error}\n  see {r.output}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
