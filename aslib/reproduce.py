@@ -49,8 +49,10 @@ __all__ = [
     "load_profile",
     "main",
     "notebook_parameters",
+    "prepare",
     "refresh_notebook",
     "run_profile",
+    "training_plan",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -155,6 +157,66 @@ def _execute(
     return NotebookRun(source.stem, output, "ok", time.perf_counter() - start)
 
 
+def prepare(
+    profile: Profile,
+    *,
+    runs_dir: str | Path | None = None,
+    notebooks_dir: str | Path | None = None,
+    only: Sequence[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    figures_dir: str | Path | None = None,
+) -> list[tuple[Path, dict[str, Any]]]:
+    """The notebooks to run and the parameters each gets, every name checked; nothing is executed.
+
+    Args:
+        profile: from :func:`load_profile`.
+        runs_dir: executed copies and results go to ``<runs_dir>/<profile.name>/`` (default ``runs/``).
+        notebooks_dir: where the numbered notebooks are (default ``notebooks/``).
+        only: notebook stems to run (default: all); an unknown stem is refused.
+        overrides: parameters applied on top of the profile, to every selected notebook.
+        figures_dir: where figures go, instead of the profile's ``figures_dir``.
+
+    The runner sets the paths itself, as absolute paths: ``output_dir`` and ``figures_dir`` always, and
+    ``data_root`` (the repository's ``data/``) for notebooks that declare it.
+    """
+    notebooks = find_notebooks(notebooks_dir)
+    stems = [p.stem for p in notebooks]
+    unknown = sorted(set(profile.notebooks) - set(stems)) + sorted(set(only or ()) - set(stems))
+    if unknown:
+        raise ValueError(f"unknown notebook(s) {', '.join(unknown)}; notebooks: {', '.join(stems)}")
+    if only:
+        notebooks = [p for p in notebooks if p.stem in only]
+
+    out_dir = ((Path(runs_dir) if runs_dir is not None else REPO_ROOT / "runs") / profile.name).resolve()
+    figures = Path(figures_dir if figures_dir is not None else profile.figures_dir)
+    figures = (figures if figures.is_absolute() else REPO_ROOT / figures).resolve()
+    prepared = []
+    for path in notebooks:
+        parameters = {**profile.notebooks.get(path.stem, {}), **(overrides or {})}
+        check_parameters(path, parameters)
+        parameters.update(output_dir=str(out_dir), figures_dir=str(figures))
+        if "data_root" in notebook_parameters(path) and "data_root" not in parameters:
+            parameters["data_root"] = str(REPO_ROOT / "data")
+        prepared.append((path, parameters))
+    return prepared
+
+
+def training_plan(prepared: Sequence[tuple[Path, Mapping[str, Any]]]) -> pd.DataFrame:
+    """Every training run the prepared notebooks will execute (see :func:`aslib.sweep.plan`).
+
+    Raises ``FileNotFoundError`` for a missing data set, so a long profile stops before it starts.
+    """
+    from aslib.sweep import check_data, notebook_runs, plan
+
+    frames = []
+    for path, parameters in prepared:
+        runs = notebook_runs(path.stem, {**notebook_parameters(path), **parameters})
+        if runs:
+            check_data(runs)
+            frames.append(plan(runs).assign(notebook=path.stem))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def run_profile(
     profile: Profile,
     *,
@@ -167,39 +229,17 @@ def run_profile(
 ) -> list[NotebookRun]:
     """Execute the profile's notebooks in order and return one :class:`NotebookRun` per notebook.
 
-    Args:
-        profile: from :func:`load_profile`.
-        runs_dir: executed copies and results go to ``<runs_dir>/<profile.name>/`` (default ``runs/``).
-        notebooks_dir: where the numbered notebooks are (default ``notebooks/``).
-        only: notebook stems to run (default: all); an unknown stem is refused.
-        overrides: parameters applied on top of the profile, to every selected notebook.
-        figures_dir: where figures go, instead of the profile's ``figures_dir``.
-        show_progress: an overall bar over notebooks and papermill's bar over cells.
+    The arguments are those of :func:`prepare`; every parameter is checked before any notebook runs.
+    ``show_progress`` shows an overall bar over notebooks and papermill's bar over cells.
     """
-    notebooks = find_notebooks(notebooks_dir)
-    stems = [p.stem for p in notebooks]
-    unknown = sorted(set(profile.notebooks) - set(stems)) + sorted(set(only or ()) - set(stems))
-    if unknown:
-        raise ValueError(f"unknown notebook(s) {', '.join(unknown)}; notebooks: {', '.join(stems)}")
-    if only:
-        notebooks = [p for p in notebooks if p.stem in only]
-
-    out_dir = (Path(runs_dir) if runs_dir is not None else REPO_ROOT / "runs") / profile.name
-    figures_dir = Path(figures_dir if figures_dir is not None else profile.figures_dir)
-    if not figures_dir.is_absolute():
-        figures_dir = REPO_ROOT / figures_dir
-    plan = []
-    for path in notebooks:  # check every notebook's parameters before running any
-        parameters = {**profile.notebooks.get(path.stem, {}), **(overrides or {})}
-        parameters.update(output_dir=str(out_dir.resolve()), figures_dir=str(figures_dir.resolve()))
-        check_parameters(path, parameters)
-        plan.append((path, parameters))
-
-    out_dir.mkdir(parents=True, exist_ok=True)
+    prepared = prepare(profile, runs_dir=runs_dir, notebooks_dir=notebooks_dir, only=only, overrides=overrides,
+                       figures_dir=figures_dir)
     runs = []
-    bar = progress(plan, enabled=show_progress, desc=f"profile {profile.name}", unit="notebook")
+    bar = progress(prepared, enabled=show_progress, desc=f"profile {profile.name}", unit="notebook")
     for path, parameters in bar:
         bar.set_postfix_str(path.stem)
+        out_dir = Path(parameters["output_dir"])
+        out_dir.mkdir(parents=True, exist_ok=True)
         runs.append(_execute(path, out_dir / path.name, parameters, show_progress))
     return runs
 
@@ -233,6 +273,23 @@ def summarise(runs: Sequence[NotebookRun]) -> pd.DataFrame:
     )
 
 
+def _print_plan(profile: Profile, plan: pd.DataFrame) -> None:
+    import torch
+
+    gpus = torch.cuda.device_count()
+    print(f"profile {profile.name}: {profile.description.strip()}")
+    print(f"devices: {f'{gpus} CUDA GPU(s)' if gpus else 'CPU only'}")
+    if plan.empty:
+        print("training runs: none")
+        return
+    by_notebook = plan.groupby("notebook").agg(
+        runs=("run", "size"), new=("status", lambda s: int((s == "new").sum())),
+        interrupted=("status", lambda s: int((s == "interrupted").sum())),
+        done=("status", lambda s: int((s == "done").sum())), estimated_minutes=("estimated_minutes", "sum"))
+    print("training runs (done ones are skipped, interrupted ones resume; estimates are rough):")
+    print(by_notebook.to_string())
+
+
 def _parse_override(text: str) -> tuple[str, Any]:
     name, sep, value = text.partition("=")
     if not sep or not name:
@@ -258,11 +315,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         try:
             profile = load_profile(args.profile)
-            runs = run_profile(profile, runs_dir=args.runs_dir, only=args.only,
-                               overrides=dict(args.param), show_progress=show_progress)
-        except ValueError as err:
+            options = dict(runs_dir=args.runs_dir, only=args.only, overrides=dict(args.param))
+            plan = training_plan(prepare(profile, **options))
+        except (ValueError, FileNotFoundError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+        _print_plan(profile, plan)
+        runs = run_profile(profile, show_progress=show_progress, **options)
 
     table = summarise(runs)
     print(table.drop(columns="error").to_string(index=False))

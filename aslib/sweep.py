@@ -1,0 +1,374 @@
+"""Many training runs at once: the plan, a data check up front, every GPU used, nothing run twice.
+
+A :class:`Run` is a named :class:`aslib.train.TrainConfig` whose ``output_dir`` is ``<root>/<name>``. A
+run is *done* when its ``result.json`` exists (it is skipped), *interrupted* when only its
+``checkpoint.pt`` exists (it resumes from there), and *new* otherwise.
+
+:func:`execute` runs a list of runs:
+
+- with no CUDA device, one after the other in this process;
+- with CUDA devices, each ordinary run in a subprocess pinned to one GPU (``CUDA_VISIBLE_DEVICES``), as
+  many at once as there are GPUs; then each ``distributed`` run (ImageNet) with ``torchrun`` over all of
+  them, one after the other. Each subprocess writes ``<output_dir>/log.txt``.
+
+An *arm* is what the paper compares: the kind of channel shuffle and the penalty weight (:data:`ARMS`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import itertools
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from aslib.io import atomic_write
+from aslib.progress import progress
+from aslib.train import CHECKPOINT_NAME, TrainConfig, train
+
+__all__ = [
+    "ARMS",
+    "Run",
+    "arm_config",
+    "check_data",
+    "classification_runs",
+    "collect",
+    "execute",
+    "grid",
+    "main",
+    "notebook_runs",
+    "plan",
+    "run_status",
+]
+
+#: Arm name -> (shuffle kind, whether lam applies). "relaxed" is the convex relaxation: a learned
+#: doubly stochastic matrix trained without the penalty, then rounded.
+ARMS: dict[str, tuple[str, bool]] = {
+    "fixed": ("fixed", False),
+    "none": ("none", False),
+    "random": ("random", False),
+    "relaxed": ("learned", False),
+    "l12": ("learned", True),
+}
+
+#: TrainConfig fields that only matter for a learned shuffle.
+LEARNED_ONLY = ("lam", "shuffle_init", "shuffle_noise", "projection_sweeps", "lam_warmup_epochs")
+
+#: Training-set sizes, for the time estimate (the validation split is taken out of these).
+TRAIN_SIZES = {"digits": 1437, "cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167}
+INPUT_SHAPES = {"digits": (1, 8, 8), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "imagenet": (3, 224, 224)}
+NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000}
+#: Sustained training throughput assumed for the estimate, in FLOP/s of forward pass times 3.
+#: Rough figures for small depthwise-convolution networks, which keep a GPU far below its peak.
+ASSUMED_FLOPS_PER_SECOND = {"cuda": 2e12, "cpu": 2e10}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of a sweep: ``config.output_dir`` is its folder; ``distributed`` runs use torchrun."""
+
+    name: str
+    config: TrainConfig
+    distributed: bool = False
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.config.output_dir)
+
+
+def arm_config(base: TrainConfig, arm: str, lam: float | None = None) -> TrainConfig:
+    """``base`` with the shuffle kind and penalty weight of ``arm`` (lam 0 unless the arm uses it)."""
+    if arm not in ARMS:
+        raise ValueError(f"unknown arm {arm!r}; valid arms: {', '.join(ARMS)}")
+    shuffle, uses_lam = ARMS[arm]
+    return dataclasses.replace(base, shuffle=shuffle, lam=(base.lam if lam is None else lam) if uses_lam else 0.0)
+
+
+def grid(
+    base: TrainConfig,
+    root: str | os.PathLike[str],
+    *,
+    arms: Sequence[str],
+    distributed: bool = False,
+    **axes: Sequence[Any],
+) -> list[Run]:
+    """Every combination of ``arms`` and the ``axes`` (TrainConfig field -> values), as named runs.
+
+    The name lists each axis value and the arm, e.g. ``model=shufflenet_v2_1.0/arm=l12/lam=0.001/seed=0``, so that
+    a run keeps its folder (and is skipped or resumed) however the sweep around it changes. An axis
+    named ``lam`` applies only to arms that use the penalty, and the axes of :data:`LEARNED_ONLY` only
+    to arms with a learned shuffle; other arms appear once.
+    """
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(axes) - names)
+    if unknown:
+        raise ValueError(f"unknown TrainConfig field(s) {', '.join(unknown)}")
+    for arm in arms:
+        if arm not in ARMS:
+            raise ValueError(f"unknown arm {arm!r}; valid arms: {', '.join(ARMS)}")
+    runs: dict[str, Run] = {}
+    keys = list(axes)
+    for arm in arms:
+        for values in itertools.product(*(axes[k] for k in keys)):
+            chosen = dict(zip(keys, values))
+            shuffle, uses_lam = ARMS[arm]
+            if shuffle != "learned":
+                irrelevant: tuple[str, ...] = LEARNED_ONLY
+            elif not uses_lam:
+                irrelevant = ("lam",)
+            else:
+                irrelevant = ()
+            for k in irrelevant:
+                chosen.pop(k, None)
+            head = [f"{k}={chosen[k]}" for k in keys if k in chosen and k not in ("lam", "seed")]
+            tail = [f"{k}={chosen[k]}" for k in ("lam", "seed") if k in chosen]
+            name = "/".join([*head, f"arm={arm}", *tail])
+            config = arm_config(dataclasses.replace(base, **chosen), arm)
+            config = dataclasses.replace(config, output_dir=str(Path(root) / name))
+            runs.setdefault(name, Run(name, config, distributed))  # lam-free arms appear once
+    return list(runs.values())
+
+
+def classification_runs(
+    *,
+    root: str | os.PathLike[str],
+    dataset: str,
+    models: Sequence[str],
+    arms: Sequence[str],
+    seeds: Sequence[int],
+    lams: Sequence[float],
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float = 5e-4,
+    stages_repeats: Sequence[int] = (4, 8, 4),
+    shuffle_inits: Sequence[str] = ("shuffle",),
+    projection_sweeps: Sequence[int] = (1,),
+    max_train_samples: int | None = None,
+    data_root: str = "data",
+    recalibration_batches: int = 50,
+) -> list[Run]:
+    """The runs of notebooks 04 (CIFAR, digits) and 05 (ImageNet): models x arms x ablations x seeds.
+
+    The keyword names are the notebooks' parameter names, so the runner can print a notebook's plan
+    before executing it (:func:`notebook_runs`). ImageNet runs are distributed (torchrun over every GPU).
+    """
+    base = TrainConfig(dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                       stages_repeats=tuple(stages_repeats), max_train_samples=max_train_samples,
+                       data_root=str(data_root), recalibration_batches=recalibration_batches)
+    return grid(base, root, arms=arms, distributed=dataset == "imagenet", model=list(models),
+                shuffle_init=list(shuffle_inits), projection_sweeps=list(projection_sweeps), lam=list(lams),
+                seed=list(seeds))
+
+
+#: Notebooks that train, and the function that turns their parameters into runs.
+NOTEBOOK_RUNS = {"04_cifar": classification_runs, "05_imagenet": classification_runs}
+
+
+def notebook_runs(stem: str, parameters: Mapping[str, Any]) -> list[Run] | None:
+    """The runs a notebook will execute with ``parameters`` (None for a notebook that trains nothing).
+
+    ``parameters`` is the notebook's full parameter set (with absolute ``output_dir`` and ``data_root``,
+    as the runner passes them); the runs live in ``<output_dir>/<stem>/``, where the notebook puts them.
+    """
+    builder = NOTEBOOK_RUNS.get(stem)
+    if builder is None:
+        return None
+    names = set(inspect.signature(builder).parameters) - {"root"}
+    return builder(root=Path(parameters["output_dir"]) / stem, **{k: v for k, v in parameters.items() if k in names})
+
+
+def run_status(run: Run) -> str:
+    """``"done"`` (result.json exists), ``"interrupted"`` (a checkpoint exists) or ``"new"``."""
+    if (run.folder / "result.json").is_file():
+        return "done"
+    if (run.folder / CHECKPOINT_NAME).is_file():
+        return "interrupted"
+    return "new"
+
+
+def _forward_flops(config: TrainConfig) -> int:
+    from aslib.models import build_model, count_flops
+
+    shape = INPUT_SHAPES[config.dataset]
+    if config.dataset == "imagenet":
+        shape = (3, config.image_size, config.image_size)
+    model = build_model(config.model, shuffle="fixed", stem="imagenet" if config.dataset == "imagenet" else "cifar",
+                        num_classes=NUM_CLASSES[config.dataset], in_channels=shape[0],
+                        stages_repeats=config.stages_repeats, **config.model_kwargs)
+    return count_flops(model, (1, *shape))
+
+
+def plan(runs: Sequence[Run], device_type: str | None = None) -> pd.DataFrame:
+    """One row per run: name, data set, model, arm settings, epochs, status, and an estimate of its time.
+
+    The estimate is ``3 x forward FLOPs x training images x epochs`` over an assumed sustained
+    throughput (:data:`ASSUMED_FLOPS_PER_SECOND`): an order of magnitude, not a promise.
+    """
+    device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
+    flops_cache: dict[tuple, int] = {}
+    rows = []
+    for run in runs:
+        c = run.config
+        key = (c.dataset, c.model, c.stages_repeats, c.image_size, json.dumps(c.model_kwargs, sort_keys=True))
+        if key not in flops_cache:
+            flops_cache[key] = _forward_flops(c)
+        images = c.max_train_samples or TRAIN_SIZES[c.dataset]
+        seconds = 3 * flops_cache[key] * images * c.epochs / ASSUMED_FLOPS_PER_SECOND[device_type]
+        rows.append({"run": run.name, "dataset": c.dataset, "model": c.model, "shuffle": c.shuffle, "lam": c.lam,
+                     "seed": c.seed, "epochs": c.epochs, "distributed": run.distributed,
+                     "status": run_status(run), "estimated_minutes": round(seconds / 60, 1)})
+    return pd.DataFrame(rows)
+
+
+def check_data(runs: Sequence[Run]) -> None:
+    """Refuse, before anything runs, a sweep whose data sets are not where the runs expect them.
+
+    Raises ``FileNotFoundError`` naming each missing data set, where it belongs and how to get it.
+    """
+    from aslib.data import load_dataset
+
+    problems = []
+    for dataset, root in sorted({(r.config.dataset, r.config.data_root) for r in runs if run_status(r) != "done"}):
+        try:
+            load_dataset(dataset, root, val_fraction=0.0, augment=False, verify_checksums=False)
+        except FileNotFoundError as err:
+            problems.append(str(err))
+    if problems:
+        raise FileNotFoundError("missing data set(s):\n" + "\n".join(problems))
+
+
+def _write_config(run: Run) -> Path:
+    path = run.folder / "config.json"
+    text = json.dumps(run.config.to_dict(), indent=2, sort_keys=True)
+    return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _command(run: Run, gpus: int) -> list[str]:
+    entry = ["-m", "aslib.sweep", "--run-config", str(_write_config(run))]
+    if run.distributed and gpus > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", *entry]
+    return [sys.executable, *entry]
+
+
+def _subprocess(run: Run, gpus: Sequence[int]) -> tuple[str, str]:
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
+    log = run.folder / "log.txt"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        code = subprocess.run(_command(run, len(gpus)), env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+    if code == 0:
+        return "ok", ""
+    tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(empty log)"]
+    return "failed", f"exit {code}: {tail[0]}"
+
+
+def execute(
+    runs: Sequence[Run],
+    *,
+    gpus: Sequence[int] | None = None,
+    show_progress: bool = True,
+) -> pd.DataFrame:
+    """Run every run that is not done; return one row per run (status, seconds, log, error).
+
+    Args:
+        runs: from :func:`grid` (or built by hand).
+        gpus: CUDA device indices to use (default: every visible one); empty or no CUDA means in-process on
+            the CPU, one run after the other.
+        show_progress: a bar over runs (and the training loop's own bars for in-process runs).
+    """
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise ValueError("run names must be unique")
+    gpus = list(range(torch.cuda.device_count())) if gpus is None else list(gpus)
+    check_data(runs)
+    rows: dict[str, dict[str, Any]] = {}
+    todo = []
+    for run in runs:
+        if run_status(run) == "done":
+            rows[run.name] = {"run": run.name, "status": "skipped (done)", "seconds": 0.0, "log": "", "error": ""}
+        else:
+            todo.append(run)
+    bar = progress(total=len(todo), enabled=show_progress, desc="runs", unit="run")
+
+    def record(run: Run, status: str, error: str, start: float) -> None:
+        rows[run.name] = {"run": run.name, "status": status, "seconds": round(time.perf_counter() - start, 1),
+                          "log": str(run.folder / "log.txt") if gpus else "", "error": error}
+        bar.update(1)
+
+    if not gpus:
+        for run in todo:
+            start = time.perf_counter()
+            try:
+                train(dataclasses.replace(run.config, show_progress=show_progress), resume=True)
+                record(run, "ok", "", start)
+            except Exception as err:  # one failing run must not stop the sweep
+                record(run, "failed", f"{type(err).__name__}: {err}", start)
+    else:
+        pending: queue.Queue[Run] = queue.Queue()
+        for run in todo:
+            if not run.distributed:
+                pending.put(run)
+
+        def worker(gpu: int) -> None:
+            while True:
+                try:
+                    run = pending.get_nowait()
+                except queue.Empty:
+                    return
+                start = time.perf_counter()
+                record(run, *_subprocess(run, [gpu]), start)
+
+        threads = [threading.Thread(target=worker, args=(g,)) for g in gpus]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for run in (r for r in todo if r.distributed):
+            start = time.perf_counter()
+            record(run, *_subprocess(run, gpus), start)
+    bar.close()
+    return pd.DataFrame([rows[name] for name in names])
+
+
+def collect(runs: Sequence[Run]) -> pd.DataFrame:
+    """The ``result.json`` of every finished run, one row each, with the run's name; unfinished runs are
+    absent (compare with :func:`plan` to see which)."""
+    rows = []
+    for run in runs:
+        path = run.folder / "result.json"
+        if path.is_file():
+            result = json.loads(path.read_text())
+            config = result.pop("config", {})
+            rows.append({"run": run.name, **{k: config.get(k) for k in ("dataset", "model", "shuffle", "lam", "seed")},
+                         **{k: v for k, v in result.items() if not isinstance(v, (list, dict))}})
+    return pd.DataFrame(rows)
+
+
+def _run_from_file(path: str) -> int:
+    config = TrainConfig.from_dict(json.loads(Path(path).read_text()))
+    train(dataclasses.replace(config, show_progress=False), resume=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m aslib.sweep", description="Run one sweep run from its config.")
+    parser.add_argument("--run-config", required=True, help="config.json written by aslib.sweep.execute")
+    return _run_from_file(parser.parse_args(argv).run_config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Sweeps: run naming, arms, the plan, the data check, skipping and spreading runs over devices."""
+
+import dataclasses
+import json
+
+import pytest
+
+from aslib.sweep import (
+    ARMS, Run, _command, arm_config, check_data, classification_runs, collect, execute, grid, plan, run_status,
+)
+from aslib.train import TrainConfig
+
+TINY = TrainConfig(dataset="digits", model="shufflenet_v2_0.5", stages_repeats=(1, 1, 1), epochs=2, batch_size=32,
+                   max_train_samples=256, recalibration_batches=2, show_progress=False, lam=1e-3)
+
+
+def test_arms_set_shuffle_and_penalty():
+    assert arm_config(TINY, "fixed").shuffle == "fixed" and arm_config(TINY, "fixed").lam == 0
+    assert arm_config(TINY, "relaxed").shuffle == "learned" and arm_config(TINY, "relaxed").lam == 0
+    assert arm_config(TINY, "l12").lam == 1e-3 and arm_config(TINY, "l12", lam=0.5).lam == 0.5
+    assert {arm_config(TINY, a).shuffle for a in ARMS} == {"fixed", "none", "random", "learned"}
+    with pytest.raises(ValueError, match="unknown arm 'l2'; valid arms: fixed"):
+        arm_config(TINY, "l2")
+
+
+def test_grid_names_are_stable_and_irrelevant_axes_collapse(tmp_path):
+    runs = grid(TINY, tmp_path, arms=["fixed", "relaxed", "l12"], lam=[1e-3, 1e-2], shuffle_init=["shuffle", "uniform"],
+                seed=[0, 1])
+    names = [r.name for r in runs]
+    assert len(names) == len(set(names))
+    # fixed: once per seed; relaxed: per init and seed; l12: per init, lam and seed
+    assert len(runs) == 2 + 2 * 2 + 2 * 2 * 2
+    assert "arm=fixed/seed=1" in names
+    assert "shuffle_init=uniform/arm=l12/lam=0.01/seed=0" in names
+    by_name = {r.name: r for r in runs}
+    l12 = by_name["shuffle_init=uniform/arm=l12/lam=0.01/seed=0"].config
+    assert (l12.shuffle, l12.lam, l12.shuffle_init, l12.seed) == ("learned", 0.01, "uniform", 0)
+    assert l12.output_dir == str(tmp_path / "shuffle_init=uniform/arm=l12/lam=0.01/seed=0")
+    assert by_name["shuffle_init=shuffle/arm=relaxed/seed=1"].config.lam == 0
+    with pytest.raises(ValueError, match="unknown TrainConfig field"):
+        grid(TINY, tmp_path, arms=["fixed"], learning_rate=[0.1])
+
+
+def test_classification_runs_distribute_imagenet_only(tmp_path):
+    common = dict(root=tmp_path, models=["shufflenet_v1_g3"], arms=["fixed", "l12"], seeds=[0], lams=[1e-3],
+                  epochs=1, batch_size=8, lr=0.1)
+    assert not any(r.distributed for r in classification_runs(dataset="cifar10", **common))
+    assert all(r.distributed for r in classification_runs(dataset="imagenet", **common))
+
+
+def test_plan_estimates_and_status(tmp_path):
+    runs = grid(TINY, tmp_path, arms=["fixed", "l12"], seed=[0])
+    table = plan(runs, "cpu")
+    assert list(table["status"]) == ["new", "new"]
+    assert (table["estimated_minutes"] >= 0).all()
+    bigger = plan(grid(dataclasses.replace(TINY, epochs=100, max_train_samples=None), tmp_path, arms=["l12"]), "cpu")
+    assert bigger["estimated_minutes"].iloc[0] > table["estimated_minutes"].iloc[0]
+    runs[0].folder.mkdir(parents=True)
+    (runs[0].folder / "checkpoint.pt").write_bytes(b"")
+    assert run_status(runs[0]) == "interrupted"
+    (runs[0].folder / "result.json").write_text("{}")
+    assert run_status(runs[0]) == "done"
+
+
+def test_missing_data_set_refused_up_front(tmp_path):
+    runs = grid(dataclasses.replace(TINY, dataset="cifar100", data_root=str(tmp_path / "nodata")), tmp_path,
+                arms=["fixed"])
+    with pytest.raises(FileNotFoundError, match="cifar-100-python"):
+        check_data(runs)
+    with pytest.raises(FileNotFoundError):
+        execute(runs, gpus=[], show_progress=False)
+    assert not (tmp_path / "arm=fixed").exists()
+
+
+def test_execute_in_process_then_skips_done_runs(tmp_path):
+    runs = grid(TINY, tmp_path, arms=["fixed", "l12"], seed=[0])
+    first = execute(runs, gpus=[], show_progress=False)
+    assert list(first["status"]) == ["ok", "ok"], first["error"].tolist()
+    results = collect(runs)
+    assert list(results["run"]) == [r.name for r in runs]
+    assert (results["test_acc_hard"] > 0.2).all()  # 10 classes: well above chance after 16 steps
+    second = execute(runs, gpus=[], show_progress=False)
+    assert list(second["status"]) == ["skipped (done)"] * 2
+
+
+def test_failing_run_is_reported_and_the_others_still_run(tmp_path):
+    good = grid(TINY, tmp_path, arms=["fixed"])[0]
+    bad = Run("bad", dataclasses.replace(TINY, output_dir=str(tmp_path / "bad"), model_kwargs={"no_such_option": 1}))
+    table = execute([bad, good], gpus=[], show_progress=False)
+    assert list(table["status"]) == ["failed", "ok"]
+    assert "no_such_option" in table["error"].iloc[0]
+
+
+def test_subprocess_workers_one_per_device(tmp_path):
+    # On a machine without CUDA the "GPUs" are just worker slots: each run still goes through the
+    # subprocess path (config.json written, run from it, log.txt), two at a time.
+    runs = grid(TINY, tmp_path, arms=["fixed", "none"], seed=[0])
+    table = execute(runs, gpus=[0, 1], show_progress=False)
+    assert list(table["status"]) == ["ok", "ok"], [open(p).read()[-2000:] for p in table["log"]]
+    for run in runs:
+        assert TrainConfig.from_dict(json.loads((run.folder / "config.json").read_text())) == run.config
+        assert (run.folder / "result.json").is_file() and (run.folder / "log.txt").is_file()
+
+
+def test_distributed_runs_use_torchrun_over_all_devices(tmp_path):
+    run = Run("ddp", dataclasses.replace(TINY, output_dir=str(tmp_path / "ddp")), distributed=True)
+    command = _command(run, 4)
+    assert command[1:4] == ["-m", "torch.distributed.run", "--standalone"] and "--nproc_per_node=4" in command
+    assert command[-4:] == ["-m", "aslib.sweep", "--run-config", str(tmp_path / "ddp" / "config.json")]
+    single = _command(dataclasses.replace(run, distributed=False), 4)
+    assert "torch.distributed.run" not in single
