@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import random
 
 import numpy as np
 import torch
 
-__all__ = ["resolve_device", "seed_everything"]
+__all__ = ["describe_device", "resolve_device", "seed_everything"]
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -34,3 +36,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for CUDA, but no CUDA device is available")
     return resolved
+
+
+def describe_device(device: str | torch.device = "auto") -> str:
+    """A short description of where numbers were computed, for results files and tables.
+
+    E.g. ``"cuda: NVIDIA H100 80GB HBM3 (1 visible)"`` or ``"cpu: x86_64, 2 cores, 2 torch threads"``.
+    """
+    resolved = resolve_device(device)
+    if resolved.type == "cuda":
+        index = resolved.index if resolved.index is not None else torch.cuda.current_device()
+        return f"cuda: {torch.cuda.get_device_name(index)} ({torch.cuda.device_count()} visible)"
+    return f"cpu: {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"

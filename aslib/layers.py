@@ -1,0 +1,402 @@
+"""Channel-shuffle layers: ShuffleNet's fixed shuffle, a fixed arbitrary permutation, and the learned one.
+
+A shuffle of ``c`` channels is a permutation matrix ``R`` applied along the channel axis,
+``y[:, k] = sum_j R[k, j] x[:, j] = x[:, perm[k]]`` with ``R[k, perm[k]] = 1``. ShuffleNet fixes
+``perm = shuffle_indices(c, g)``; AutoShuffleNet (:class:`LearnedShuffle`) trains a doubly stochastic
+``M`` in its place, drives it to a permutation with the l1-2 penalty, rounds it with the Hungarian
+algorithm (:meth:`LearnedShuffle.harden`) and then runs the gather ``x[:, perm]``, at the cost of the
+fixed shuffle. The module-level helpers act on every learned shuffle of a model at once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aslib.penalty import (
+    ROUNDING_THRESHOLD,
+    l12_penalty,
+    max_row_deficit,
+    permutation_matrix,
+    project_doubly_stochastic,
+    round_to_permutation,
+)
+
+__all__ = [
+    "INITS",
+    "SHUFFLE_KINDS",
+    "ChannelShuffle",
+    "FixedPermutation",
+    "LearnedShuffle",
+    "harden_shuffles_",
+    "learned_shuffles",
+    "make_shuffle",
+    "project_shuffles_",
+    "shuffle_indices",
+    "shuffle_parameters",
+    "shuffle_penalty",
+    "shuffle_stats",
+]
+
+#: Initialisations of :class:`LearnedShuffle`.
+INITS: tuple[str, ...] = ("shuffle", "identity", "uniform", "random")
+#: What :func:`make_shuffle` builds: ShuffleNet's shuffle, the learned one, no shuffle, a fixed random one.
+SHUFFLE_KINDS: tuple[str, ...] = ("fixed", "learned", "none", "random")
+
+# Sweeps used to bring a random or noisy initial matrix onto D_n (only at construction).
+_INIT_SWEEPS = 50
+
+
+def _check_groups(channels: int | None, groups: int) -> None:
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"groups must be a positive integer, got {groups!r}")
+    if channels is not None and channels % groups:
+        raise ValueError(f"channels ({channels}) must be divisible by groups ({groups})")
+
+
+def _check_input(x: torch.Tensor, channels: int | None, name: str) -> None:
+    """Refuse anything but a tensor of shape ``(B, channels, ...)`` (any channel count if ``None``)."""
+    if not isinstance(x, torch.Tensor) or x.ndim < 2:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name} expects a tensor of shape (B, C, ...), got {shape}")
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(f"{name} expected {channels} channels, got {x.shape[1]}")
+
+
+def shuffle_indices(channels: int, groups: int) -> torch.Tensor:
+    """ShuffleNet's shuffle as a gather: ``idx = arange(c).reshape(g, c // g).T.flatten()``, ``out[:, k] = in[:, idx[k]]``.
+
+    Returns a long tensor of shape ``(channels,)``; ``permutation_matrix(idx)`` is the shuffle's matrix.
+    """
+    if not isinstance(channels, int) or channels < 1:
+        raise ValueError(f"channels must be a positive integer, got {channels!r}")
+    _check_groups(channels, groups)
+    return torch.arange(channels).reshape(groups, channels // groups).T.flatten()
+
+
+class ChannelShuffle(nn.Module):
+    """ShuffleNet's fixed shuffle of ``c = g n`` channels: ``out[:, k] = in[:, idx[k]]`` (see :func:`shuffle_indices`).
+
+    Input ``(B, c, ...)``, output of the same shape. No parameters, no buffers; runs as torch's native
+    ``channel_shuffle`` (a reshape ``(B, g, n, ...) -> (B, n, g, ...)``).
+    """
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        _check_groups(None, groups)
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, None, "ChannelShuffle")
+        if x.shape[1] % self.groups:
+            raise ValueError(f"ChannelShuffle: {x.shape[1]} channels are not divisible by groups={self.groups}")
+        if x.ndim == 2:  # torch's channel_shuffle wants at least one spatial dimension
+            return F.channel_shuffle(x.unsqueeze(-1), self.groups).squeeze(-1)
+        return F.channel_shuffle(x, self.groups)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"
+
+
+class FixedPermutation(nn.Module):
+    """A fixed, non-learned channel permutation ``out[:, k] = in[:, perm[k]]``, stored as the buffer ``perm``.
+
+    The "random fixed permutation" control: as cheap as ShuffleNet's shuffle, but the permutation is an
+    arbitrary one rather than the hand-designed one. Build it with :meth:`random`.
+    """
+
+    perm: torch.Tensor
+
+    def __init__(self, perm: torch.Tensor) -> None:
+        super().__init__()
+        permutation_matrix(perm)  # validates that perm is a permutation of 0..n-1
+        if perm.ndim != 1:
+            raise ValueError(f"perm must have shape (n,), got {tuple(perm.shape)}")
+        self.channels = perm.numel()
+        self.register_buffer("perm", perm.detach().clone().long())
+
+    @classmethod
+    def random(cls, channels: int, generator: torch.Generator | None = None) -> FixedPermutation:
+        """A uniformly random permutation of ``channels`` channels drawn from ``generator``."""
+        if not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"channels must be a positive integer, got {channels!r}")
+        return cls(torch.randperm(channels, generator=generator))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, self.channels, "FixedPermutation")
+        return x.index_select(1, self.perm)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}"
+
+
+class LearnedShuffle(nn.Module):
+    r"""AutoShuffleNet's learned shuffle: a doubly stochastic ``M`` (the parameter ``weight``, ``c x c``).
+
+    Soft (training) state: ``y[:, k] = sum_j M[k, j] x[:, j]``, a 1x1 convolution without bias, so
+    ``M = permutation_matrix(shuffle_indices(c, g))`` computes exactly :class:`ChannelShuffle` ``(g)``.
+    Keep ``M`` in ``D_n`` with :meth:`project_` after each optimizer step, add ``lam * penalty()`` to the
+    loss, and exclude ``weight`` from weight decay (decay pulls ``M`` toward ``J/n``). (On a GPU that runs
+    convolutions in TF32 the soft product is rounded to TF32; the hardened gather is always exact.)
+
+    Hardened (inference) state, after :meth:`harden`: ``M`` is rounded to the nearest permutation
+    (Hungarian, :func:`~aslib.penalty.round_to_permutation`), the parameter is removed and the layer is
+    the gather ``y = x[:, perm]`` with ``perm`` a long buffer: no parameter, no multiply-adds. The state
+    travels with ``state_dict``: a soft layer loading a hardened state dict becomes hardened (and the
+    reverse).
+
+    Args:
+        channels: ``c``; inputs have shape ``(B, c, ...)``.
+        init: ``"shuffle"`` (ShuffleNet's shuffle with ``groups``), ``"identity"``, ``"uniform"`` (``J/c``)
+            or ``"random"`` (a random permutation drawn from ``generator``).
+        groups: groups of the ``"shuffle"`` initialisation (required there, ignored otherwise).
+        noise: in ``[0, 1]``; the initial matrix is ``(1 - noise) B + noise S`` with ``B`` the matrix of
+            ``init`` and ``S`` a random doubly stochastic matrix (uniform entries projected on ``D_n``), so
+            it stays in ``D_n``. ``noise > 0`` moves a uniform start off the penalty's stationary point.
+        generator: source of randomness for ``"random"`` and ``noise``.
+    """
+
+    perm: torch.Tensor | None
+
+    def __init__(
+        self,
+        channels: int,
+        init: str = "shuffle",
+        *,
+        groups: int | None = None,
+        noise: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"channels must be a positive integer, got {channels!r}")
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; valid: {', '.join(INITS)}")
+        if not (isinstance(noise, (int, float)) and 0.0 <= noise <= 1.0):
+            raise ValueError(f"noise must be a number in [0, 1], got {noise!r}")
+        self.channels = channels
+        self.init = init
+        if init == "shuffle":
+            if groups is None:
+                raise ValueError("init='shuffle' needs groups")
+            base = permutation_matrix(shuffle_indices(channels, groups))
+        elif init == "identity":
+            base = torch.eye(channels)
+        elif init == "uniform":
+            base = torch.full((channels, channels), 1.0 / channels)
+        else:
+            base = permutation_matrix(torch.randperm(channels, generator=generator))
+        if noise > 0:
+            random_ds = project_doubly_stochastic(
+                torch.rand(channels, channels, generator=generator), _INIT_SWEEPS
+            )
+            base = project_doubly_stochastic((1.0 - noise) * base + noise * random_ds, _INIT_SWEEPS)
+        self.weight: nn.Parameter | None = nn.Parameter(base)
+        self.register_buffer("perm", None)
+
+    @property
+    def is_hardened(self) -> bool:
+        """Whether the layer has been rounded to its permutation (a gather, no parameter)."""
+        return self.perm is not None
+
+    def matrix(self) -> torch.Tensor:
+        """The current ``c x c`` matrix: ``M`` when soft, the permutation matrix of ``perm`` when hardened."""
+        if self.perm is not None:
+            return permutation_matrix(self.perm)
+        assert self.weight is not None
+        return self.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, self.channels, "LearnedShuffle")
+        perm = self.perm
+        if perm is not None:
+            return x.index_select(1, perm)
+        assert self.weight is not None
+        M = self.weight.to(x.dtype)
+        if x.ndim == 4:
+            return F.conv2d(x, M[:, :, None, None])
+        return torch.einsum("kj,bj...->bk...", M, x)
+
+    def penalty(self) -> torch.Tensor:
+        """``P(M)``, the l1-2 penalty (0-dim; differentiable); exactly 0 once hardened."""
+        if self.perm is not None:
+            return torch.zeros((), device=self.perm.device)
+        assert self.weight is not None
+        return l12_penalty(self.weight, check_finite=False)
+
+    @torch.no_grad()
+    def project_(self, sweeps: int = 1) -> None:
+        """Put ``M`` back (toward) ``D_n`` in place: clamp >= 0, then ``sweeps`` column/row normalisations."""
+        if self.weight is not None:
+            project_doubly_stochastic(self.weight, sweeps, inplace=True)
+
+    @torch.no_grad()
+    def permutation(self) -> torch.Tensor:
+        """The permutation ``perm`` (shape ``(c,)``) that :meth:`harden` would use, without hardening."""
+        if self.perm is not None:
+            return self.perm.clone()
+        assert self.weight is not None
+        return round_to_permutation(self.weight)
+
+    def harden(self) -> torch.Tensor:
+        """Round ``M`` to its Hungarian permutation and become the gather ``x[:, perm]``; returns ``perm``.
+
+        Drops the parameter ``weight`` (an optimizer built before holds a stale reference to it). Calling
+        it again is a no-op.
+        """
+        if self.perm is None:
+            perm = self.permutation()
+            self._become_hard(perm)
+        assert self.perm is not None
+        return self.perm
+
+    def _become_hard(self, perm: torch.Tensor) -> None:
+        self.weight = None  # stays registered as None: absent from parameters() and state_dict()
+        self.perm = perm
+
+    def _become_soft(self, like: torch.Tensor) -> None:
+        self.perm = None
+        self.weight = nn.Parameter(torch.empty(self.channels, self.channels, device=like.device))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:  # type: ignore[no-untyped-def]
+        # Switch between soft and hardened to match the incoming state before the default loading.
+        has_perm = prefix + "perm" in state_dict
+        has_weight = prefix + "weight" in state_dict
+        if has_perm and not has_weight and self.perm is None:
+            assert self.weight is not None
+            self._become_hard(torch.empty(self.channels, dtype=torch.long, device=self.weight.device))
+        elif has_weight and not has_perm and self.perm is not None:
+            self._become_soft(self.perm)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, init={self.init!r}, hardened={self.is_hardened}"
+
+
+def make_shuffle(
+    kind: str,
+    channels: int,
+    groups: int,
+    *,
+    init: str = "shuffle",
+    noise: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> nn.Module:
+    """The shuffle module a ShuffleNet unit uses for ``kind`` in :data:`SHUFFLE_KINDS`.
+
+    ``"fixed"``: :class:`ChannelShuffle` ``(groups)``; ``"learned"``: :class:`LearnedShuffle` (``init``,
+    ``noise``, ``groups`` for the shuffle initialisation); ``"none"``: identity; ``"random"``:
+    :class:`FixedPermutation` drawn from ``generator``. ``channels`` is validated against ``groups`` for
+    every kind, so all arms accept exactly the same architectures.
+    """
+    if kind not in SHUFFLE_KINDS:
+        raise ValueError(f"unknown shuffle {kind!r}; valid: {', '.join(SHUFFLE_KINDS)}")
+    shuffle_indices(channels, groups)  # validation
+    if kind == "fixed":
+        return ChannelShuffle(groups)
+    if kind == "learned":
+        return LearnedShuffle(channels, init, groups=groups, noise=noise, generator=generator)
+    if kind == "random":
+        return FixedPermutation.random(channels, generator)
+    return nn.Identity()
+
+
+def learned_shuffles(model: nn.Module) -> list[LearnedShuffle]:
+    """Every :class:`LearnedShuffle` in ``model`` (soft or hardened), in ``model.modules()`` order."""
+    return [m for m in model.modules() if isinstance(m, LearnedShuffle)]
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _soft_groups(model: nn.Module) -> list[list[LearnedShuffle]]:
+    """The soft learned shuffles of ``model`` grouped by channel count (one batched kernel per group)."""
+    groups: dict[int, list[LearnedShuffle]] = {}
+    for layer in learned_shuffles(model):
+        if not layer.is_hardened:
+            groups.setdefault(layer.channels, []).append(layer)
+    return list(groups.values())
+
+
+def _stacked_weights(group: list[LearnedShuffle]) -> torch.Tensor:
+    weights = [layer.weight for layer in group]
+    return torch.stack(weights)  # type: ignore[arg-type]
+
+
+def shuffle_penalty(model: nn.Module) -> torch.Tensor:
+    """``sum_l P(M_l)`` over the learned shuffles of ``model``: a differentiable 0-dim tensor on the model's
+    device (0 when there are none or all are hardened).
+
+    Matrices of equal size are stacked and penalised in one batched call (fewer kernel launches on a GPU).
+    """
+    total = torch.zeros((), device=_model_device(model))
+    for group in _soft_groups(model):
+        total = total + l12_penalty(_stacked_weights(group), check_finite=False).sum()
+    return total
+
+
+@torch.no_grad()
+def project_shuffles_(model: nn.Module, sweeps: int = 1) -> None:
+    """:meth:`LearnedShuffle.project_` on every soft learned shuffle (call after each optimizer step).
+
+    Matrices of equal size are projected as one batch, then copied back into their parameters.
+    """
+    for group in _soft_groups(model):
+        projected = project_doubly_stochastic(_stacked_weights(group), sweeps)
+        for layer, matrix in zip(group, projected.unbind(0)):
+            layer.weight.copy_(matrix)  # type: ignore[union-attr]
+
+
+def harden_shuffles_(model: nn.Module) -> list[torch.Tensor]:
+    """:meth:`LearnedShuffle.harden` on every learned shuffle; returns their permutations in order."""
+    return [layer.harden() for layer in learned_shuffles(model)]
+
+
+def shuffle_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The ``M`` parameters of the soft learned shuffles (to put in an optimizer group without weight decay)."""
+    return [layer.weight for layer in learned_shuffles(model) if layer.weight is not None]
+
+
+@torch.no_grad()
+def shuffle_stats(model: nn.Module) -> dict[str, float]:
+    """Summary of the learned shuffles for a training log (plain floats).
+
+    Keys:
+        ``num_shuffles``: number of learned shuffles (soft or hardened).
+        ``penalty``: ``sum_l P(M_l)`` (hardened layers count 0).
+        ``max_penalty``: ``max_l P(M_l)``.
+        ``max_row_deficit``: ``max_l max_i (1 - ||M_l[i, :]||_2)``, half the bound on ``max |M - R|``.
+        ``max_marginal_error``: ``max_l`` of the largest ``|row or column sum - 1|`` (distance from ``D_n``).
+        ``rounding_fraction``: fraction of layers with ``P(M_l) < ROUNDING_THRESHOLD`` (where the row
+        argmax is provably a permutation and the error bound holds).
+    With no learned shuffle every key but ``num_shuffles`` and ``penalty`` is NaN.
+    """
+    layers = learned_shuffles(model)
+    if not layers:
+        nan = math.nan
+        return {"num_shuffles": 0.0, "penalty": 0.0, "max_penalty": nan, "max_row_deficit": nan,
+                "max_marginal_error": nan, "rounding_fraction": nan}
+    penalties, deficits, marginals = [], [], []
+    for layer in layers:
+        M = layer.matrix().float()
+        penalties.append(float(layer.penalty()))
+        deficits.append(float(max_row_deficit(M)))
+        marginals.append(float(torch.cat([M.sum(0), M.sum(1)]).sub(1.0).abs().max()))
+    return {
+        "num_shuffles": float(len(layers)),
+        "penalty": math.fsum(penalties),
+        "max_penalty": max(penalties),
+        "max_row_deficit": max(deficits),
+        "max_marginal_error": max(marginals),
+        "rounding_fraction": sum(p < ROUNDING_THRESHOLD for p in penalties) / len(layers),
+    }

@@ -1,0 +1,344 @@
+"""Tests of the shuffle layers: fixed shuffle, fixed permutation, learned shuffle and the model-level helpers."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from aslib.layers import (
+    ChannelShuffle,
+    FixedPermutation,
+    LearnedShuffle,
+    harden_shuffles_,
+    learned_shuffles,
+    make_shuffle,
+    project_shuffles_,
+    shuffle_indices,
+    shuffle_parameters,
+    shuffle_penalty,
+    shuffle_stats,
+)
+from aslib.penalty import (
+    ROUNDING_THRESHOLD,
+    is_permutation_matrix,
+    l12_penalty,
+    max_row_deficit,
+    permutation_matrix,
+    project_doubly_stochastic,
+    round_to_permutation,
+)
+
+
+def _loop_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Oracle: channel b*n + a of the input (group b, position a) goes to output channel a*g + b."""
+    c = x.shape[1]
+    n = c // groups
+    out = torch.empty_like(x)
+    for b in range(groups):
+        for a in range(n):
+            out[:, a * groups + b] = x[:, b * n + a]
+    return out
+
+
+def _random_doubly_stochastic(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return project_doubly_stochastic(torch.rand(n, n, generator=g), 200)
+
+
+def _assert_doubly_stochastic(M: torch.Tensor, atol: float = 1e-5) -> None:
+    assert bool((M >= 0).all())
+    ones = torch.ones(M.shape[-1], dtype=M.dtype)
+    torch.testing.assert_close(M.sum(-1), ones, atol=atol, rtol=0)
+    torch.testing.assert_close(M.sum(-2), ones, atol=atol, rtol=0)
+
+
+# --- fixed shuffle and fixed permutation -------------------------------------------------------------------
+
+@pytest.mark.parametrize("channels, groups", [(6, 1), (6, 2), (6, 3), (12, 4), (16, 8)])
+def test_channel_shuffle_matches_loop_oracle(channels: int, groups: int) -> None:
+    x = torch.randn(2, channels, 3, 2)
+    assert torch.equal(ChannelShuffle(groups)(x), _loop_shuffle(x, groups))
+    assert torch.equal(x[:, shuffle_indices(channels, groups)], _loop_shuffle(x, groups))
+
+
+def test_channel_shuffle_with_two_groups_interleaves_halves() -> None:
+    x = torch.arange(6.0).reshape(1, 6)
+    assert ChannelShuffle(2)(x).tolist() == [[0.0, 3.0, 1.0, 4.0, 2.0, 5.0]]
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True])
+def test_channel_shuffle_rejects_bad_groups(bad: object) -> None:
+    with pytest.raises(ValueError, match="groups"):
+        ChannelShuffle(bad)  # type: ignore[arg-type]
+
+
+def test_channel_shuffle_rejects_indivisible_channels_and_bad_shapes() -> None:
+    with pytest.raises(ValueError, match="7 channels are not divisible by groups=3"):
+        ChannelShuffle(3)(torch.randn(2, 7, 4, 4))
+    with pytest.raises(ValueError, match="shape"):
+        ChannelShuffle(2)(torch.randn(4))
+    with pytest.raises(ValueError, match="divisible"):
+        shuffle_indices(10, 4)
+
+
+def test_fixed_permutation_gathers_and_validates() -> None:
+    perm = torch.tensor([2, 0, 3, 1])
+    x = torch.randn(3, 4, 2, 2)
+    layer = FixedPermutation(perm)
+    assert torch.equal(layer(x), torch.stack([x[:, 2], x[:, 0], x[:, 3], x[:, 1]], 1))
+    assert torch.equal(layer.state_dict()["perm"], perm)
+    with pytest.raises(ValueError, match="not a permutation"):
+        FixedPermutation(torch.tensor([0, 0, 1]))
+    with pytest.raises(ValueError, match="expected 4 channels, got 5"):
+        layer(torch.randn(1, 5, 2, 2))
+
+
+def test_random_fixed_permutation_is_seeded() -> None:
+    a = FixedPermutation.random(50, torch.Generator().manual_seed(3)).perm
+    b = FixedPermutation.random(50, torch.Generator().manual_seed(3)).perm
+    c = FixedPermutation.random(50, torch.Generator().manual_seed(4)).perm
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(a.sort().values, torch.arange(50))
+
+
+def test_make_shuffle_builds_each_kind() -> None:
+    assert isinstance(make_shuffle("fixed", 8, 2), ChannelShuffle)
+    assert isinstance(make_shuffle("learned", 8, 2), LearnedShuffle)
+    assert isinstance(make_shuffle("random", 8, 2), FixedPermutation)
+    assert isinstance(make_shuffle("none", 8, 2), nn.Identity)
+    with pytest.raises(ValueError, match="unknown shuffle 'learnt'"):
+        make_shuffle("learnt", 8, 2)
+    with pytest.raises(ValueError, match="divisible"):
+        make_shuffle("none", 9, 2)
+
+
+# --- learned shuffle: initialisation and forward -----------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(2, 12, 3, 3), (2, 12), (2, 12, 5)])
+def test_learned_shuffle_initialised_to_shuffle_equals_fixed_shuffle(shape: tuple[int, ...]) -> None:
+    x = torch.randn(shape)
+    layer = LearnedShuffle(12, "shuffle", groups=3)
+    assert torch.equal(layer.weight.detach(), permutation_matrix(shuffle_indices(12, 3)))
+    assert torch.equal(layer(x), _loop_shuffle(x, 3))
+
+
+def test_learned_shuffle_mixes_channels_as_matrix_product() -> None:
+    M = _random_doubly_stochastic(5, seed=0)
+    layer = LearnedShuffle(5, "identity")
+    with torch.no_grad():
+        layer.weight.copy_(M)
+    x = torch.randn(3, 5, 4, 2)
+    expected = torch.zeros_like(x)
+    for k in range(5):
+        for j in range(5):
+            expected[:, k] += M[k, j] * x[:, j]
+    torch.testing.assert_close(layer(x), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_learned_shuffle_initialisations() -> None:
+    x = torch.randn(2, 6, 3, 3)
+    assert torch.equal(LearnedShuffle(6, "identity")(x), x)
+    uniform = LearnedShuffle(6, "uniform")
+    torch.testing.assert_close(uniform(x), x.mean(1, keepdim=True).expand_as(x))
+    torch.testing.assert_close(float(uniform.penalty().detach()), 2 * 6 * (1 - 1 / math.sqrt(6)))
+    a = LearnedShuffle(30, "random", generator=torch.Generator().manual_seed(1)).weight.detach()
+    b = LearnedShuffle(30, "random", generator=torch.Generator().manual_seed(1)).weight.detach()
+    assert bool(is_permutation_matrix(a)) and torch.equal(a, b)
+    assert not torch.equal(a, torch.eye(30))
+
+
+@pytest.mark.parametrize("init", ["shuffle", "identity", "uniform", "random"])
+def test_noisy_initialisation_stays_doubly_stochastic(init: str) -> None:
+    base = LearnedShuffle(8, init, groups=2, generator=torch.Generator().manual_seed(0)).weight.detach()
+    noisy = LearnedShuffle(8, init, groups=2, noise=0.2, generator=torch.Generator().manual_seed(0))
+    M = noisy.weight.detach()
+    _assert_doubly_stochastic(M)
+    assert (M - base).abs().max() > 1e-3
+    if init != "uniform":  # a light noise keeps the start's permutation
+        assert torch.equal(noisy.permutation(), round_to_permutation(base))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"channels": 0}, "channels must be a positive integer"),
+    ({"channels": 6, "init": "eye"}, "unknown init 'eye'"),
+    ({"channels": 6, "init": "shuffle"}, "needs groups"),
+    ({"channels": 6, "init": "shuffle", "groups": 4}, "divisible"),
+    ({"channels": 6, "init": "identity", "noise": 1.5}, "noise"),
+])
+def test_learned_shuffle_rejects_bad_arguments(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        LearnedShuffle(**kwargs)
+
+
+def test_learned_shuffle_rejects_wrong_channel_count() -> None:
+    layer = LearnedShuffle(8, "identity")
+    with pytest.raises(ValueError, match="expected 8 channels, got 6"):
+        layer(torch.randn(2, 6, 3, 3))
+    layer.harden()
+    with pytest.raises(ValueError, match="expected 8 channels, got 6"):
+        layer(torch.randn(2, 6, 3, 3))
+
+
+# --- learned shuffle: penalty, gradients, projection, rounding --------------------------------------------
+
+def test_penalty_is_l12_of_the_matrix() -> None:
+    layer = LearnedShuffle(7, "uniform", noise=0.5, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(layer.penalty(), l12_penalty(layer.weight.detach()))
+    assert float(LearnedShuffle(7, "random").penalty().detach()) == 0.0
+
+
+def test_gradients_reach_the_matrix() -> None:
+    layer = LearnedShuffle(4, "uniform", noise=0.3, generator=torch.Generator().manual_seed(0)).double()
+    x = torch.randn(2, 4, 3, 3, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda M: torch.einsum("kj,bjhw->bkhw", M, x), (layer.weight,))
+    layer.zero_grad()
+    (layer(x).square().sum() + layer.penalty()).backward()
+    M = layer.weight.detach()
+    # Oracle: d/dM sum(y^2) = 2 sum_{b,h,w} y x^T, and dP/dM = 2 - M/||row||_2 - M/||column||_2 (M > 0).
+    y = torch.einsum("kj,bjhw->bkhw", M, x)
+    task = 2 * torch.einsum("bkhw,bjhw->kj", y, x)
+    pen = 2 - M / M.norm(dim=1, keepdim=True) - M / M.norm(dim=0, keepdim=True)
+    torch.testing.assert_close(layer.weight.grad, task + pen)
+
+
+def test_project_restores_doubly_stochastic_matrix() -> None:
+    layer = LearnedShuffle(10, "uniform", noise=0.5, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        layer.weight.add_(0.2 * torch.randn(10, 10, generator=torch.Generator().manual_seed(1)))
+    assert bool((layer.weight < 0).any())
+    layer.project_(sweeps=200)
+    _assert_doubly_stochastic(layer.weight.detach())
+    layer.project_(sweeps=1)  # one sweep leaves rows exactly stochastic
+    torch.testing.assert_close(layer.weight.detach().sum(1), torch.ones(10))
+
+
+def test_permutation_rounds_without_hardening() -> None:
+    P = permutation_matrix(torch.tensor([3, 1, 0, 2]))
+    layer = LearnedShuffle(4, "identity")
+    with torch.no_grad():
+        layer.weight.copy_(0.7 * P + 0.3 * torch.full((4, 4), 0.25))
+    assert layer.permutation().tolist() == [3, 1, 0, 2]
+    assert not layer.is_hardened and layer.weight is not None
+
+
+def test_harden_becomes_gather_without_parameters() -> None:
+    P = permutation_matrix(torch.tensor([3, 1, 0, 2]))
+    layer = LearnedShuffle(4, "identity")
+    with torch.no_grad():
+        layer.weight.copy_(0.7 * P + 0.3 * torch.full((4, 4), 0.25))
+    x = torch.randn(5, 4, 2, 2)
+    perm = layer.harden()
+    assert layer.is_hardened and layer.weight is None and list(layer.parameters()) == []
+    assert perm.tolist() == [3, 1, 0, 2]
+    assert torch.equal(layer(x), torch.stack([x[:, 3], x[:, 1], x[:, 0], x[:, 2]], 1))
+    assert float(layer.penalty()) == 0.0
+    assert torch.equal(layer.matrix(), P)
+    assert torch.equal(layer.harden(), perm)  # idempotent
+    layer.project_()  # a no-op once hardened
+
+
+def test_hardened_state_dict_round_trip_into_fresh_soft_layer() -> None:
+    source = LearnedShuffle(9, "random", generator=torch.Generator().manual_seed(5))
+    expected_perm = source.harden().clone()
+    buffer = io.BytesIO()
+    torch.save(source.state_dict(), buffer)
+    buffer.seek(0)
+    fresh = LearnedShuffle(9, "identity")
+    result = fresh.load_state_dict(torch.load(buffer))
+    assert not result.missing_keys and not result.unexpected_keys
+    assert fresh.is_hardened and fresh.weight is None and list(fresh.parameters()) == []
+    assert torch.equal(fresh.perm, expected_perm)
+    x = torch.randn(2, 9, 3, 3)
+    assert torch.equal(fresh(x), source(x))
+
+
+def test_soft_state_dict_makes_hardened_layer_soft_again() -> None:
+    soft = LearnedShuffle(6, "uniform", noise=0.4, generator=torch.Generator().manual_seed(0))
+    hard = LearnedShuffle(6, "identity")
+    hard.harden()
+    hard.load_state_dict(soft.state_dict())
+    assert not hard.is_hardened and torch.equal(hard.weight.detach(), soft.weight.detach())
+    x = torch.randn(2, 6, 2, 2)
+    assert torch.equal(hard(x), soft(x))
+
+
+# --- helpers over a model ----------------------------------------------------------------------------------
+
+def _toy_model() -> nn.Sequential:
+    g = torch.Generator().manual_seed(0)
+    return nn.Sequential(
+        LearnedShuffle(6, "uniform", noise=0.3, generator=g),
+        nn.Conv2d(6, 6, 1),
+        LearnedShuffle(6, "random", generator=g),
+        nn.Conv2d(6, 4, 1),
+        LearnedShuffle(4, "uniform", noise=0.5, generator=g),
+    )
+
+
+def test_learned_shuffles_and_parameters() -> None:
+    model = _toy_model()
+    layers = learned_shuffles(model)
+    assert layers == [model[0], model[2], model[4]]
+    assert [id(p) for p in shuffle_parameters(model)] == [id(layer.weight) for layer in layers]
+    model[2].harden()
+    assert [id(p) for p in shuffle_parameters(model)] == [id(model[0].weight), id(model[4].weight)]
+
+
+def test_shuffle_penalty_sums_layer_penalties_with_gradient() -> None:
+    model = _toy_model()
+    total = shuffle_penalty(model)
+    assert total.ndim == 0
+    expected = sum(float(l12_penalty(layer.weight.detach())) for layer in learned_shuffles(model))
+    torch.testing.assert_close(float(total.detach()), expected)
+    total.backward()
+    assert all(layer.weight.grad is not None for layer in learned_shuffles(model))
+    empty = shuffle_penalty(nn.Conv2d(2, 2, 1))
+    assert empty.ndim == 0 and float(empty) == 0.0
+
+
+def test_project_shuffles_matches_layer_projection() -> None:
+    model, reference = _toy_model(), _toy_model()
+    for m in (model, reference):
+        with torch.no_grad():
+            for layer in learned_shuffles(m):
+                layer.weight.add_(0.1 * torch.randn(layer.weight.shape, generator=torch.Generator().manual_seed(9)))
+    project_shuffles_(model, sweeps=3)
+    for layer in learned_shuffles(reference):
+        layer.project_(sweeps=3)
+    for a, b in zip(learned_shuffles(model), learned_shuffles(reference)):
+        torch.testing.assert_close(a.weight, b.weight)
+        torch.testing.assert_close(a.weight.sum(1), torch.ones(a.channels))
+
+
+def test_harden_shuffles_returns_hungarian_permutations() -> None:
+    model = _toy_model()
+    expected = [round_to_permutation(layer.weight.detach()) for layer in learned_shuffles(model)]
+    perms = harden_shuffles_(model)
+    assert all(torch.equal(p, e) for p, e in zip(perms, expected))
+    assert all(layer.is_hardened for layer in learned_shuffles(model))
+    assert float(shuffle_penalty(model)) == 0.0 and shuffle_parameters(model) == []
+
+
+def test_shuffle_stats() -> None:
+    model = _toy_model()
+    layers = learned_shuffles(model)
+    penalties = [float(l12_penalty(layer.weight.detach())) for layer in layers]
+    stats = shuffle_stats(model)
+    assert stats["num_shuffles"] == 3
+    torch.testing.assert_close(stats["penalty"], sum(penalties))
+    torch.testing.assert_close(stats["max_penalty"], max(penalties))
+    torch.testing.assert_close(stats["max_row_deficit"],
+                               max(float(max_row_deficit(layer.weight.detach())) for layer in layers))
+    assert stats["max_marginal_error"] < 1e-5
+    # Only the random permutation start lies below the rounding threshold.
+    assert penalties[1] == 0.0 and min(penalties[0], penalties[2]) > ROUNDING_THRESHOLD
+    assert stats["rounding_fraction"] == pytest.approx(1 / 3)
+    harden_shuffles_(model)
+    hard = shuffle_stats(model)
+    assert hard["penalty"] == 0.0 and hard["rounding_fraction"] == 1.0 and hard["max_row_deficit"] == 0.0
+    none = shuffle_stats(nn.Conv2d(2, 2, 1))
+    assert none["num_shuffles"] == 0 and none["penalty"] == 0.0 and math.isnan(none["rounding_fraction"])

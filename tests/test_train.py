@@ -1,0 +1,309 @@
+"""The training loop on the embedded digits: learning, rounding, recalibration, files, resume, two processes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from aslib.data import load_dataset
+from aslib.layers import LearnedShuffle, learned_shuffles, shuffle_parameters
+from aslib.models import build_model
+from aslib.penalty import l12_penalty
+from aslib.train import (
+    HISTORY_COLUMNS,
+    TrainConfig,
+    TrainState,
+    evaluate,
+    main,
+    make_optimizer,
+    parse_args,
+    recalibrate_batchnorm,
+    train,
+)
+
+# The tiniest ShuffleNet v1 (three units) on a few hundred digits: a couple of seconds per run.
+TINY = dict(model="shufflenet_v1_g3", model_kwargs={"width": 0.25}, stages_repeats=(1, 1, 1), batch_size=32,
+            show_progress=False, recalibration_batches=4)
+TINY_ARGS = ["--model", "shufflenet_v1_g3", "--model-kwargs", '{"width": 0.25}', "--stages-repeats", "1", "1", "1",
+             "--batch-size", "32", "--no-show-progress", "--recalibration-batches", "4", "--max-train-samples", "240",
+             "--epochs", "3", "--lam", "0.03", "--shuffle-init", "uniform", "--shuffle-noise", "0.1"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: the machine's cores are shared, and oversubscribed OpenMP threads crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _tiny_model(shuffle: str = "learned", **kwargs) -> nn.Module:
+    return build_model("shufflenet_v1_g3", num_classes=10, in_channels=1, stem="cifar", shuffle=shuffle,
+                       width=0.25, stages_repeats=(1, 1, 1), **kwargs)
+
+
+# --- configuration and command line -------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"dataset": "cifar11"}, "unknown dataset 'cifar11'"),
+    ({"shuffle": "learnt"}, "unknown shuffle"),
+    ({"model": "resnet18"}, "unknown model"),
+    ({"lr": -0.1}, "lr must be >= 0"),
+    ({"epochs": 0}, "epochs must be >= 1"),
+    ({"epochs": True}, "epochs must be of type int"),
+    ({"val_fraction": 1.0}, "val_fraction must be < 1"),
+    ({"lam": float("nan")}, "lam must be of type float"),
+    ({"stages_repeats": (1, 1)}, "stages_repeats"),
+    ({"amp_dtype": "float8"}, "unknown amp_dtype"),
+    ({"model_kwargs": {"shuffle": "fixed"}}, "model_kwargs may not set shuffle"),
+    ({"seed": 2**32}, "seed must be < "),
+])
+def test_config_refuses_bad_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_config_round_trips_through_a_dict():
+    config = TrainConfig(lam=0.2, stages_repeats=(1, 2, 3), model_kwargs={"width": 0.5})
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ValueError, match="unknown TrainConfig fields: colour"):
+        TrainConfig.from_dict({"colour": "red"})
+    assert TrainConfig(stages_repeats=[1, 2, 3]).stages_repeats == (1, 2, 3)
+
+
+def test_a_builder_argument_the_model_does_not_take_is_refused(tmp_path, capsys):
+    config = TrainConfig(**{**TINY, "model_kwargs": {"widht": 0.25}}, epochs=1, output_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="widht"):
+        train(config)
+    # the command line reports it (and a missing data set) without a traceback
+    assert main(["--model-kwargs", '{"widht": 0.25}', "--output-dir", str(tmp_path)]) == 1
+    assert main(["--dataset", "cifar10", "--data-root", str(tmp_path), "--output-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "widht" in err and str(tmp_path / "cifar-10-batches-py") in err and "Traceback" not in err
+
+
+def test_command_line_has_one_option_per_field():
+    config, resume = parse_args(["--dataset", "cifar100", "--lam", "0.05", "--no-augment", "--max-train-samples",
+                                 "none", "--stages-repeats", "2", "3", "4", "--model-kwargs", '{"width": 0.5}',
+                                 "--resume"])
+    assert config == TrainConfig(dataset="cifar100", lam=0.05, augment=False, max_train_samples=None,
+                                 stages_repeats=(2, 3, 4), model_kwargs={"width": 0.5})
+    assert resume
+    assert parse_args([]) == (TrainConfig(), False)
+    assert parse_args(["--max-train-samples", "7"])[0].max_train_samples == 7
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset", "cifar11"], "invalid choice: 'cifar11'"),
+    (["--lam", "-1"], "lam must be >= 0"),
+    (["--model-kwargs", "[1]"], "expected a JSON object"),
+    (["--colour", "red"], "unrecognized arguments: --colour"),
+])
+def test_command_line_errors_name_the_problem(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+# --- the pieces ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("decay_norm_and_bias", [False, True])
+def test_optimizer_groups_exclude_shuffles_from_weight_decay(decay_norm_and_bias):
+    model = _tiny_model()
+    config = TrainConfig(weight_decay=1e-3, decay_norm_and_bias=decay_norm_and_bias)
+    groups = {g["name"]: g for g in make_optimizer(model, config).param_groups}
+    ids = lambda ps: {id(p) for p in ps}  # noqa: E731
+    assert ids(groups["shuffle"]["params"]) == ids(shuffle_parameters(model)) and groups["shuffle"]["weight_decay"] == 0
+    norms = [p for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters()]
+    biases = [m.bias for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and m.bias is not None]
+    convs = [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert ids(convs) <= ids(groups["decay"]["params"]) and groups["decay"]["weight_decay"] == 1e-3
+    if decay_norm_and_bias:
+        assert "no_decay" not in groups
+        assert ids(norms + biases) <= ids(groups["decay"]["params"])
+    else:
+        assert ids(groups["no_decay"]["params"]) == ids(norms + biases) and groups["no_decay"]["weight_decay"] == 0
+    every = [id(p) for g in groups.values() for p in g["params"]]
+    assert sorted(every) == sorted(id(p) for p in model.parameters())
+
+
+def test_batchnorm_recalibration_is_the_average_over_batches():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 1), nn.BatchNorm2d(3))
+    model.eval()
+    batches = [(torch.randn(8, 2, 4, 4) * (k + 1) + k, None) for k in range(5)]
+    used = recalibrate_batchnorm(model, batches, 3)
+    assert used == 3 and not model.training and model[1].momentum == 0.1
+    with torch.no_grad():
+        feats = [model[0](x) for x, _ in batches[:3]]
+    means = torch.stack([f.mean((0, 2, 3)) for f in feats])
+    variances = torch.stack([f.permute(1, 0, 2, 3).reshape(3, -1).var(1, unbiased=True) for f in feats])
+    torch.testing.assert_close(model[1].running_mean, means.mean(0))
+    torch.testing.assert_close(model[1].running_var, variances.mean(0))
+    assert model[1].num_batches_tracked.item() == 3
+
+
+def test_evaluate_matches_a_direct_computation():
+    torch.manual_seed(1)
+    model = _tiny_model("fixed").eval()
+    test = load_dataset("digits").test
+    loss, acc = evaluate(model, test, batch_size=50)
+    x = torch.stack([test[i][0] for i in range(len(test))])
+    y = torch.tensor([test[i][1] for i in range(len(test))])
+    with torch.no_grad():
+        logits = model(x)
+    assert acc == (logits.argmax(1) == y).sum().item() / len(y)
+    assert loss == pytest.approx(nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+
+
+# --- whole runs ---------------------------------------------------------------------------------------
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.states: list[tuple[int, float, float]] = []
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        M = [layer.weight.detach() for layer in learned_shuffles(state.model)]
+        self.states.append((state.epoch, max(float((m.sum(1) - 1).abs().max()) for m in M),
+                            math.fsum(float(l12_penalty(m)) for m in M)))
+
+
+def test_digits_run_learns_rounds_and_writes_its_files(tmp_path):
+    recorder, seen = _Recorder(), []
+    config = TrainConfig(**TINY, epochs=3, lam=0.03, lam_warmup_epochs=2, shuffle_init="uniform", shuffle_noise=0.1,
+                         output_dir=str(tmp_path))
+    result = train(config, callbacks=[recorder, lambda s: seen.append(len(s.history))])
+    # clearly better than chance (0.1) after three short epochs
+    assert result.test_acc_soft > 0.6 and result.test_acc_hard > 0.6
+    assert seen == [1, 2, 3] and [e for e, _, _ in recorder.states] == [1, 2, 3]
+    # after every epoch each M is row-stochastic (projection) and the logged penalty is theirs
+    assert all(dev < 1e-5 for _, dev, _ in recorder.states)
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert tuple(history.columns) == HISTORY_COLUMNS and history["epoch"].tolist() == [1, 2, 3]
+    np.testing.assert_allclose(history["penalty"], [p for _, _, p in recorder.states], rtol=1e-5)
+    pd.testing.assert_frame_equal(history, result.history, check_dtype=False)
+    # the lam ramp (two epochs) and the per-step cosine schedule, read back from the history
+    steps = len(load_dataset("digits").train) // 32
+    np.testing.assert_allclose(history["lam"], [0.015, 0.03, 0.03], rtol=1e-9)
+    t = np.arange(1, 4) * steps - 1
+    np.testing.assert_allclose(history["lr"], 0.05 * (1 + np.cos(np.pi * t / (3 * steps))), rtol=1e-6, atol=1e-12)
+    # rounding: every learned shuffle became the gather of its reported permutation
+    layers = learned_shuffles(result.model)
+    assert len(layers) == len(result.permutations) == 3 and all(layer.is_hardened for layer in layers)
+    for layer, perm in zip(layers, result.permutations):
+        assert layer.perm.tolist() == perm and sorted(perm) == list(range(len(perm)))
+    assert result.num_parameters - result.num_parameters_inference == sum(len(p) ** 2 for p in result.permutations)
+    assert result.rounding_change == pytest.approx(result.test_acc_hard - result.test_acc_soft)
+    # the saved model is the rounded one and gives the reported hard accuracy
+    summary = json.loads((tmp_path / "result.json").read_text())
+    assert summary["test_acc_hard"] == result.test_acc_hard and summary["config"]["lam"] == 0.03
+    fresh = _tiny_model()
+    fresh.load_state_dict(torch.load(tmp_path / "model.pt"))
+    assert all(isinstance(m, LearnedShuffle) and m.is_hardened for m in learned_shuffles(fresh))
+    assert evaluate(fresh, load_dataset("digits").test)[1] == result.test_acc_hard
+    assert (tmp_path / "checkpoint.pt").is_file()
+
+
+def test_penalty_drives_shuffles_to_permutations_where_the_relaxation_does_not(tmp_path):
+    common = dict(TINY, epochs=3, max_train_samples=400, shuffle_init="uniform", shuffle_noise=0.1, checkpoint=False)
+    relaxed = train(TrainConfig(**common, lam=0.0, output_dir=str(tmp_path / "relaxed")))
+    l12 = train(TrainConfig(**common, lam=0.05, output_dir=str(tmp_path / "l12")))
+    assert l12.final_penalty < 0.5 * relaxed.final_penalty
+    # a fixed shuffle has nothing to learn or round: no parameters besides the network's, no change
+    fixed = train(TrainConfig(**{**common, "epochs": 1, "max_train_samples": 64}, shuffle="fixed",
+                              output_dir=str(tmp_path / "fixed")))
+    assert fixed.permutations == [] and fixed.rounding_change == 0 and math.isnan(fixed.final_rounding_fraction)
+
+
+def test_resume_refuses_a_changed_configuration(tmp_path):
+    config = TrainConfig(**TINY, epochs=1, max_train_samples=64, output_dir=str(tmp_path))
+    train(config)
+    with pytest.raises(ValueError, match=r"configuration changed \(lam: 0.03 -> 0.5\)"):
+        train(TrainConfig(**{**TINY, "lam": 0.5}, epochs=1, max_train_samples=64, output_dir=str(tmp_path)),
+              resume=True)
+
+
+def _state_dicts_equal(a: Path, b: Path) -> None:
+    sa, sb = torch.load(a), torch.load(b)
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
+def test_a_killed_run_resumes_to_the_same_result(tmp_path):
+    """SIGKILL after the first checkpoint, resume: weights, history and accuracies equal an uninterrupted run."""
+    cmd = [sys.executable, "-m", "aslib.train", *TINY_ARGS]
+    whole = subprocess.Popen([*cmd, "--output-dir", str(tmp_path / "whole")], env=_env(), cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    killed = subprocess.Popen([*cmd, "--output-dir", str(tmp_path / "killed")], env=_env(), cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "killed" / "checkpoint.pt"
+    deadline = time.monotonic() + 60
+    while not checkpoint.exists() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    killed.send_signal(signal.SIGKILL)
+    assert killed.wait() == -signal.SIGKILL
+    epoch = torch.load(checkpoint, weights_only=False)["epoch"]
+    assert 1 <= epoch < 3 and not (tmp_path / "killed" / "result.json").exists()
+    resumed = subprocess.run([*cmd, "--output-dir", str(tmp_path / "killed"), "--resume"], env=_env(), cwd=REPO,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert whole.wait() == 0, whole.stderr.read().decode()
+    _state_dicts_equal(tmp_path / "whole" / "model.pt", tmp_path / "killed" / "model.pt")
+    a, b = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("whole", "killed"))
+    for d in (a, b):
+        d.pop("seconds")
+        d["config"].pop("output_dir")
+    assert a == b
+    ha, hb = (pd.read_csv(tmp_path / d / "history.csv").drop(columns="seconds") for d in ("whole", "killed"))
+    pd.testing.assert_frame_equal(ha, hb)
+
+
+def test_two_processes_with_gloo(tmp_path):
+    """``torchrun --nproc_per_node 2`` on the CPU: completes, rank 0 writes the files, both ranks agree."""
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import os, sys, torch\n"
+        "from aslib.train import parse_args, train\n"
+        "config, _ = parse_args(sys.argv[1:])\n"
+        "result = train(config)\n"
+        "torch.save(result.model.state_dict(), os.path.join(sys.argv[-1] + '_rank' + os.environ['RANK'] + '.pt'))\n"
+    )
+    out = tmp_path / "ddp"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+         *TINY_ARGS, "--output-dir", str(out)],
+        env=_env(), cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("history.csv", "result.json", "model.pt", "checkpoint.pt"):
+        assert (out / name).is_file(), name
+    _state_dicts_equal(Path(f"{out}_rank0.pt"), Path(f"{out}_rank1.pt"))
+    _state_dicts_equal(Path(f"{out}_rank0.pt"), out / "model.pt")
+    summary = json.loads((out / "result.json").read_text())
+    assert len(pd.read_csv(out / "history.csv")) == 3
+    # the sharded, all-reduced evaluation counts every test image once
+    model = _tiny_model()
+    model.load_state_dict(torch.load(out / "model.pt"))
+    assert evaluate(model, load_dataset("digits").test)[1] == pytest.approx(summary["test_acc_hard"], abs=1e-12)
