@@ -231,7 +231,7 @@ class LearnedShuffle(nn.Module):
     def project_(self, sweeps: int = 1) -> None:
         """Put ``M`` back (toward) ``D_n`` in place: clamp >= 0, then ``sweeps`` column/row normalisations."""
         if self.weight is not None:
-            project_doubly_stochastic(self.weight, sweeps, inplace=True)
+            project_doubly_stochastic(self.weight, sweeps, inplace=True, check_finite=False)
 
     @torch.no_grad()
     def permutation(self) -> torch.Tensor:
@@ -352,7 +352,7 @@ def project_shuffles_(model: nn.Module, sweeps: int = 1) -> None:
     Matrices of equal size are projected as one batch, then copied back into their parameters.
     """
     for group in _soft_groups(model):
-        projected = project_doubly_stochastic(_stacked_weights(group), sweeps)
+        projected = project_doubly_stochastic(_stacked_weights(group), sweeps, check_finite=False)
         for layer, matrix in zip(group, projected.unbind(0)):
             layer.weight.copy_(matrix)  # type: ignore[union-attr]
 

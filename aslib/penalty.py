@@ -137,7 +137,7 @@ def _fill_empty(M: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def project_doubly_stochastic(
-    M: torch.Tensor, sweeps: int = 1, *, inplace: bool = False
+    M: torch.Tensor, sweeps: int = 1, *, inplace: bool = False, check_finite: bool = True
 ) -> torch.Tensor:
     """Map ``M`` towards ``D_n``: clamp to ``>= 0``, then ``sweeps`` times normalise columns, then rows.
 
@@ -151,13 +151,14 @@ def project_doubly_stochastic(
         sweeps: number of column-then-row normalisations, ``>= 1``.
         inplace: write into ``M`` (under ``torch.no_grad``, for parameters) and return it; otherwise
             return a new tensor, differentiable with respect to ``M``.
+        check_finite: refuse NaN and inf (a device sync on CUDA; the training loop turns it off).
     """
-    check_square(M)
+    check_square(M, check_finite=check_finite)
     if not isinstance(sweeps, int) or sweeps < 1:
         raise ValueError(f"sweeps must be an integer >= 1, got {sweeps!r}")
     if inplace:
         with torch.no_grad():
-            M.copy_(project_doubly_stochastic(M.detach(), sweeps))
+            M.copy_(project_doubly_stochastic(M.detach(), sweeps, check_finite=False))
         return M
     X = _fill_empty(_fill_empty(M.clamp_min(0.0), -1), -2)
     for _ in range(sweeps):

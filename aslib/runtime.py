@@ -14,8 +14,8 @@ __all__ = ["describe_device", "resolve_device", "seed_everything"]
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python's, numpy's and torch's global generators; return a fresh ``torch.Generator`` seeded too."""
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

@@ -155,7 +155,8 @@ def classification_runs(
     lr: float,
     weight_decay: float = 5e-4,
     stages_repeats: Sequence[int] = (4, 8, 4),
-    shuffle_inits: Sequence[str] = ("shuffle",),
+    model_kwargs: Mapping[str, Any] | None = None,
+    shuffle_inits: Sequence[str] = ("uniform",),
     projection_sweeps: Sequence[int] = (1,),
     max_train_samples: int | None = None,
     data_root: str = "data",
@@ -167,7 +168,8 @@ def classification_runs(
     before executing it (:func:`notebook_runs`). ImageNet runs are distributed (torchrun over every GPU).
     """
     base = TrainConfig(dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                       stages_repeats=tuple(stages_repeats), max_train_samples=max_train_samples,
+                       stages_repeats=tuple(stages_repeats), model_kwargs=dict(model_kwargs or {}),
+                       max_train_samples=max_train_samples,
                        data_root=str(data_root), recalibration_batches=recalibration_batches)
     return grid(base, root, arms=arms, distributed=dataset == "imagenet", model=list(models),
                 shuffle_init=list(shuffle_inits), projection_sweeps=list(projection_sweeps), lam=list(lams),

@@ -1,0 +1,151 @@
+"""Speed of AutoShuffleNet against ShuffleNet, measured in one run on one device.
+
+* inference: a hardened AutoShuffleNet (every learned shuffle rounded to a permutation, run as the gather
+  ``x[:, perm]``) against ShuffleNet with its fixed shuffle, in images per second;
+* training: a step of the soft AutoShuffleNet (``c x c`` shuffle matrices, penalty, projection after the
+  step) against a step of ShuffleNet.
+
+Both models share every weight but the shuffles (the hardened permutations are random ones, as after
+training). Timings are interleaved (the two models alternate, in alternating order, ``repeats`` times)
+and the medians are compared, so slow drifts of a shared machine hit both alike. The command line is
+``benchmarks/inference_speed.py``; notebook 04 calls :func:`measure_speed` for its results table.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from aslib.layers import harden_shuffles_, project_shuffles_, shuffle_penalty
+from aslib.models import build_model, count_flops, count_parameters
+from aslib.progress import progress
+from aslib.runtime import resolve_device, seed_everything
+from aslib.train import TrainConfig, make_optimizer
+
+__all__ = ["SpeedConfig", "measure_speed"]
+
+
+@dataclass(frozen=True)
+class SpeedConfig:
+    """What to time; see ``--help``."""
+
+    model: str = "shufflenet_v2_1.0"
+    stem: str = "cifar"
+    image_size: int = 32
+    num_classes: int = 10
+    batch_size: int = 64
+    inference_batches: int = 4
+    repeats: int = 15
+    warmup: int = 3
+    lam: float = 1e-3
+    device: str = "cpu"
+    threads: int | None = None
+    seed: int = 0
+    show_progress: bool = True
+
+
+def _timer(device: torch.device) -> Callable[[Callable[[], None]], float]:
+    def timed(fn: Callable[[], None]) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    return timed
+
+
+def _interleaved(tasks: dict[str, Callable[[], None]], cfg: SpeedConfig, device: torch.device,
+                 desc: str) -> dict[str, list[float]]:
+    """Seconds per call of each task over ``cfg.repeats`` rounds, alternating the order every round."""
+    timed = _timer(device)
+    names = list(tasks)
+    for _ in range(cfg.warmup):
+        for name in names:
+            tasks[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in progress(range(cfg.repeats), enabled=cfg.show_progress, desc=desc):
+        for name in names if r % 2 == 0 else names[::-1]:
+            times[name].append(timed(tasks[name]))
+    return times
+
+
+def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lam: float) -> Callable[[], None]:
+    optimizer = make_optimizer(model, TrainConfig(lr=0.01, lam=lam))  # the training loop's parameter groups
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y) + lam * shuffle_penalty(model)
+        loss.backward()
+        optimizer.step()
+        project_shuffles_(model)
+
+    return step
+
+
+def _inference(model: nn.Module, x: torch.Tensor, batches: int) -> Callable[[], None]:
+    def run() -> None:
+        with torch.inference_mode():
+            for _ in range(batches):
+                model(x)
+
+    return run
+
+
+def measure_speed(cfg: SpeedConfig) -> dict[str, float | str | int]:
+    """Time training steps (soft learned against fixed) and inference (hardened against fixed).
+
+    Returns parameters and FLOPs per image of the three models (fixed, soft, hardened), images per second
+    of fixed and hardened, milliseconds per training step of fixed and soft, and the two ratios.
+    """
+    device = resolve_device(cfg.device)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    common = {"stem": cfg.stem, "num_classes": cfg.num_classes, "in_channels": 3}
+    fixed = build_model(cfg.model, shuffle="fixed", **common).to(device)
+    learned = build_model(cfg.model, shuffle="learned", shuffle_init="random", shuffle_seed=cfg.seed, **common)
+    learned.load_state_dict(fixed.state_dict(), strict=False)
+    learned.to(device)
+    x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, device=device)
+    y = torch.randint(cfg.num_classes, (cfg.batch_size,), device=device)
+    shape = (1, 3, cfg.image_size, cfg.image_size)
+    soft_params, soft_flops = count_parameters(learned), count_flops(learned, shape)
+
+    fixed.train(), learned.train()
+    train = _interleaved({"fixed": _train_step(fixed, x, y, 0.0), "learned": _train_step(learned, x, y, cfg.lam)},
+                         cfg, device, "train steps")
+
+    harden_shuffles_(learned)
+    fixed.eval(), learned.eval()
+    infer = _interleaved({"fixed": _inference(fixed, x, cfg.inference_batches),
+                          "hardened": _inference(learned, x, cfg.inference_batches)}, cfg, device, "inference")
+    images = cfg.batch_size * cfg.inference_batches
+    fixed_ips = images / statistics.median(infer["fixed"])
+    hard_ips = images / statistics.median(infer["hardened"])
+    fixed_step = statistics.median(train["fixed"])
+    learned_step = statistics.median(train["learned"])
+    return {
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "fixed_params": count_parameters(fixed),
+        "hardened_params": count_parameters(learned),
+        "soft_params": soft_params,
+        "fixed_flops": count_flops(fixed, shape),
+        "hardened_flops": count_flops(learned, shape),
+        "soft_flops": soft_flops,
+        "fixed_images_per_s": fixed_ips,
+        "hardened_images_per_s": hard_ips,
+        "inference_ratio": hard_ips / fixed_ips,
+        "fixed_step_ms": 1e3 * fixed_step,
+        "learned_step_ms": 1e3 * learned_step,
+        "train_step_ratio": learned_step / fixed_step,
+    }
