@@ -2,7 +2,8 @@
 
 A :class:`Run` is a named :class:`aslib.train.TrainConfig` whose ``output_dir`` is ``<root>/<name>``. A
 run is *done* when its ``result.json`` exists (it is skipped), *interrupted* when only its
-``checkpoint.pt`` exists (it resumes from there), and *new* otherwise.
+``checkpoint.pt`` exists (it resumes from there), and *new* otherwise; a folder whose result was computed
+with other settings is *stale*, and :func:`execute` refuses to run over it.
 
 :func:`execute` runs a list of runs:
 
@@ -37,7 +38,7 @@ import torch
 
 from aslib.io import atomic_write
 from aslib.progress import progress
-from aslib.train import CHECKPOINT_NAME, TrainConfig, train
+from aslib.train import CHECKPOINT_NAME, TrainConfig, config_changes, train
 
 __all__ = [
     "ARMS",
@@ -48,10 +49,13 @@ __all__ = [
     "collect",
     "execute",
     "grid",
+    "histories",
     "main",
     "notebook_runs",
     "plan",
     "run_status",
+    "stale_runs",
+    "summarise",
 ]
 
 #: Arm name -> (shuffle kind, whether lam applies). "relaxed" is the convex relaxation: a learned
@@ -83,6 +87,7 @@ class Run:
     name: str
     config: TrainConfig
     distributed: bool = False
+    arm: str = ""
 
     @property
     def folder(self) -> Path:
@@ -138,7 +143,7 @@ def grid(
             name = "/".join([*head, f"arm={arm}", *tail])
             config = arm_config(dataclasses.replace(base, **chosen), arm)
             config = dataclasses.replace(config, output_dir=str(Path(root) / name))
-            runs.setdefault(name, Run(name, config, distributed))  # lam-free arms appear once
+            runs.setdefault(name, Run(name, config, distributed, arm))  # irrelevant axes collapse
     return list(runs.values())
 
 
@@ -194,12 +199,23 @@ def notebook_runs(stem: str, parameters: Mapping[str, Any]) -> list[Run] | None:
 
 
 def run_status(run: Run) -> str:
-    """``"done"`` (result.json exists), ``"interrupted"`` (a checkpoint exists) or ``"new"``."""
+    """``"done"`` (its result.json exists), ``"interrupted"`` (a checkpoint exists), ``"new"``, or
+    ``"stale"``: the folder holds a result computed with other settings (:func:`stale_runs` says which)."""
     if (run.folder / "result.json").is_file():
-        return "done"
+        return "stale" if _changes(run) else "done"
     if (run.folder / CHECKPOINT_NAME).is_file():
         return "interrupted"
     return "new"
+
+
+def _changes(run: Run) -> list[str]:
+    saved = json.loads((run.folder / "result.json").read_text()).get("config", {})
+    return config_changes(saved, run.config)
+
+
+def stale_runs(runs: Sequence[Run]) -> dict[str, list[str]]:
+    """Runs whose folder holds a result of other settings, with the settings that changed."""
+    return {run.name: _changes(run) for run in runs if run_status(run) == "stale"}
 
 
 def _forward_flops(config: TrainConfig) -> int:
@@ -296,6 +312,11 @@ def execute(
     if len(set(names)) != len(names):
         raise ValueError("run names must be unique")
     gpus = list(range(torch.cuda.device_count())) if gpus is None else list(gpus)
+    stale = stale_runs(runs)
+    if stale:
+        detail = "; ".join(f"{name} ({', '.join(changes)})" for name, changes in stale.items())
+        raise ValueError(f"these run folders hold results of other settings; move them away or choose another "
+                         f"output folder, nothing was overwritten: {detail}")
     check_data(runs)
     rows: dict[str, dict[str, Any]] = {}
     todo = []
@@ -346,18 +367,49 @@ def execute(
     return pd.DataFrame([rows[name] for name in names])
 
 
+#: Columns of :func:`collect` taken from each run's configuration.
+CONFIG_COLUMNS = ("dataset", "model", "shuffle", "shuffle_init", "projection_sweeps", "lam", "seed", "epochs")
+
+
 def collect(runs: Sequence[Run]) -> pd.DataFrame:
-    """The ``result.json`` of every finished run, one row each, with the run's name; unfinished runs are
-    absent (compare with :func:`plan` to see which)."""
+    """The ``result.json`` of every finished run, one row each: the run's name and arm, the settings of
+    :data:`CONFIG_COLUMNS` and every scalar result. Unfinished runs are absent (:func:`plan` lists them)."""
     rows = []
     for run in runs:
         path = run.folder / "result.json"
         if path.is_file():
             result = json.loads(path.read_text())
             config = result.pop("config", {})
-            rows.append({"run": run.name, **{k: config.get(k) for k in ("dataset", "model", "shuffle", "lam", "seed")},
+            rows.append({"run": run.name, "arm": run.arm, **{k: config.get(k) for k in CONFIG_COLUMNS},
                          **{k: v for k, v in result.items() if not isinstance(v, (list, dict))}})
     return pd.DataFrame(rows)
+
+
+def summarise(
+    results: pd.DataFrame,
+    by: Sequence[str] = ("dataset", "model", "arm", "lam"),
+    metrics: Sequence[str] = ("test_acc_soft", "test_acc_hard", "rounding_change", "final_penalty"),
+) -> pd.DataFrame:
+    """Mean and standard deviation over seeds of each metric, per group, with the number of seeds.
+
+    Columns: the ``by`` columns, ``seeds``, then ``<metric>_mean`` and ``<metric>_std`` for each metric
+    (std is NaN for a single seed), plus ``num_parameters_inference`` where present.
+    """
+    if results.empty:
+        return pd.DataFrame(columns=[*by, "seeds"])
+    grouped = results.groupby(list(by), dropna=False, sort=False)
+    table = grouped[list(metrics)].agg(["mean", "std"])
+    table.columns = [f"{m}_{stat}" for m, stat in table.columns]
+    table.insert(0, "seeds", grouped.size())
+    if "num_parameters_inference" in results:
+        table["num_parameters_inference"] = grouped["num_parameters_inference"].first()
+    return table.reset_index()
+
+
+def histories(runs: Sequence[Run]) -> dict[str, pd.DataFrame]:
+    """Each finished or interrupted run's per-epoch ``history.csv``, by run name."""
+    return {run.name: pd.read_csv(run.folder / "history.csv") for run in runs
+            if (run.folder / "history.csv").is_file()}
 
 
 def _run_from_file(path: str) -> int:

@@ -74,6 +74,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainState",
+    "config_changes",
     "evaluate",
     "main",
     "make_optimizer",
@@ -471,12 +472,18 @@ def _build_model(config: TrainConfig, splits: Any) -> nn.Module:
         raise ValueError(f"model_kwargs {config.model_kwargs} do not fit {config.model}: {err}") from err
 
 
-def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
+def config_changes(saved: dict[str, Any], config: TrainConfig) -> list[str]:
+    """The fields (as ``"name: old -> new"``) in which ``config`` computes something other than the saved
+    configuration (``TrainConfig.to_dict`` form); fields that cannot change a result are ignored."""
     now = config.to_dict()
-    differ = sorted(k for k in now if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k])
+    return [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in sorted(now)
+            if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k]]
+
+
+def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    differ = config_changes(saved, config)
     if differ:
-        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in differ)
-        raise ValueError(f"cannot resume {path}: the configuration changed ({detail})")
+        raise ValueError(f"cannot resume {path}: the configuration changed ({', '.join(differ)})")
 
 
 # --- the loop ----------------------------------------------------------------------------------------

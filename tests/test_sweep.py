@@ -7,6 +7,7 @@ import pytest
 
 from aslib.sweep import (
     ARMS, Run, _command, arm_config, check_data, classification_runs, collect, execute, grid, plan, run_status,
+    summarise,
 )
 from aslib.train import TrainConfig
 
@@ -58,7 +59,7 @@ def test_plan_estimates_and_status(tmp_path):
     runs[0].folder.mkdir(parents=True)
     (runs[0].folder / "checkpoint.pt").write_bytes(b"")
     assert run_status(runs[0]) == "interrupted"
-    (runs[0].folder / "result.json").write_text("{}")
+    (runs[0].folder / "result.json").write_text(json.dumps({"config": runs[0].config.to_dict()}))
     assert run_status(runs[0]) == "done"
 
 
@@ -109,3 +110,26 @@ def test_distributed_runs_use_torchrun_over_all_devices(tmp_path):
     assert command[-4:] == ["-m", "aslib.sweep", "--run-config", str(tmp_path / "ddp" / "config.json")]
     single = _command(dataclasses.replace(run, distributed=False), 4)
     assert "torch.distributed.run" not in single
+
+
+def test_result_of_other_settings_is_stale_and_never_overwritten(tmp_path):
+    runs = grid(TINY, tmp_path, arms=["fixed"], seed=[0])
+    execute(runs, gpus=[], show_progress=False)
+    before = (runs[0].folder / "result.json").read_bytes()
+    longer = grid(dataclasses.replace(TINY, epochs=3), tmp_path, arms=["fixed"], seed=[0])
+    assert plan(longer, "cpu")["status"].tolist() == ["stale"]
+    with pytest.raises(ValueError, match=r"other settings.*epochs: 2 -> 3"):
+        execute(longer, gpus=[], show_progress=False)
+    assert (runs[0].folder / "result.json").read_bytes() == before
+
+
+def test_summarise_means_over_seeds():
+    import pandas as pd
+
+    results = pd.DataFrame({"dataset": ["d"] * 3, "model": ["m"] * 3, "arm": ["l12", "l12", "fixed"],
+                            "lam": [0.1, 0.1, 0.0], "test_acc_soft": [0.5, 0.7, 0.9], "test_acc_hard": [0.4, 0.6, 0.9],
+                            "rounding_change": [-0.1, -0.1, 0.0], "final_penalty": [1.0, 3.0, 0.0]})
+    table = summarise(results).set_index("arm")
+    assert table.loc["l12", "seeds"] == 2 and table.loc["fixed", "seeds"] == 1
+    assert table.loc["l12", "test_acc_soft_mean"] == pytest.approx(0.6)
+    assert table.loc["l12", "final_penalty_std"] == pytest.approx(2 ** 0.5)
