@@ -102,3 +102,143 @@ def plot_simplex_slices(slices: list, *, titles: list[str], vertex_labels: list[
         fig.colorbar(image, ax=ax, shrink=0.8, label="$P(M)$")
     fig.tight_layout()
     return fig
+
+
+# --- notebook 07: undoing an unknown input permutation ---------------------------------------------
+
+
+def plot_image_rows(rows: dict, *, cmap: str = "gray_r") -> Figure:
+    """A grid of images: one row per entry of ``rows`` (label -> ``(N, C, H, W)`` numpy array), one column per image.
+
+    One channel is drawn with ``cmap``; three channels as RGB after scaling each image to [0, 1].
+    """
+    labels = list(rows)
+    n = len(rows[labels[0]])
+    fig, axes = plt.subplots(len(labels), n, figsize=(1.1 * n + 1.2, 1.15 * len(labels)), squeeze=False)
+    for r, label in enumerate(labels):
+        for c in range(n):
+            ax = axes[r][c]
+            image = rows[label][c]
+            if image.shape[0] == 1:
+                ax.imshow(image[0], cmap=cmap)
+            else:
+                image = (image - image.min()) / (image.max() - image.min() + 1e-12)
+                ax.imshow(image.transpose(1, 2, 0))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(label, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_matrix_heatmap(matrix, *, title: str = "", xlabel: str = "input position j",
+                        ylabel: str = "output position k") -> Figure:
+    """Heat map of a (doubly stochastic or permutation) matrix ``M[k, j]``."""
+    fig, ax = plt.subplots(figsize=(4.4, 3.8))
+    image = ax.imshow(matrix, cmap="viridis", interpolation="nearest", vmin=0.0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, shrink=0.85, label="$M_{kj}$")
+    fig.tight_layout()
+    return fig
+
+
+# --- notebooks 02 and 03: examples with a closed-form loss ----------------------------------------
+
+
+def plot_loss_and_penalty(histories: dict, *, title: str = "") -> Figure:
+    """Loss and l1-2 penalty against iterations, one line per method.
+
+    ``histories`` maps a label to ``(loss, penalty)``, two 1-D sequences of the same length.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for label, (loss, penalty) in histories.items():
+        axes[0].plot(loss, label=label)
+        axes[1].plot(penalty, label=label)
+    axes[0].set_yscale("symlog", linthresh=1e-3)
+    axes[0].set_ylabel("loss $f(M_t)$")
+    axes[1].set_ylabel("penalty $P(M_t)$")
+    for ax in axes:
+        ax.set_xlabel("iteration")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "Loss and penalty along the iterations")
+    fig.tight_layout()
+    return fig
+
+
+def plot_matrix_panels(matrices: dict, *, title: str = "") -> Figure:
+    """Heat maps of several ``n x n`` matrices side by side on one colour scale ``[0, 1]`` (label -> matrix)."""
+    fig, axes = plt.subplots(1, len(matrices), figsize=(3.2 * len(matrices) + 0.8, 3.2), squeeze=False)
+    image = None
+    for ax, (label, matrix) in zip(axes[0], matrices.items()):
+        image = ax.imshow(matrix, cmap="viridis", interpolation="nearest", vmin=0.0, vmax=1.0)
+        ax.set_title(label, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.85, label="$M_{ij}$")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_recovery(summary, *, x: str, metric: str = "recovery", title: str = "") -> Figure:
+    """``metric`` against column ``x`` (e.g. ``"noise"`` or ``"n"``), one line per ``method`` of ``summary``
+    (a table of means such as :func:`aslib.examples.graph_matching.summarise` returns)."""
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for method, rows in summary.groupby("method", sort=False):
+        rows = rows.sort_values(x)
+        ax.plot(rows[x], rows[metric], marker="o", label=method)
+    ax.set_xlabel(x)
+    ax.set_ylabel(metric)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# --- notebooks 04 and 05: AutoShuffleNet against ShuffleNet -----------------------------------------
+
+
+def plot_training_curves(histories: dict, *, metrics: tuple[str, ...] = ("val_acc", "penalty"),
+                         title: str = "") -> Figure:
+    """One panel per metric of the per-epoch history (``history.csv``), one line per run label.
+
+    The penalty panel uses a symlog axis, since it spans orders of magnitude and ends at 0 for some arms.
+    """
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for label, history in histories.items():
+            ax.plot(history["epoch"], history[metric], marker="o", ms=2.5, label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric.replace("_", " "))
+        if metric == "penalty":
+            ax.set_yscale("symlog", linthresh=1e-2)
+        ax.grid(True, alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_learned_permutations(learned: list, reference: list, *, layers: int = 3, title: str = "") -> Figure:
+    """Learned permutations (``perm[k]`` against output channel ``k``) beside ShuffleNet's fixed shuffle."""
+    count = min(layers, len(learned))
+    fig, axes = plt.subplots(1, max(count, 1), figsize=(3.6 * max(count, 1), 3.4), squeeze=False)
+    for i, ax in enumerate(axes[0][:count]):
+        ax.plot(reference[i], "s", ms=4, mfc="none", color="0.5", label="fixed shuffle")
+        ax.plot(learned[i], "o", ms=2.5, label="learned")
+        same = sum(a == b for a, b in zip(learned[i], reference[i])) / len(reference[i])
+        ax.set_title(f"shuffle {i}: {len(reference[i])} channels, {same:.0%} as fixed", fontsize=9)
+        ax.set_xlabel("output channel k")
+        ax.set_ylabel("input channel perm[k]")
+    axes[0][0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

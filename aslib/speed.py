@@ -16,7 +16,8 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -27,17 +28,22 @@ from aslib.progress import progress
 from aslib.runtime import resolve_device, seed_everything
 from aslib.train import TrainConfig, make_optimizer
 
-__all__ = ["SpeedConfig", "measure_speed"]
+__all__ = ["SpeedConfig", "measure_speed", "speed_config_for"]
 
 
 @dataclass(frozen=True)
 class SpeedConfig:
-    """What to time; see ``--help``."""
+    """What to time (the command line's ``--help`` describes each field).
+
+    ``model_kwargs`` go to :func:`aslib.models.build_model` (e.g. ``{"width": 0.25, "stages_repeats": (1, 1, 1)}``).
+    """
 
     model: str = "shufflenet_v2_1.0"
     stem: str = "cifar"
     image_size: int = 32
+    in_channels: int = 3
     num_classes: int = 10
+    model_kwargs: dict = field(default_factory=dict)
     batch_size: int = 64
     inference_batches: int = 4
     repeats: int = 15
@@ -47,6 +53,16 @@ class SpeedConfig:
     threads: int | None = None
     seed: int = 0
     show_progress: bool = True
+
+
+def speed_config_for(config: TrainConfig, **overrides: Any) -> SpeedConfig:
+    """A :class:`SpeedConfig` for the architecture a training run uses (its data set's input shape)."""
+    from aslib.sweep import NUM_CLASSES, input_shape
+
+    channels, size, _ = input_shape(config)
+    return SpeedConfig(model=config.model, stem="imagenet" if config.dataset == "imagenet" else "cifar",
+                       image_size=size, in_channels=channels, num_classes=NUM_CLASSES[config.dataset],
+                       model_kwargs={**config.model_kwargs, "stages_repeats": config.stages_repeats}, **overrides)
 
 
 def _timer(device: torch.device) -> Callable[[Callable[[], None]], float]:
@@ -110,14 +126,14 @@ def measure_speed(cfg: SpeedConfig) -> dict[str, float | str | int]:
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
-    common = {"stem": cfg.stem, "num_classes": cfg.num_classes, "in_channels": 3}
+    common = {"stem": cfg.stem, "num_classes": cfg.num_classes, "in_channels": cfg.in_channels, **cfg.model_kwargs}
     fixed = build_model(cfg.model, shuffle="fixed", **common).to(device)
     learned = build_model(cfg.model, shuffle="learned", shuffle_init="random", shuffle_seed=cfg.seed, **common)
     learned.load_state_dict(fixed.state_dict(), strict=False)
     learned.to(device)
-    x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, device=device)
+    x = torch.randn(cfg.batch_size, cfg.in_channels, cfg.image_size, cfg.image_size, device=device)
     y = torch.randint(cfg.num_classes, (cfg.batch_size,), device=device)
-    shape = (1, 3, cfg.image_size, cfg.image_size)
+    shape = (1, cfg.in_channels, cfg.image_size, cfg.image_size)
     soft_params, soft_flops = count_parameters(learned), count_flops(learned, shape)
 
     fixed.train(), learned.train()

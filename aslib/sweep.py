@@ -38,7 +38,8 @@ import torch
 
 from aslib.io import atomic_write
 from aslib.progress import progress
-from aslib.train import CHECKPOINT_NAME, TrainConfig, config_changes, train
+from aslib.layers import learned_shuffles
+from aslib.train import CHECKPOINT_NAME, TrainConfig, config_changes, model_for, train
 
 __all__ = [
     "ARMS",
@@ -48,8 +49,10 @@ __all__ = [
     "classification_runs",
     "collect",
     "execute",
+    "fixed_shuffle_permutations",
     "grid",
     "histories",
+    "input_shape",
     "main",
     "notebook_runs",
     "plan",
@@ -218,16 +221,30 @@ def stale_runs(runs: Sequence[Run]) -> dict[str, list[str]]:
     return {run.name: _changes(run) for run in runs if run_status(run) == "stale"}
 
 
-def _forward_flops(config: TrainConfig) -> int:
-    from aslib.models import build_model, count_flops
+def _model_arguments(config: TrainConfig) -> dict[str, Any]:
+    return dict(num_classes=NUM_CLASSES[config.dataset], in_channels=INPUT_SHAPES[config.dataset][0],
+                stem="imagenet" if config.dataset == "imagenet" else "cifar")
 
-    shape = INPUT_SHAPES[config.dataset]
+
+def input_shape(config: TrainConfig) -> tuple[int, int, int]:
+    """``(channels, height, width)`` of the images a run trains on."""
     if config.dataset == "imagenet":
-        shape = (3, config.image_size, config.image_size)
-    model = build_model(config.model, shuffle="fixed", stem="imagenet" if config.dataset == "imagenet" else "cifar",
-                        num_classes=NUM_CLASSES[config.dataset], in_channels=shape[0],
-                        stages_repeats=config.stages_repeats, **config.model_kwargs)
-    return count_flops(model, (1, *shape))
+        return (3, config.image_size, config.image_size)
+    return INPUT_SHAPES[config.dataset]
+
+
+def _forward_flops(config: TrainConfig) -> int:
+    from aslib.models import count_flops
+
+    model = model_for(config, **_model_arguments(config), shuffle="fixed")
+    return count_flops(model, (1, *input_shape(config)))
+
+
+def fixed_shuffle_permutations(config: TrainConfig) -> list[list[int]]:
+    """ShuffleNet's fixed shuffles of the architecture ``config`` trains, as the permutations of its learned
+    shuffles (same order as ``TrainResult.permutations``), for comparison with what was learned."""
+    model = model_for(config, **_model_arguments(config), shuffle="learned", shuffle_init="shuffle", shuffle_noise=0.0)
+    return [layer.permutation().tolist() for layer in learned_shuffles(model)]
 
 
 def plan(runs: Sequence[Run], device_type: str | None = None) -> pd.DataFrame:
@@ -306,7 +323,7 @@ def execute(
         runs: from :func:`grid` (or built by hand).
         gpus: CUDA device indices to use (default: every visible one); empty or no CUDA means in-process on
             the CPU, one run after the other.
-        show_progress: a bar over runs (and the training loop's own bars for in-process runs).
+        show_progress: a bar over runs.
     """
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
@@ -335,8 +352,9 @@ def execute(
     if not gpus:
         for run in todo:
             start = time.perf_counter()
-            try:
-                train(dataclasses.replace(run.config, show_progress=show_progress), resume=True)
+            bar.set_postfix_str(run.name, refresh=True)
+            try:  # the bar over runs only: nested per-epoch bars garble a notebook's output
+                train(dataclasses.replace(run.config, show_progress=False), resume=True)
                 record(run, "ok", "", start)
             except Exception as err:  # one failing run must not stop the sweep
                 record(run, "failed", f"{type(err).__name__}: {err}", start)

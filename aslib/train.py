@@ -78,6 +78,7 @@ __all__ = [
     "evaluate",
     "main",
     "make_optimizer",
+    "model_for",
     "parse_args",
     "recalibrate_batchnorm",
     "train",
@@ -220,7 +221,7 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
         raise ValueError(f"{name} must be of type {getattr(hint, '__name__', hint)}, got {value!r}")
 
 
-# Builder arguments that the data set or TrainConfig's own fields decide (see _build_model).
+# Builder arguments that the data set or TrainConfig's own fields decide (see model_for).
 _MODEL_ARGUMENTS_SET_HERE = ("num_classes", "in_channels", "stem", "shuffle", "shuffle_init", "shuffle_noise",
                              "shuffle_seed", "stages_repeats")
 
@@ -461,11 +462,20 @@ def _set_rng_state(state: dict[str, Any], loader_generator: torch.Generator) -> 
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _build_model(config: TrainConfig, splits: Any) -> nn.Module:
-    arguments = dict(num_classes=splits.num_classes, in_channels=splits.in_channels, stem=splits.stem,
+def model_for(config: TrainConfig, *, num_classes: int, in_channels: int, stem: str, **overrides: Any) -> nn.Module:
+    """The model ``config`` trains, for a data set of ``num_classes`` and ``in_channels`` with ``stem``.
+
+    ``overrides`` replace the shuffle settings taken from ``config`` (e.g. ``shuffle="fixed"`` for the
+    reference ShuffleNet of the same architecture).
+    """
+    arguments = dict(num_classes=num_classes, in_channels=in_channels, stem=stem,
                      shuffle=config.shuffle, shuffle_init=config.shuffle_init, shuffle_noise=config.shuffle_noise,
                      shuffle_seed=config.seed, stages_repeats=config.stages_repeats)
     assert set(arguments) == set(_MODEL_ARGUMENTS_SET_HERE)
+    unknown = sorted(set(overrides) - set(arguments))
+    if unknown:
+        raise ValueError(f"cannot override {', '.join(unknown)}; overridable: {', '.join(sorted(arguments))}")
+    arguments.update(overrides)
     try:
         return build_model(config.model, **arguments, **config.model_kwargs)
     except TypeError as err:  # an argument the builder does not take
@@ -529,7 +539,7 @@ def _train(config: TrainConfig, hooks: list[Callback], resume: bool, device: tor
         augment=config.augment, max_train_samples=config.max_train_samples, image_size=config.image_size,
         verify_checksums=config.verify_checksums,
     )
-    model = _build_model(config, splits).to(device)
+    model = model_for(config, num_classes=splits.num_classes, in_channels=splits.in_channels, stem=splits.stem).to(device)
     if env.active:  # same initialisation everywhere, but each rank its own augmentation stream
         seed_everything(_loader_seed(config.seed, -1, env.rank))
     num_parameters = count_parameters(model)
