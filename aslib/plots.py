@@ -242,3 +242,52 @@ def plot_learned_permutations(learned: list, reference: list, *, layers: int = 3
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+# --- notebook 06: results across notebooks ---------------------------------------------------------
+
+
+def plot_arm_comparison(summary, *, metric: str = "test_acc_hard") -> Figure:
+    """Bars of ``<metric>_mean`` (with the standard deviation over seeds) per arm, one panel per data set
+    and model, from :func:`aslib.sweep.summarise` (the ``*_summary.csv`` tables)."""
+    panels = list(summary.groupby(["dataset", "model"], sort=False))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.4), squeeze=False)
+    for ax, ((dataset, model), rows) in zip(axes[0], panels):
+        labels = [arm if arm != "l12" else f"l12 {lam:g}" for arm, lam in zip(rows["arm"], rows["lam"])]
+        labels = [f"{label} ({init})" if isinstance(init, str) and rows["shuffle_init"].nunique() > 1 else label
+                  for label, init in zip(labels, rows["shuffle_init"])]
+        ax.bar(range(len(rows)), rows[f"{metric}_mean"], yerr=rows[f"{metric}_std"].fillna(0), capsize=3,
+               color=["0.6" if arm in ("fixed", "none", "random") else "C0" for arm in rows["arm"]])
+        ax.set_xticks(range(len(rows)), labels, rotation=40, ha="right", fontsize=7)
+        low = float((rows[f"{metric}_mean"] - rows[f"{metric}_std"].fillna(0)).min())
+        ax.set_ylim(max(0.0, low - 0.05), 1.0)
+        ax.set_title(f"{dataset}, {model}", fontsize=9)
+        ax.set_ylabel(metric.replace("_", " "))
+    fig.tight_layout()
+    return fig
+
+
+def plot_lam_sweep(summary) -> Figure:
+    """Rounded test accuracy and final penalty of the l12 arm against lam (log scale), one line per model
+    and data set; the relaxation (lam = 0) is drawn as a dashed level where present."""
+    fig, (acc_ax, pen_ax) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for (dataset, model), rows in summary.groupby(["dataset", "model"], sort=False):
+        l12 = rows[rows["arm"] == "l12"].groupby("lam").mean(numeric_only=True).reset_index()
+        if l12.empty:
+            continue
+        line = acc_ax.plot(l12["lam"], l12["test_acc_hard_mean"], marker="o", label=f"{dataset}, {model}")[0]
+        pen_ax.plot(l12["lam"], l12["final_penalty_mean"], marker="o", color=line.get_color())
+        relaxed = rows[rows["arm"] == "relaxed"]
+        if not relaxed.empty:
+            acc_ax.axhline(relaxed["test_acc_hard_mean"].mean(), ls="--", color=line.get_color(), lw=1)
+            pen_ax.axhline(relaxed["final_penalty_mean"].mean(), ls="--", color=line.get_color(), lw=1)
+    for ax, label in ((acc_ax, "test accuracy after rounding"), (pen_ax, "final penalty")):
+        ax.set_xscale("log")
+        ax.set_xlabel("lam")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+    pen_ax.set_yscale("symlog", linthresh=1e-2)
+    acc_ax.legend(fontsize=7)
+    fig.suptitle("l1-2 penalty weight (dashed: the relaxation, lam = 0)")
+    fig.tight_layout()
+    return fig

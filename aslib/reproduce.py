@@ -25,6 +25,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import sys
 import time
@@ -110,11 +111,20 @@ def find_notebooks(notebooks_dir: str | Path | None = None) -> list[Path]:
 
 
 def notebook_parameters(path: str | Path) -> dict[str, Any]:
-    """Names and default values of the notebook's ``parameters`` cell (via ``papermill.inspect_notebook``)."""
+    """Names and default values of the notebook's ``parameters`` cell (via ``papermill.inspect_notebook``).
+
+    The cell holds literals only, so each default is evaluated with ``ast.literal_eval``.
+    """
     inferred = papermill.inspect_notebook(str(path))
     if not inferred:
         raise ValueError(f"{path} has no cell tagged 'parameters'")
-    return {name: info["default"] for name, info in inferred.items()}
+    defaults = {}
+    for name, info in inferred.items():
+        try:
+            defaults[name] = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError) as err:
+            raise ValueError(f"{Path(path).name}: parameter {name} = {info['default']} is not a literal") from err
+    return defaults
 
 
 def check_parameters(path: str | Path, parameters: Mapping[str, Any]) -> None:

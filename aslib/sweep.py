@@ -78,9 +78,11 @@ LEARNED_ONLY = ("lam", "shuffle_init", "shuffle_noise", "projection_sweeps", "la
 TRAIN_SIZES = {"digits": 1437, "cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167}
 INPUT_SHAPES = {"digits": (1, 8, 8), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "imagenet": (3, 224, 224)}
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000}
-#: Sustained training throughput assumed for the estimate, in FLOP/s of forward pass times 3.
-#: Rough figures for small depthwise-convolution networks, which keep a GPU far below its peak.
-ASSUMED_FLOPS_PER_SECOND = {"cuda": 2e12, "cpu": 2e10}
+#: Sustained training throughput assumed for the estimate, in FLOP/s (3 x forward FLOPs per image).
+#: Calibrated on this project's own runs: shufflenet_v2_1.0 on 32x32 inputs took about 15 s per 50,000-image
+#: epoch on one H100 (small depthwise networks are bound by per-operation overhead, far below peak), and
+#: the quarter-width digits model about 4.5 s for 15 epochs on one CPU thread.
+ASSUMED_FLOPS_PER_SECOND = {"cuda": 1e12, "cpu": 1e9}
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,7 @@ def grid(
 def classification_runs(
     *,
     root: str | os.PathLike[str],
-    dataset: str,
+    datasets: Sequence[str],
     models: Sequence[str],
     arms: Sequence[str],
     seeds: Sequence[int],
@@ -170,18 +172,19 @@ def classification_runs(
     data_root: str = "data",
     recalibration_batches: int = 50,
 ) -> list[Run]:
-    """The runs of notebooks 04 (CIFAR, digits) and 05 (ImageNet): models x arms x ablations x seeds.
+    """The runs of notebooks 04 (CIFAR, digits) and 05 (ImageNet): data sets x models x arms x ablations x seeds.
 
     The keyword names are the notebooks' parameter names, so the runner can print a notebook's plan
     before executing it (:func:`notebook_runs`). ImageNet runs are distributed (torchrun over every GPU).
     """
-    base = TrainConfig(dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+    base = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                        stages_repeats=tuple(stages_repeats), model_kwargs=dict(model_kwargs or {}),
-                       max_train_samples=max_train_samples,
-                       data_root=str(data_root), recalibration_batches=recalibration_batches)
-    return grid(base, root, arms=arms, distributed=dataset == "imagenet", model=list(models),
-                shuffle_init=list(shuffle_inits), projection_sweeps=list(projection_sweeps), lam=list(lams),
-                seed=list(seeds))
+                       max_train_samples=max_train_samples, data_root=str(data_root),
+                       recalibration_batches=recalibration_batches)
+    return [run for dataset in datasets
+            for run in grid(base, root, arms=arms, distributed=dataset == "imagenet", dataset=[dataset],
+                            model=list(models), shuffle_init=list(shuffle_inits),
+                            projection_sweeps=list(projection_sweeps), lam=list(lams), seed=list(seeds))]
 
 
 #: Notebooks that train, and the function that turns their parameters into runs.
@@ -247,13 +250,15 @@ def fixed_shuffle_permutations(config: TrainConfig) -> list[list[int]]:
     return [layer.permutation().tolist() for layer in learned_shuffles(model)]
 
 
-def plan(runs: Sequence[Run], device_type: str | None = None) -> pd.DataFrame:
+def plan(runs: Sequence[Run], device_type: str | None = None, gpus: int | None = None) -> pd.DataFrame:
     """One row per run: name, data set, model, arm settings, epochs, status, and an estimate of its time.
 
     The estimate is ``3 x forward FLOPs x training images x epochs`` over an assumed sustained
-    throughput (:data:`ASSUMED_FLOPS_PER_SECOND`): an order of magnitude, not a promise.
+    throughput (:data:`ASSUMED_FLOPS_PER_SECOND`), divided by ``gpus`` (default: the visible ones) for
+    distributed runs: an order of magnitude, not a promise.
     """
     device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
+    gpus = max(1, torch.cuda.device_count() if gpus is None else gpus)
     flops_cache: dict[tuple, int] = {}
     rows = []
     for run in runs:
@@ -263,6 +268,8 @@ def plan(runs: Sequence[Run], device_type: str | None = None) -> pd.DataFrame:
             flops_cache[key] = _forward_flops(c)
         images = c.max_train_samples or TRAIN_SIZES[c.dataset]
         seconds = 3 * flops_cache[key] * images * c.epochs / ASSUMED_FLOPS_PER_SECOND[device_type]
+        if run.distributed and device_type == "cuda":
+            seconds /= gpus
         rows.append({"run": run.name, "dataset": c.dataset, "model": c.model, "shuffle": c.shuffle, "lam": c.lam,
                      "seed": c.seed, "epochs": c.epochs, "distributed": run.distributed,
                      "status": run_status(run), "estimated_minutes": round(seconds / 60, 1)})
@@ -398,17 +405,23 @@ def collect(runs: Sequence[Run]) -> pd.DataFrame:
         if path.is_file():
             result = json.loads(path.read_text())
             config = result.pop("config", {})
-            rows.append({"run": run.name, "arm": run.arm, **{k: config.get(k) for k in CONFIG_COLUMNS},
+            settings = {k: config.get(k) for k in CONFIG_COLUMNS}
+            if run.arm in ARMS and ARMS[run.arm][0] != "learned":  # settings that do not apply stay empty
+                settings.update({k: None for k in LEARNED_ONLY if k in settings and k != "lam"})
+            rows.append({"run": run.name, "arm": run.arm, **settings,
                          **{k: v for k, v in result.items() if not isinstance(v, (list, dict))}})
     return pd.DataFrame(rows)
 
 
 def summarise(
     results: pd.DataFrame,
-    by: Sequence[str] = ("dataset", "model", "arm", "lam"),
+    by: Sequence[str] = ("dataset", "model", "arm", "shuffle_init", "projection_sweeps", "lam"),
     metrics: Sequence[str] = ("test_acc_soft", "test_acc_hard", "rounding_change", "final_penalty"),
 ) -> pd.DataFrame:
     """Mean and standard deviation over seeds of each metric, per group, with the number of seeds.
+
+    The default groups are every setting of a run but its seed (settings that do not apply to an arm are
+    empty in :func:`collect` and group together).
 
     Columns: the ``by`` columns, ``seeds``, then ``<metric>_mean`` and ``<metric>_std`` for each metric
     (std is NaN for a single seed), plus ``num_parameters_inference`` where present.

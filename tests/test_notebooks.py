@@ -5,6 +5,7 @@ The committed notebooks' default runs are checked separately by nbval (`make tes
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from aslib.io import load_results
@@ -38,3 +39,58 @@ def test_01_penalty_facts(smoke_runs):
     assert r["argmax_is_hungarian_when_condition"] is True
     assert r["max_lp_gradient_on_path"] > 100 * r["max_l12_gradient_on_path"]
     assert {p.name for p in figures.iterdir()} >= {"01_error_bound.png", "01_error_bound.pdf"}
+
+
+def test_02_graph_matching(smoke_runs):
+    _, out, _ = smoke_runs
+    r = load_results(out, "02_graph_matching")
+    assert r["profile"] == "smoke" and r["device"].startswith("cpu")
+    # on the tiny instance the penalty still ends at a permutation while the relaxation stays inside D_n
+    assert r["curve_l12_final_penalty"] < 0.1 < 1 < r["curve_relaxed_final_penalty"]
+    for key in ("regular_isomorphic", "er_recovery", "small_isomorphic"):
+        assert set(r[key]) == {"l12", "relaxed", "sinkhorn", "faq", "2opt"}
+        assert all(0 <= v <= 1 for v in r[key].values())
+    assert all(v > 0 for v in r["seconds_per_instance"].values()) and r["time_ratio_l12_vs_one_faq_call"] > 0
+
+
+def test_03_two_layer(smoke_runs):
+    _, out, _ = smoke_runs
+    r = load_results(out, "03_two_layer_closed_form")
+    assert r["closed_form_max_abs_z"] < 4  # closed form within 4 standard errors of Monte Carlo
+    assert r["planted_loss"] < 1e-9
+    assert r["final_penalty"]["l12"] < r["final_penalty"]["relaxed"]
+    assert all(0 <= v <= 1 for v in r["success"].values())
+
+
+def test_04_and_05_training_arms(smoke_runs):
+    _, out, _ = smoke_runs
+    r = load_results(out, "04_cifar")
+    assert r["profile"] == "smoke" and r["runs"] == r["finished"] == 3
+    assert all(r["checks"][name] for name in ("every run finished", "fixed arm changes by exactly 0 when rounded",
+                                              "rounded l12 has the fixed network's parameter count"))
+    by_arm = {row["arm"]: row for row in r["summary"]}
+    assert all(0 <= row["test_acc_hard_mean"] <= 1 for row in by_arm.values())
+    assert by_arm["l12"]["final_penalty_mean"] < by_arm["relaxed"]["final_penalty_mean"]
+    assert r["speed"][0]["fixed_flops"] == r["speed"][0]["hardened_flops"]
+    imagenet = load_results(out, "05_imagenet")
+    assert imagenet["datasets"] == ["digits"] and imagenet["finished"] == 2
+
+
+def test_06_results_reads_every_notebook(smoke_runs):
+    _, out, figures = smoke_runs
+    overview = pd.read_csv(out / "06_results_overview.csv")
+    assert (overview["status"] == "ran").all() and (overview["profile"] == "smoke").all()
+    cifar = pd.read_csv(out / "06_results_cifar.csv")
+    assert set(cifar["arm"]) == {"fixed", "relaxed", "l12"}
+    assert (figures / "06_04_cifar_accuracy.png").is_file()
+
+
+def test_07_permuted_input(smoke_runs):
+    _, out, _ = smoke_runs
+    r = load_results(out, "07_permuted_input")
+    assert r["positions"] == 64 and r["chance_exact_recovery"] == 1 / 64
+    accuracies = [v for k, v in r.items() if "_test_acc" in k]
+    recoveries = [v for k, v in r.items() if k.endswith("_recovery") and k != "chance_exact_recovery"]
+    assert accuracies and all(0 <= v <= 1 for v in accuracies)
+    assert recoveries and all(0 <= v <= 1 for v in recoveries)
+    assert r["oracle_final_penalty"] == 0 and 0 <= r["learned_final_penalty"] <= 2 * 64

@@ -101,3 +101,13 @@ def test_refresh_stores_outputs_of_default_run(tmp_path):
     nb = nbformat.read(path, as_version=4)
     assert nb.cells[1].outputs[0]["text"] == "42\n"
     assert "papermill" not in nb.metadata
+
+
+def test_parameter_defaults_are_evaluated_literals(tmp_path):
+    path = write_notebook(tmp_path / "01_a.ipynb", "pass",
+                          "xs = [1, 2]\nn = 200_000\nname = 'a'\nnothing = None\noutput_dir = '.'\nfigures_dir = '.'")
+    assert notebook_parameters(path) == {"xs": [1, 2], "n": 200000, "name": "a", "nothing": None,
+                                         "output_dir": ".", "figures_dir": "."}
+    bad = write_notebook(tmp_path / "02_b.ipynb", "pass", "x = len('abc')\noutput_dir = '.'\nfigures_dir = '.'")
+    with pytest.raises(ValueError, match="not a literal"):
+        notebook_parameters(bad)

@@ -45,8 +45,9 @@ def test_grid_names_are_stable_and_irrelevant_axes_collapse(tmp_path):
 def test_classification_runs_distribute_imagenet_only(tmp_path):
     common = dict(root=tmp_path, models=["shufflenet_v1_g3"], arms=["fixed", "l12"], seeds=[0], lams=[1e-3],
                   epochs=1, batch_size=8, lr=0.1)
-    assert not any(r.distributed for r in classification_runs(dataset="cifar10", **common))
-    assert all(r.distributed for r in classification_runs(dataset="imagenet", **common))
+    runs = classification_runs(datasets=["cifar10", "imagenet"], **common)
+    assert [(r.config.dataset, r.distributed) for r in runs] == [("cifar10", False)] * 2 + [("imagenet", True)] * 2
+    assert runs[0].name == "dataset=cifar10/model=shufflenet_v1_g3/arm=fixed/seed=0"
 
 
 def test_plan_estimates_and_status(tmp_path):
