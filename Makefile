@@ -24,7 +24,7 @@ reproduce: $(INSTALLED)
 
 ## Unit tests, the notebooks run through the runner, and nbval on the committed notebooks.
 test: $(INSTALLED)
-	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider --durations=10
 
 ## JupyterLab on notebooks/ with the project's kernel.
 lab: $(INSTALLED)

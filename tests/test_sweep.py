@@ -128,6 +128,7 @@ def test_summarise_means_over_seeds():
     import pandas as pd
 
     results = pd.DataFrame({"dataset": ["d"] * 3, "model": ["m"] * 3, "arm": ["l12", "l12", "fixed"],
+                            "shuffle_init": ["uniform", "uniform", None], "projection_sweeps": [1, 1, None],
                             "lam": [0.1, 0.1, 0.0], "test_acc_soft": [0.5, 0.7, 0.9], "test_acc_hard": [0.4, 0.6, 0.9],
                             "rounding_change": [-0.1, -0.1, 0.0], "final_penalty": [1.0, 3.0, 0.0]})
     table = summarise(results).set_index("arm")
