@@ -218,6 +218,7 @@ def plot_training_curves(histories: dict, *, metrics: tuple[str, ...] = ("val_ac
         ax.set_ylabel(metric.replace("_", " "))
         if metric == "penalty":
             ax.set_yscale("symlog", linthresh=1e-2)
+            ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="lower right")
     if title:
@@ -287,6 +288,7 @@ def plot_lam_sweep(summary) -> Figure:
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
     pen_ax.set_yscale("symlog", linthresh=1e-2)
+    pen_ax.set_ylim(bottom=0)
     acc_ax.legend(fontsize=7)
     fig.suptitle("l1-2 penalty weight (dashed: the relaxation, lam = 0)")
     fig.tight_layout()

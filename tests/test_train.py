@@ -293,7 +293,7 @@ def test_two_processes_with_gloo(tmp_path):
     out = tmp_path / "ddp"
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-         *TINY_ARGS, "--output-dir", str(out)],
+         *TINY_ARGS, "--device", "cpu", "--output-dir", str(out)],  # gloo on the CPU, also where a GPU exists
         env=_env(), cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
