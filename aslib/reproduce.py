@@ -46,13 +46,13 @@ __all__ = [
     "NotebookRun",
     "Profile",
     "check_parameters",
+    "execute_notebooks",
     "find_notebooks",
     "load_profile",
     "main",
     "notebook_parameters",
     "prepare",
     "refresh_notebook",
-    "run_profile",
     "training_plan",
 ]
 
@@ -227,25 +227,14 @@ def training_plan(prepared: Sequence[tuple[Path, Mapping[str, Any]]]) -> pd.Data
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def run_profile(
-    profile: Profile,
-    *,
-    runs_dir: str | Path | None = None,
-    notebooks_dir: str | Path | None = None,
-    only: Sequence[str] | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    figures_dir: str | Path | None = None,
-    show_progress: bool = True,
-) -> list[NotebookRun]:
-    """Execute the profile's notebooks in order and return one :class:`NotebookRun` per notebook.
+def execute_notebooks(prepared: Sequence[tuple[Path, Mapping[str, Any]]], *, show_progress: bool = True) -> list[NotebookRun]:
+    """Execute prepared notebooks (from :func:`prepare`) in order; one :class:`NotebookRun` each.
 
-    The arguments are those of :func:`prepare`; every parameter is checked before any notebook runs.
-    ``show_progress`` shows an overall bar over notebooks and papermill's bar over cells.
+    A failing notebook is recorded and the next one runs. ``show_progress`` shows a bar over notebooks and
+    papermill's bar over cells.
     """
-    prepared = prepare(profile, runs_dir=runs_dir, notebooks_dir=notebooks_dir, only=only, overrides=overrides,
-                       figures_dir=figures_dir)
     runs = []
-    bar = progress(prepared, enabled=show_progress, desc=f"profile {profile.name}", unit="notebook")
+    bar = progress(prepared, enabled=show_progress, desc="notebooks", unit="notebook")
     for path, parameters in bar:
         bar.set_postfix_str(path.stem)
         out_dir = Path(parameters["output_dir"])
@@ -325,13 +314,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         try:
             profile = load_profile(args.profile)
-            options = dict(runs_dir=args.runs_dir, only=args.only, overrides=dict(args.param))
-            plan = training_plan(prepare(profile, **options))
+            prepared = prepare(profile, runs_dir=args.runs_dir, only=args.only, overrides=dict(args.param))
+            plan = training_plan(prepared)
         except (ValueError, FileNotFoundError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         _print_plan(profile, plan)
-        runs = run_profile(profile, show_progress=show_progress, **options)
+        runs = execute_notebooks(prepared, show_progress=show_progress)
 
     table = summarise(runs)
     print(table.drop(columns="error").to_string(index=False))

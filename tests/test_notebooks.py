@@ -9,13 +9,14 @@ import pandas as pd
 import pytest
 
 from aslib.io import load_results
-from aslib.reproduce import find_notebooks, load_profile, run_profile
+from aslib.reproduce import execute_notebooks, find_notebooks, load_profile, prepare
 
 
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("smoke")
-    runs = run_profile(load_profile("smoke"), runs_dir=tmp / "runs", figures_dir=tmp / "figures", show_progress=False)
+    prepared = prepare(load_profile("smoke"), runs_dir=tmp / "runs", figures_dir=tmp / "figures")
+    runs = execute_notebooks(prepared, show_progress=False)
     return {r.notebook: r for r in runs}, tmp / "runs" / "smoke", tmp / "figures"
 
 

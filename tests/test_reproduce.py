@@ -9,7 +9,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from aslib.reproduce import (
     Profile, check_parameters, find_notebooks, load_profile, main, notebook_parameters, refresh_notebook,
-    run_profile,
+    execute_notebooks, prepare,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ def test_typo_refused_before_anything_runs(tmp_path):
     write_notebook(nbs / "01_a.ipynb", "open('ran', 'w').write('yes')")
     profile = Profile("t", notebooks={"01_a": {"y": 2}})
     with pytest.raises(ValueError, match="unknown parameter"):
-        run_profile(profile, runs_dir=tmp_path / "runs", notebooks_dir=nbs, show_progress=False)
+        prepare(profile, runs_dir=tmp_path / "runs", notebooks_dir=nbs)
     assert not (nbs / "ran").exists() and not (tmp_path / "runs").exists()
 
 
@@ -71,7 +71,7 @@ def test_failing_notebook_is_reported_and_the_others_still_run(tmp_path, monkeyp
         "import json, pathlib\npathlib.Path(output_dir, '02_works.json').write_text(json.dumps({'x': x}))",
     )
     profile = Profile("t", notebooks={"02_works": {"x": 5}})
-    runs = run_profile(profile, runs_dir=tmp_path / "runs", notebooks_dir=nbs, show_progress=False)
+    runs = execute_notebooks(prepare(profile, runs_dir=tmp_path / "runs", notebooks_dir=nbs), show_progress=False)
     assert [r.status for r in runs] == ["failed", "ok"]
     assert "RuntimeError: broken with x=1" in runs[0].error and "cell" in runs[0].error
     assert json.loads((tmp_path / "runs" / "t" / "02_works.json").read_text()) == {"x": 5}
