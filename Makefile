@@ -26,9 +26,10 @@ reproduce: $(INSTALLED)
 test: $(INSTALLED)
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider --durations=10
 
-## JupyterLab on notebooks/ with the project's kernel.
+## JupyterLab on notebooks/ with the project's kernel (extra options: make lab LAB_ARGS=--no-browser).
+LAB_ARGS ?=
 lab: $(INSTALLED)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 ## Re-execute a notebook in place with its stored defaults: make refresh NB=notebooks/01_....ipynb
 refresh: $(INSTALLED)
