@@ -127,9 +127,12 @@ def notebook_parameters(path: str | Path) -> dict[str, Any]:
     return defaults
 
 
-def check_parameters(path: str | Path, parameters: Mapping[str, Any]) -> None:
-    """Refuse any name in ``parameters`` that the notebook's ``parameters`` cell does not define."""
-    valid = notebook_parameters(path)
+def check_parameters(path: str | Path, parameters: Mapping[str, Any], valid: Mapping[str, Any] | None = None) -> None:
+    """Refuse any name in ``parameters`` that the notebook's ``parameters`` cell does not define.
+
+    ``valid`` is the notebook's :func:`notebook_parameters`, when the caller has already read them.
+    """
+    valid = notebook_parameters(path) if valid is None else valid
     unknown = sorted(set(parameters) - set(valid))
     if unknown:
         raise ValueError(
@@ -203,9 +206,10 @@ def prepare(
     prepared = []
     for path in notebooks:
         parameters = {**profile.notebooks.get(path.stem, {}), **(overrides or {})}
-        check_parameters(path, parameters)
+        defaults = notebook_parameters(path)
+        check_parameters(path, parameters, defaults)
         parameters.update(output_dir=str(out_dir), figures_dir=str(figures))
-        if "data_root" in notebook_parameters(path) and "data_root" not in parameters:
+        if "data_root" in defaults and "data_root" not in parameters:
             parameters["data_root"] = str(REPO_ROOT / "data")
         prepared.append((path, parameters))
     return prepared
