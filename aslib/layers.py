@@ -5,7 +5,9 @@ A shuffle of ``c`` channels is a permutation matrix ``R`` applied along the chan
 ``perm = shuffle_indices(c, g)``; AutoShuffleNet (:class:`LearnedShuffle`) trains a doubly stochastic
 ``M`` in its place, drives it to a permutation with the l1-2 penalty, rounds it with the Hungarian
 algorithm (:meth:`LearnedShuffle.harden`) and then runs the gather ``x[:, perm]``, at the cost of the
-fixed shuffle. The module-level helpers act on every learned shuffle of a model at once.
+fixed shuffle. A learned shuffle can instead be parameterised by logits through Sinkhorn's
+normalisation (the baseline the paper compares with). The module-level helpers act on every learned
+shuffle of a model at once.
 """
 
 from __future__ import annotations
@@ -23,15 +25,18 @@ from aslib.penalty import (
     permutation_matrix,
     project_doubly_stochastic,
     round_to_permutation,
+    sinkhorn,
 )
 
 __all__ = [
     "INITS",
+    "PARAMETERISATIONS",
     "SHUFFLE_KINDS",
     "ChannelShuffle",
     "FixedPermutation",
     "LearnedShuffle",
     "harden_shuffles_",
+    "layer_penalties",
     "learned_shuffles",
     "make_shuffle",
     "project_shuffles_",
@@ -45,6 +50,16 @@ __all__ = [
 INITS: tuple[str, ...] = ("shuffle", "identity", "uniform", "random")
 #: What :func:`make_shuffle` builds: ShuffleNet's shuffle, the learned one, no shuffle, a fixed random one.
 SHUFFLE_KINDS: tuple[str, ...] = ("fixed", "learned", "none", "random")
+#: How :class:`LearnedShuffle` holds its matrix: ``M`` itself kept in ``D_n`` by projection (the paper's
+#: method), or logits mapped into ``D_n`` by Sinkhorn's normalisation.
+PARAMETERISATIONS: tuple[str, ...] = ("projected", "sinkhorn")
+#: Defaults of the Sinkhorn parameterisation: normalisation sweeps and temperature. With ``tau = 1`` the
+#: logits ``log B`` of a doubly stochastic ``B`` give back ``B``, so every initialisation starts where the
+#: projected one does; 20 sweeps keep the row sums exact and the column sums within about 1e-3 of 1 there.
+SINKHORN_ITERS = 20
+SINKHORN_TAU = 1.0
+# Floor of the initial matrix before its logarithm (the Sinkhorn start of a permutation: zeros become 1e-3).
+_SINKHORN_LOG_FLOOR = 1e-3
 
 # Sweeps used to bring a random or noisy initial matrix onto D_n (only at construction).
 _INIT_SWEEPS = 50
@@ -157,6 +172,12 @@ class LearnedShuffle(nn.Module):
             ``init`` and ``S`` a random doubly stochastic matrix (uniform entries projected on ``D_n``), so
             it stays in ``D_n``. ``noise > 0`` moves a uniform start off the penalty's stationary point.
         generator: source of randomness for ``"random"`` and ``noise``.
+        parameterisation: ``"projected"`` (above) or ``"sinkhorn"``: ``weight`` holds logits ``L`` and the
+            matrix is ``M = sinkhorn(L, sinkhorn_iters, sinkhorn_tau)`` (differentiable, in ``D_n`` up to
+            Sinkhorn's tolerance, so :meth:`project_` does nothing). The logits start at
+            ``tau * log(max(B, 1e-3))`` for the initial matrix ``B`` above, so ``M`` starts (nearly) at ``B``.
+            :meth:`penalty`, :meth:`harden` and ``state_dict`` act on ``M`` exactly as for the projected layer.
+        sinkhorn_iters, sinkhorn_tau: Sinkhorn's sweeps and temperature (see :data:`SINKHORN_ITERS`).
     """
 
     perm: torch.Tensor | None
@@ -169,6 +190,9 @@ class LearnedShuffle(nn.Module):
         groups: int | None = None,
         noise: float = 0.0,
         generator: torch.Generator | None = None,
+        parameterisation: str = "projected",
+        sinkhorn_iters: int = SINKHORN_ITERS,
+        sinkhorn_tau: float = SINKHORN_TAU,
     ) -> None:
         super().__init__()
         if not isinstance(channels, int) or channels < 1:
@@ -177,8 +201,17 @@ class LearnedShuffle(nn.Module):
             raise ValueError(f"unknown init {init!r}; valid: {', '.join(INITS)}")
         if not (isinstance(noise, (int, float)) and 0.0 <= noise <= 1.0):
             raise ValueError(f"noise must be a number in [0, 1], got {noise!r}")
+        if parameterisation not in PARAMETERISATIONS:
+            raise ValueError(f"unknown parameterisation {parameterisation!r}; valid: {', '.join(PARAMETERISATIONS)}")
+        if isinstance(sinkhorn_iters, bool) or not isinstance(sinkhorn_iters, int) or sinkhorn_iters < 1:
+            raise ValueError(f"sinkhorn_iters must be an integer >= 1, got {sinkhorn_iters!r}")
+        if not (isinstance(sinkhorn_tau, (int, float)) and math.isfinite(sinkhorn_tau) and sinkhorn_tau > 0):
+            raise ValueError(f"sinkhorn_tau must be a finite number > 0, got {sinkhorn_tau!r}")
         self.channels = channels
         self.init = init
+        self.parameterisation = parameterisation
+        self.sinkhorn_iters = sinkhorn_iters
+        self.sinkhorn_tau = float(sinkhorn_tau)
         if init == "shuffle":
             if groups is None:
                 raise ValueError("init='shuffle' needs groups")
@@ -194,8 +227,15 @@ class LearnedShuffle(nn.Module):
                 torch.rand(channels, channels, generator=generator), _INIT_SWEEPS
             )
             base = project_doubly_stochastic((1.0 - noise) * base + noise * random_ds, _INIT_SWEEPS)
+        if parameterisation == "sinkhorn":
+            base = self.sinkhorn_tau * base.clamp_min(_SINKHORN_LOG_FLOOR).log()
         self.weight: nn.Parameter | None = nn.Parameter(base)
         self.register_buffer("perm", None)
+
+    @property
+    def is_sinkhorn(self) -> bool:
+        """Whether ``weight`` holds Sinkhorn logits rather than the matrix itself."""
+        return self.parameterisation == "sinkhorn"
 
     @property
     def is_hardened(self) -> bool:
@@ -203,19 +243,19 @@ class LearnedShuffle(nn.Module):
         return self.perm is not None
 
     def matrix(self) -> torch.Tensor:
-        """The current ``c x c`` matrix: ``M`` when soft, the permutation matrix of ``perm`` when hardened."""
+        """The current ``c x c`` matrix: ``M`` when soft (``sinkhorn(weight)`` for the Sinkhorn
+        parameterisation, differentiable), the permutation matrix of ``perm`` when hardened."""
         if self.perm is not None:
             return permutation_matrix(self.perm)
         assert self.weight is not None
-        return self.weight
+        return _soft_matrices(self, self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.channels, "LearnedShuffle")
         perm = self.perm
         if perm is not None:
             return x.index_select(1, perm)
-        assert self.weight is not None
-        M = self.weight.to(x.dtype)
+        M = self.matrix().to(x.dtype)
         if x.ndim == 4:
             return F.conv2d(x, M[:, :, None, None])
         return torch.einsum("kj,bj...->bk...", M, x)
@@ -224,13 +264,13 @@ class LearnedShuffle(nn.Module):
         """``P(M)``, the l1-2 penalty (0-dim; differentiable); exactly 0 once hardened."""
         if self.perm is not None:
             return torch.zeros((), device=self.perm.device)
-        assert self.weight is not None
-        return l12_penalty(self.weight, check_finite=False)
+        return l12_penalty(self.matrix(), check_finite=False)
 
     @torch.no_grad()
     def project_(self, sweeps: int = 1) -> None:
-        """Put ``M`` back (toward) ``D_n`` in place: clamp >= 0, then ``sweeps`` column/row normalisations."""
-        if self.weight is not None:
+        """Put ``M`` back (toward) ``D_n`` in place: clamp >= 0, then ``sweeps`` column/row normalisations.
+        Nothing to do for the Sinkhorn parameterisation (its ``M`` is in ``D_n`` by construction)."""
+        if self.weight is not None and not self.is_sinkhorn:
             project_doubly_stochastic(self.weight, sweeps, inplace=True, check_finite=False)
 
     @torch.no_grad()
@@ -238,8 +278,7 @@ class LearnedShuffle(nn.Module):
         """The permutation ``perm`` (shape ``(c,)``) that :meth:`harden` would use, without hardening."""
         if self.perm is not None:
             return self.perm.clone()
-        assert self.weight is not None
-        return round_to_permutation(self.weight)
+        return round_to_permutation(self.matrix())
 
     def harden(self) -> torch.Tensor:
         """Round ``M`` to its Hungarian permutation and become the gather ``x[:, perm]``; returns ``perm``.
@@ -275,7 +314,16 @@ class LearnedShuffle(nn.Module):
                                       unexpected_keys, error_msgs)
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, init={self.init!r}, hardened={self.is_hardened}"
+        extra = f", sinkhorn(iters={self.sinkhorn_iters}, tau={self.sinkhorn_tau:g})" if self.is_sinkhorn else ""
+        return f"channels={self.channels}, init={self.init!r}{extra}, hardened={self.is_hardened}"
+
+
+def _soft_matrices(layer: LearnedShuffle, weights: torch.Tensor) -> torch.Tensor:
+    """The matrices ``M`` of ``weights`` (``(..., c, c)``, stacked parameters of layers configured like
+    ``layer``): the weights themselves, or their Sinkhorn normalisation."""
+    if layer.is_sinkhorn:
+        return sinkhorn(weights, layer.sinkhorn_iters, layer.sinkhorn_tau)
+    return weights
 
 
 def make_shuffle(
@@ -286,11 +334,12 @@ def make_shuffle(
     init: str = "shuffle",
     noise: float = 0.0,
     generator: torch.Generator | None = None,
+    parameterisation: str = "projected",
 ) -> nn.Module:
     """The shuffle module a ShuffleNet unit uses for ``kind`` in :data:`SHUFFLE_KINDS`.
 
     ``"fixed"``: :class:`ChannelShuffle` ``(groups)``; ``"learned"``: :class:`LearnedShuffle` (``init``,
-    ``noise``, ``groups`` for the shuffle initialisation); ``"none"``: identity; ``"random"``:
+    ``noise``, ``parameterisation``, ``groups`` for the shuffle initialisation); ``"none"``: identity; ``"random"``:
     :class:`FixedPermutation` drawn from ``generator``. ``channels`` is validated against ``groups`` for
     every kind, so all arms accept exactly the same architectures.
     """
@@ -300,7 +349,8 @@ def make_shuffle(
     if kind == "fixed":
         return ChannelShuffle(groups)
     if kind == "learned":
-        return LearnedShuffle(channels, init, groups=groups, noise=noise, generator=generator)
+        return LearnedShuffle(channels, init, groups=groups, noise=noise, generator=generator,
+                              parameterisation=parameterisation)
     if kind == "random":
         return FixedPermutation.random(channels, generator)
     return nn.Identity()
@@ -320,17 +370,23 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def _soft_groups(model: nn.Module) -> list[list[LearnedShuffle]]:
-    """The soft learned shuffles of ``model`` grouped by channel count (one batched kernel per group)."""
-    groups: dict[int, list[LearnedShuffle]] = {}
+    """The soft learned shuffles of ``model`` grouped by channel count and parameterisation (one batched
+    kernel per group)."""
+    groups: dict[tuple, list[LearnedShuffle]] = {}
     for layer in learned_shuffles(model):
         if not layer.is_hardened:
-            groups.setdefault(layer.channels, []).append(layer)
+            key = (layer.channels, layer.parameterisation, layer.sinkhorn_iters, layer.sinkhorn_tau)
+            groups.setdefault(key, []).append(layer)
     return list(groups.values())
 
 
 def _stacked_weights(group: list[LearnedShuffle]) -> torch.Tensor:
     weights = [layer.weight for layer in group]
     return torch.stack(weights)  # type: ignore[arg-type]
+
+
+def _stacked_matrices(group: list[LearnedShuffle]) -> torch.Tensor:
+    return _soft_matrices(group[0], _stacked_weights(group))
 
 
 def shuffle_penalty(model: nn.Module) -> torch.Tensor:
@@ -341,7 +397,7 @@ def shuffle_penalty(model: nn.Module) -> torch.Tensor:
     """
     total = torch.zeros((), device=_model_device(model))
     for group in _soft_groups(model):
-        total = total + l12_penalty(_stacked_weights(group), check_finite=False).sum()
+        total = total + l12_penalty(_stacked_matrices(group), check_finite=False).sum()
     return total
 
 
@@ -349,9 +405,12 @@ def shuffle_penalty(model: nn.Module) -> torch.Tensor:
 def project_shuffles_(model: nn.Module, sweeps: int = 1) -> None:
     """:meth:`LearnedShuffle.project_` on every soft learned shuffle (call after each optimizer step).
 
-    Matrices of equal size are projected as one batch, then copied back into their parameters.
+    Matrices of equal size are projected as one batch, then copied back into their parameters. Sinkhorn
+    layers are left alone.
     """
     for group in _soft_groups(model):
+        if group[0].is_sinkhorn:
+            continue
         projected = project_doubly_stochastic(_stacked_weights(group), sweeps, check_finite=False)
         for layer, matrix in zip(group, projected.unbind(0)):
             layer.weight.copy_(matrix)  # type: ignore[union-attr]
@@ -363,8 +422,16 @@ def harden_shuffles_(model: nn.Module) -> list[torch.Tensor]:
 
 
 def shuffle_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The ``M`` parameters of the soft learned shuffles (to put in an optimizer group without weight decay)."""
+    """The ``weight`` parameters (``M`` or Sinkhorn logits) of the soft learned shuffles (to put in an optimizer
+    group without weight decay)."""
     return [layer.weight for layer in learned_shuffles(model) if layer.weight is not None]
+
+
+@torch.no_grad()
+def layer_penalties(model: nn.Module) -> list[float]:
+    """``[P(M_0), P(M_1), ...]``: the l1-2 penalty of each learned shuffle in :func:`learned_shuffles` order
+    (0 for a hardened one)."""
+    return [float(layer.penalty()) for layer in learned_shuffles(model)]
 
 
 @torch.no_grad()

@@ -227,6 +227,24 @@ def plot_training_curves(histories: dict, *, metrics: tuple[str, ...] = ("val_ac
     return fig
 
 
+def plot_layer_penalties(table, *, title: str = "") -> Figure:
+    """``P(M_l)`` against epoch, one line per learned shuffle, from a run's ``layer_penalties.csv``
+    (columns ``epoch``, ``layer_0``, ``layer_1``, ...); symlog axis from 0."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for column in [c for c in table.columns if c != "epoch"]:
+        ax.plot(table["epoch"], table[column], marker="o", ms=2.5, label=column.replace("_", " "))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("penalty P(M_l)")
+    ax.set_yscale("symlog", linthresh=1e-2)
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def plot_learned_permutations(learned: list, reference: list, *, layers: int = 3, title: str = "") -> Figure:
     """Learned permutations (``perm[k]`` against output channel ``k``) beside ShuffleNet's fixed shuffle."""
     count = min(layers, len(learned))

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from aslib.sweep import ARMS
+
 __all__ = [
     "NOT_RUN",
     "RESULT_NOTEBOOKS",
@@ -87,7 +89,7 @@ def classification_table(output_dir: str | os.PathLike[str], notebook: str) -> p
     speed = pd.read_csv(speed_path).set_index("model") if speed_path.is_file() else pd.DataFrame()
     rows = []
     for row in summary.to_dict("records"):
-        learned = row["arm"] in ("relaxed", "l12")
+        learned = row["arm"] in ARMS and ARMS[row["arm"]].learned
         measured = speed.loc[row["model"]] if row["model"] in speed.index else None
         rows.append({
             "dataset": row["dataset"], "model": row["model"], "arm": row["arm"],

@@ -12,7 +12,8 @@ with other settings is *stale*, and :func:`execute` refuses to run over it.
   many at once as there are GPUs; then each ``distributed`` run (ImageNet) with ``torchrun`` over all of
   them, one after the other. Each subprocess writes ``<output_dir>/log.txt``.
 
-An *arm* is what the paper compares: the kind of channel shuffle and the penalty weight (:data:`ARMS`).
+An *arm* is what the paper compares: the kind of channel shuffle, how a learned one is parameterised, and
+whether the penalty applies (:data:`ARMS`).
 """
 
 from __future__ import annotations
@@ -38,11 +39,12 @@ import torch
 
 from aslib.io import atomic_write
 from aslib.progress import progress
-from aslib.layers import learned_shuffles
-from aslib.train import CHECKPOINT_NAME, TrainConfig, config_changes, model_for, train
+from aslib.layers import PARAMETERISATIONS, SHUFFLE_KINDS, learned_shuffles
+from aslib.train import CHECKPOINT_NAME, LAYER_PENALTIES_NAME, TrainConfig, config_changes, model_for, train
 
 __all__ = [
     "ARMS",
+    "Arm",
     "Run",
     "arm_config",
     "check_data",
@@ -53,6 +55,7 @@ __all__ = [
     "grid",
     "histories",
     "input_shape",
+    "layer_penalty_tables",
     "main",
     "notebook_runs",
     "plan",
@@ -61,18 +64,58 @@ __all__ = [
     "summarise",
 ]
 
-#: Arm name -> (shuffle kind, whether lam applies). "relaxed" is the convex relaxation: a learned
-#: doubly stochastic matrix trained without the penalty, then rounded.
-ARMS: dict[str, tuple[str, bool]] = {
-    "fixed": ("fixed", False),
-    "none": ("none", False),
-    "random": ("random", False),
-    "relaxed": ("learned", False),
-    "l12": ("learned", True),
-}
-
 #: TrainConfig fields that only matter for a learned shuffle.
 LEARNED_ONLY = ("lam", "shuffle_init", "shuffle_noise", "projection_sweeps", "lam_warmup_epochs")
+#: TrainConfig fields that only matter where the penalty applies, and those only of the projected matrix.
+PENALTY_ONLY = ("lam",)
+PROJECTION_ONLY = ("projection_sweeps",)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """What one arm sets in a :class:`~aslib.train.TrainConfig`.
+
+    Attributes:
+        shuffle: the shuffle kind (``TrainConfig.shuffle``).
+        uses_lam: whether the penalty weight applies (otherwise ``lam = 0``).
+        parameterisation: ``TrainConfig.shuffle_parameterisation`` of a learned shuffle.
+    """
+
+    shuffle: str
+    uses_lam: bool = False
+    parameterisation: str = "projected"
+
+    def __post_init__(self) -> None:
+        if self.shuffle not in SHUFFLE_KINDS:
+            raise ValueError(f"unknown shuffle {self.shuffle!r}; valid: {', '.join(SHUFFLE_KINDS)}")
+        if self.parameterisation not in PARAMETERISATIONS:
+            raise ValueError(f"unknown parameterisation {self.parameterisation!r}; valid: "
+                             f"{', '.join(PARAMETERISATIONS)}")
+
+    @property
+    def learned(self) -> bool:
+        """Whether the arm trains a matrix (and rounds it at the end)."""
+        return self.shuffle == "learned"
+
+    def irrelevant(self) -> tuple[str, ...]:
+        """The TrainConfig fields that cannot change this arm's result (a sweep axis over them collapses)."""
+        if not self.learned:
+            return LEARNED_ONLY
+        fields = () if self.uses_lam else PENALTY_ONLY
+        return fields + (PROJECTION_ONLY if self.parameterisation != "projected" else ())
+
+
+#: The arms by name. "relaxed" is the convex relaxation: a learned doubly stochastic matrix trained without
+#: the penalty, then rounded; "sinkhorn" the same with the matrix parameterised by Sinkhorn's normalisation
+#: of logits (the usual baseline) instead of projected.
+ARMS: dict[str, Arm] = {
+    "fixed": Arm("fixed"),
+    "none": Arm("none"),
+    "random": Arm("random"),
+    "relaxed": Arm("learned"),
+    "l12": Arm("learned", uses_lam=True),
+    "sinkhorn": Arm("learned", parameterisation="sinkhorn"),
+}
 
 #: Training-set sizes, for the time estimate (the validation split is taken out of these).
 TRAIN_SIZES = {"digits": 1437, "cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167}
@@ -100,11 +143,13 @@ class Run:
 
 
 def arm_config(base: TrainConfig, arm: str, lam: float | None = None) -> TrainConfig:
-    """``base`` with the shuffle kind and penalty weight of ``arm`` (lam 0 unless the arm uses it)."""
+    """``base`` with the shuffle kind, parameterisation and penalty weight of ``arm`` (lam 0 unless the arm
+    uses it)."""
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}; valid arms: {', '.join(ARMS)}")
-    shuffle, uses_lam = ARMS[arm]
-    return dataclasses.replace(base, shuffle=shuffle, lam=(base.lam if lam is None else lam) if uses_lam else 0.0)
+    spec = ARMS[arm]
+    return dataclasses.replace(base, shuffle=spec.shuffle, shuffle_parameterisation=spec.parameterisation,
+                               lam=(base.lam if lam is None else lam) if spec.uses_lam else 0.0)
 
 
 def grid(
@@ -118,9 +163,9 @@ def grid(
     """Every combination of ``arms`` and the ``axes`` (TrainConfig field -> values), as named runs.
 
     The name lists each axis value and the arm, e.g. ``model=shufflenet_v2_1.0/arm=l12/lam=0.001/seed=0``, so that
-    a run keeps its folder (and is skipped or resumed) however the sweep around it changes. An axis
-    named ``lam`` applies only to arms that use the penalty, and the axes of :data:`LEARNED_ONLY` only
-    to arms with a learned shuffle; other arms appear once.
+    a run keeps its folder (and is skipped or resumed) however the sweep around it changes. Axes that
+    cannot change an arm's result (:meth:`Arm.irrelevant`: ``lam`` without the penalty, the axes of
+    :data:`LEARNED_ONLY` without a learned shuffle, ``projection_sweeps`` for Sinkhorn) collapse for it.
     """
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(axes) - names)
@@ -134,14 +179,7 @@ def grid(
     for arm in arms:
         for values in itertools.product(*(axes[k] for k in keys)):
             chosen = dict(zip(keys, values))
-            shuffle, uses_lam = ARMS[arm]
-            if shuffle != "learned":
-                irrelevant: tuple[str, ...] = LEARNED_ONLY
-            elif not uses_lam:
-                irrelevant = ("lam",)
-            else:
-                irrelevant = ()
-            for k in irrelevant:
+            for k in ARMS[arm].irrelevant():
                 chosen.pop(k, None)
             head = [f"{k}={chosen[k]}" for k in keys if k in chosen and k not in ("lam", "seed")]
             tail = [f"{k}={chosen[k]}" for k in ("lam", "seed") if k in chosen]
@@ -406,8 +444,8 @@ def collect(runs: Sequence[Run]) -> pd.DataFrame:
             result = json.loads(path.read_text())
             config = result.pop("config", {})
             settings = {k: config.get(k) for k in CONFIG_COLUMNS}
-            if run.arm in ARMS and ARMS[run.arm][0] != "learned":  # settings that do not apply stay empty
-                settings.update({k: None for k in LEARNED_ONLY if k in settings and k != "lam"})
+            if run.arm in ARMS:  # settings that do not apply stay empty (lam is 0 there)
+                settings.update({k: None for k in ARMS[run.arm].irrelevant() if k in settings and k != "lam"})
             rows.append({"run": run.name, "arm": run.arm, **settings,
                          **{k: v for k, v in result.items() if not isinstance(v, (list, dict))}})
     return pd.DataFrame(rows)
@@ -441,6 +479,13 @@ def histories(runs: Sequence[Run]) -> dict[str, pd.DataFrame]:
     """Each finished or interrupted run's per-epoch ``history.csv``, by run name."""
     return {run.name: pd.read_csv(run.folder / "history.csv") for run in runs
             if (run.folder / "history.csv").is_file()}
+
+
+def layer_penalty_tables(runs: Sequence[Run]) -> dict[str, pd.DataFrame]:
+    """Each finished or interrupted run's ``layer_penalties.csv`` (``epoch``, then ``P(M_l)`` per learned
+    shuffle as ``layer_<l>``), by run name."""
+    return {run.name: pd.read_csv(path) for run in runs
+            if (path := run.folder / f"{LAYER_PENALTIES_NAME}.csv").is_file()}
 
 
 def _run_from_file(path: str) -> int:

@@ -7,9 +7,11 @@ The objective of a step is
 with ``P`` the l1-2 penalty of each learned shuffle ``M_l`` and ``lam_t`` ramped linearly from 0 to
 ``lam`` over the first ``lam_warmup_epochs`` epochs. SGD with momentum and a per-step cosine schedule
 updates the weights; after every optimizer step each ``M_l`` is projected back toward the doubly
-stochastic matrices (clamp, then ``projection_sweeps`` column/row normalisations). Weight decay applies to
-convolution and linear weights only: never to the ``M_l`` (decay pulls them toward ``J/n``, against the
-penalty) and, unless ``decay_norm_and_bias``, not to BatchNorm parameters and biases.
+stochastic matrices (clamp, then ``projection_sweeps`` column/row normalisations); a shuffle parameterised
+by Sinkhorn's normalisation of logits (``shuffle_parameterisation="sinkhorn"``) is doubly stochastic by
+construction and is not projected. Weight decay applies to convolution and linear weights only: never to
+the ``M_l`` (decay pulls them toward ``J/n``, against the penalty) and, unless ``decay_norm_and_bias``, not
+to BatchNorm parameters and biases.
 
 At the end the test set is evaluated with the soft ``M_l``; then every shuffle is rounded to its
 Hungarian permutation (a gather, ShuffleNet's inference cost), the BatchNorm statistics are re-estimated
@@ -57,8 +59,10 @@ from aslib.data import DATASETS, load_dataset
 from aslib.io import atomic_write, save_results, save_table
 from aslib.layers import (
     INITS,
+    PARAMETERISATIONS,
     SHUFFLE_KINDS,
     harden_shuffles_,
+    layer_penalties,
     project_shuffles_,
     shuffle_parameters,
     shuffle_penalty,
@@ -71,6 +75,7 @@ from aslib.runtime import resolve_device, seed_everything
 __all__ = [
     "CHECKPOINT_NAME",
     "HISTORY_COLUMNS",
+    "LAYER_PENALTIES_NAME",
     "TrainConfig",
     "TrainResult",
     "TrainState",
@@ -91,6 +96,8 @@ HISTORY_COLUMNS: tuple[str, ...] = (
 )
 
 CHECKPOINT_NAME = "checkpoint.pt"
+#: Per-epoch penalty of each learned shuffle (``<name>.csv``: ``epoch``, ``layer_0``, ``layer_1``, ...).
+LAYER_PENALTIES_NAME = "layer_penalties"
 _AMP_DTYPES = ("bfloat16", "float16")
 
 
@@ -126,6 +133,9 @@ class TrainConfig:
     shuffle_noise: float = field(default=0.1, metadata=_option(
         "mix a random doubly stochastic matrix into the learned shuffles' start (moves 'uniform' off the "
         "penalty's stationary point)", low=0.0, high=1.0))
+    shuffle_parameterisation: str = field(default="projected", metadata=_option(
+        "learned shuffles hold M itself, projected on the doubly stochastic matrices (projected), or logits "
+        "through Sinkhorn's normalisation (sinkhorn)", choices=PARAMETERISATIONS))
     stages_repeats: tuple[int, ...] = field(default=(4, 8, 4), metadata=_option("units per stage (3 numbers)"))
     model_kwargs: dict[str, Any] = field(default_factory=dict, metadata=_option(
         "further builder arguments as JSON, e.g. '{\"width\": 0.25}' (v1) or "
@@ -223,10 +233,11 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
 
 # Builder arguments that the data set or TrainConfig's own fields decide (see model_for).
 _MODEL_ARGUMENTS_SET_HERE = ("num_classes", "in_channels", "stem", "shuffle", "shuffle_init", "shuffle_noise",
-                             "shuffle_seed", "stages_repeats")
+                             "shuffle_seed", "shuffle_parameterisation", "stages_repeats")
 
 # Fields that may change when a run is resumed (they do not change what is computed).
 _RESUMABLE_CHANGES = ("output_dir", "show_progress", "num_workers", "checkpoint", "device")
+_DEFAULTS = TrainConfig().to_dict()
 
 
 @dataclass
@@ -470,7 +481,8 @@ def model_for(config: TrainConfig, *, num_classes: int, in_channels: int, stem: 
     """
     arguments = dict(num_classes=num_classes, in_channels=in_channels, stem=stem,
                      shuffle=config.shuffle, shuffle_init=config.shuffle_init, shuffle_noise=config.shuffle_noise,
-                     shuffle_seed=config.seed, stages_repeats=config.stages_repeats)
+                     shuffle_seed=config.seed, shuffle_parameterisation=config.shuffle_parameterisation,
+                     stages_repeats=config.stages_repeats)
     assert set(arguments) == set(_MODEL_ARGUMENTS_SET_HERE)
     unknown = sorted(set(overrides) - set(arguments))
     if unknown:
@@ -484,10 +496,12 @@ def model_for(config: TrainConfig, *, num_classes: int, in_channels: int, stem: 
 
 def config_changes(saved: dict[str, Any], config: TrainConfig) -> list[str]:
     """The fields (as ``"name: old -> new"``) in which ``config`` computes something other than the saved
-    configuration (``TrainConfig.to_dict`` form); fields that cannot change a result are ignored."""
+    configuration (``TrainConfig.to_dict`` form); fields that cannot change a result are ignored, and a
+    field the saved configuration lacks (it predates the field) counts as having had its default."""
     now = config.to_dict()
-    return [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in sorted(now)
-            if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k]]
+    was = {**_DEFAULTS, **saved}
+    return [f"{k}: {was.get(k)!r} -> {now[k]!r}" for k in sorted(now)
+            if k not in _RESUMABLE_CHANGES and was.get(k) != now[k]]
 
 
 def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
@@ -509,7 +523,8 @@ def train(config: TrainConfig, callbacks: Sequence[Callback | Any] = (), *, resu
         resume: continue from ``<output_dir>/checkpoint.pt`` if it exists (the configuration must match
             except for :data:`_RESUMABLE_CHANGES`); without a checkpoint the run starts afresh.
 
-    Files (rank 0): ``checkpoint.pt`` after each epoch, ``history.csv`` after each epoch, and at the end
+    Files (rank 0): ``checkpoint.pt``, ``history.csv`` and ``layer_penalties.csv`` (``P(M_l)`` of each learned
+    shuffle, columns ``layer_<l>`` in :func:`~aslib.layers.learned_shuffles` order) after each epoch, and at the end
     ``result.json`` (:meth:`TrainResult.summary`) and ``model.pt`` (the rounded model's ``state_dict``).
     """
     hooks = [c.on_epoch_end if hasattr(c, "on_epoch_end") else c for c in callbacks]
@@ -565,6 +580,7 @@ def _train(config: TrainConfig, hooks: list[Callback], resume: bool, device: tor
                                  num_workers=config.num_workers, env=env)
 
     history: list[dict[str, float]] = []
+    penalty_rows: list[dict[str, float]] = []
     start_epoch, seconds_before = 0, 0.0
     if resume and checkpoint_path.is_file():
         ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
@@ -578,6 +594,7 @@ def _train(config: TrainConfig, hooks: list[Callback], resume: bool, device: tor
         scaler.load_state_dict(ckpt["scaler"])
         _set_rng_state(ckpt["rng"][env.rank], loader_generator)
         history = ckpt["history"]
+        penalty_rows = ckpt.get("layer_penalties", [])
         start_epoch, seconds_before = ckpt["epoch"], ckpt["seconds"]
 
     net: nn.Module = model
@@ -615,6 +632,8 @@ def _train(config: TrainConfig, hooks: list[Callback], resume: bool, device: tor
         loss_sum, correct, count = _all_reduce_sum(totals, env)
         val_loss, val_acc = run_eval(splits.val) if splits.val is not None else (math.nan, math.nan)
         stats = shuffle_stats(model)
+        penalty_rows.append({"epoch": epoch + 1,
+                             **{f"layer_{i}": p for i, p in enumerate(layer_penalties(model))}})
         history.append({
             "epoch": epoch + 1, "lr": lr_t, "lam": lam_t,
             "train_loss": loss_sum / count, "train_acc": correct / count, "val_loss": val_loss, "val_acc": val_acc,
@@ -630,10 +649,12 @@ def _train(config: TrainConfig, hooks: list[Callback], resume: bool, device: tor
             rngs = [rng]
         if is_main:
             save_table(output_dir, "history", pd.DataFrame(history, columns=HISTORY_COLUMNS))
+            save_table(output_dir, LAYER_PENALTIES_NAME, pd.DataFrame(penalty_rows))
             if config.checkpoint:
                 ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
-                        "rng": rngs, "history": history, "config": config.to_dict(),
+                        "rng": rngs, "history": history, "layer_penalties": penalty_rows,
+                        "config": config.to_dict(),
                         "seconds": seconds_before + time.perf_counter() - started}
                 atomic_write(checkpoint_path, lambda f: torch.save(ckpt, f))
         state = TrainState(config, epoch + 1, model, optimizer, pd.DataFrame(history, columns=HISTORY_COLUMNS),

@@ -14,6 +14,7 @@ from aslib.layers import (
     FixedPermutation,
     LearnedShuffle,
     harden_shuffles_,
+    layer_penalties,
     learned_shuffles,
     make_shuffle,
     project_shuffles_,
@@ -30,6 +31,7 @@ from aslib.penalty import (
     permutation_matrix,
     project_doubly_stochastic,
     round_to_permutation,
+    sinkhorn,
 )
 
 
@@ -342,3 +344,84 @@ def test_shuffle_stats() -> None:
     assert hard["penalty"] == 0.0 and hard["rounding_fraction"] == 1.0 and hard["max_row_deficit"] == 0.0
     none = shuffle_stats(nn.Conv2d(2, 2, 1))
     assert none["num_shuffles"] == 0 and none["penalty"] == 0.0 and math.isnan(none["rounding_fraction"])
+
+
+# --- the Sinkhorn parameterisation -----------------------------------------------------------------------
+
+
+def _sinkhorn_layer(channels: int = 9, seed: int = 0, **kwargs) -> LearnedShuffle:
+    return LearnedShuffle(channels, "uniform", noise=0.5, generator=torch.Generator().manual_seed(seed),
+                          parameterisation="sinkhorn", **kwargs)
+
+
+def test_sinkhorn_layer_is_doubly_stochastic_and_starts_at_the_projected_start() -> None:
+    layer = _sinkhorn_layer(sinkhorn_iters=30)
+    M = layer.matrix()
+    _assert_doubly_stochastic(M, atol=1e-3)  # rows exact, columns to Sinkhorn's tolerance
+    torch.testing.assert_close(M, sinkhorn(layer.weight, 30, 1.0))
+    # the same draw, projected: the Sinkhorn matrix starts where the projected one does
+    projected = LearnedShuffle(9, "uniform", noise=0.5, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(M, projected.weight, atol=1e-3, rtol=0)
+    start = LearnedShuffle(6, "shuffle", groups=2, parameterisation="sinkhorn")
+    assert start.permutation().tolist() == shuffle_indices(6, 2).tolist()
+    x = torch.randn(4, 9, 3, 3)
+    torch.testing.assert_close(layer(x), torch.einsum("kj,bjhw->bkhw", M, x))
+    torch.testing.assert_close(layer.penalty(), l12_penalty(M))
+
+
+def test_sinkhorn_gradients_reach_the_logits_and_projection_leaves_them() -> None:
+    layer = _sinkhorn_layer()
+    x = torch.randn(3, 9, 2, 2)
+    (layer(x).square().sum() + layer.penalty()).backward()
+    assert layer.weight.grad is not None and float(layer.weight.grad.abs().sum()) > 0
+    before = layer.weight.detach().clone()
+    layer.project_(5)
+    project_shuffles_(nn.Sequential(layer))
+    assert torch.equal(layer.weight, before)
+
+
+def test_sinkhorn_harden_rounds_the_sinkhorn_matrix() -> None:
+    layer = _sinkhorn_layer(seed=3)
+    x = torch.randn(2, 9, 4, 4)
+    M = layer.matrix().detach()
+    perm = layer.harden()
+    assert perm.tolist() == round_to_permutation(M).tolist()
+    R = permutation_matrix(perm)
+    assert is_permutation_matrix(R) and layer.is_hardened and list(layer.parameters()) == []
+    torch.testing.assert_close(layer(x), torch.einsum("kj,bjhw->bkhw", R, x), rtol=0, atol=0)
+
+
+def test_sinkhorn_state_dict_round_trip() -> None:
+    source = _sinkhorn_layer(seed=1)
+    fresh = _sinkhorn_layer(seed=2)
+    fresh.load_state_dict(source.state_dict())
+    x = torch.randn(2, 9, 3, 3)
+    assert torch.equal(fresh(x), source(x))
+    source.harden()
+    fresh.load_state_dict(source.state_dict())
+    assert fresh.is_hardened and torch.equal(fresh.perm, source.perm)
+    with pytest.raises(ValueError, match="unknown parameterisation 'softmax'"):
+        LearnedShuffle(4, "identity", parameterisation="softmax")
+    with pytest.raises(ValueError, match="sinkhorn_tau"):
+        LearnedShuffle(4, "identity", parameterisation="sinkhorn", sinkhorn_tau=0.0)
+
+
+def test_model_helpers_handle_both_parameterisations_together() -> None:
+    g = torch.Generator().manual_seed(0)
+    layers = [LearnedShuffle(6, "uniform", noise=0.3, generator=g, parameterisation=p)
+              for p in ("projected", "sinkhorn", "projected", "sinkhorn")]
+    model = nn.Sequential(*layers, LearnedShuffle(4, "random", generator=g, parameterisation="sinkhorn"))
+    penalties = [float(layer.penalty().detach()) for layer in learned_shuffles(model)]
+    assert layer_penalties(model) == penalties
+    total = shuffle_penalty(model)
+    assert float(total.detach()) == pytest.approx(math.fsum(penalties), rel=1e-6)
+    total.backward()
+    assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in shuffle_parameters(model)[:4])
+    assert shuffle_stats(model)["penalty"] == pytest.approx(math.fsum(penalties))
+    with torch.no_grad():
+        for layer in layers:
+            layer.weight.add_(0.05)
+    logits = [layer.weight.detach().clone() for layer in layers[1::2]]
+    project_shuffles_(model)
+    _assert_doubly_stochastic(layers[0].weight.detach(), atol=0.05)
+    assert all(torch.equal(a, layer.weight) for a, layer in zip(logits, layers[1::2]))

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from aslib.sweep import (
-    ARMS, Run, _command, arm_config, check_data, classification_runs, collect, execute, grid, plan, run_status,
-    summarise,
+    ARMS, Run, _command, arm_config, check_data, classification_runs, collect, execute, grid, histories,
+    layer_penalty_tables, plan, run_status, summarise,
 )
 from aslib.train import TrainConfig
 
@@ -20,6 +20,9 @@ def test_arms_set_shuffle_and_penalty():
     assert arm_config(TINY, "relaxed").shuffle == "learned" and arm_config(TINY, "relaxed").lam == 0
     assert arm_config(TINY, "l12").lam == 1e-3 and arm_config(TINY, "l12", lam=0.5).lam == 0.5
     assert {arm_config(TINY, a).shuffle for a in ARMS} == {"fixed", "none", "random", "learned"}
+    sinkhorn = arm_config(TINY, "sinkhorn", lam=0.5)
+    assert (sinkhorn.shuffle, sinkhorn.shuffle_parameterisation, sinkhorn.lam) == ("learned", "sinkhorn", 0.0)
+    assert {arm_config(TINY, a).shuffle_parameterisation for a in ARMS if a != "sinkhorn"} == {"projected"}
     with pytest.raises(ValueError, match="unknown arm 'l2'; valid arms: fixed"):
         arm_config(TINY, "l2")
 
@@ -40,6 +43,11 @@ def test_grid_names_are_stable_and_irrelevant_axes_collapse(tmp_path):
     assert by_name["shuffle_init=shuffle/arm=relaxed/seed=1"].config.lam == 0
     with pytest.raises(ValueError, match="unknown TrainConfig field"):
         grid(TINY, tmp_path, arms=["fixed"], learning_rate=[0.1])
+    # sinkhorn: per init and seed, neither lam nor projection sweeps apply
+    sinkhorn = grid(TINY, tmp_path, arms=["sinkhorn"], lam=[1e-3, 1e-2], projection_sweeps=[1, 5],
+                    shuffle_init=["uniform"], seed=[0])
+    assert [r.name for r in sinkhorn] == ["shuffle_init=uniform/arm=sinkhorn/seed=0"]
+    assert sinkhorn[0].config.lam == 0 and sinkhorn[0].config.shuffle_parameterisation == "sinkhorn"
 
 
 def test_classification_runs_distribute_imagenet_only(tmp_path):
@@ -83,6 +91,23 @@ def test_execute_in_process_then_skips_done_runs(tmp_path):
     assert (results["test_acc_hard"] > 0.2).all()  # 10 classes: well above chance after 16 steps
     second = execute(runs, gpus=[], show_progress=False)
     assert list(second["status"]) == ["skipped (done)"] * 2
+
+
+def test_tiny_sweep_with_the_sinkhorn_arm(tmp_path):
+    runs = grid(dataclasses.replace(TINY, epochs=1, max_train_samples=128), tmp_path, arms=["l12", "sinkhorn"],
+                seed=[0])
+    status = execute(runs, gpus=[], show_progress=False)
+    assert list(status["status"]) == ["ok", "ok"], status["error"].tolist()
+    results = collect(runs).set_index("arm")
+    assert results.loc["sinkhorn", "lam"] == 0 and results.loc["sinkhorn", "shuffle"] == "learned"
+    assert results.loc["sinkhorn", "final_penalty"] > 0 and 0 <= results.loc["sinkhorn", "test_acc_hard"] <= 1
+    assert results.loc["sinkhorn", "num_parameters_inference"] == results.loc["l12", "num_parameters_inference"]
+    tables = layer_penalty_tables(runs)
+    assert set(tables) == {r.name for r in runs}
+    for name, table in tables.items():
+        assert table["epoch"].tolist() == [1] and table.shape[1] == 1 + 3  # three learned shuffles
+        history = histories(runs)[name]
+        assert table.iloc[0, 1:].sum() == pytest.approx(history["penalty"].iloc[0], rel=1e-6)
 
 
 def test_failing_run_is_reported_and_the_others_still_run(tmp_path):

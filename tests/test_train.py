@@ -24,6 +24,7 @@ from aslib.penalty import l12_penalty
 from aslib.train import (
     HISTORY_COLUMNS,
     TrainConfig,
+    config_changes,
     TrainState,
     evaluate,
     main,
@@ -75,6 +76,7 @@ def _tiny_model(shuffle: str = "learned", **kwargs) -> nn.Module:
     ({"lam": float("nan")}, "lam must be of type float"),
     ({"stages_repeats": (1, 1)}, "stages_repeats"),
     ({"amp_dtype": "float8"}, "unknown amp_dtype"),
+    ({"shuffle_parameterisation": "softmax"}, "unknown shuffle_parameterisation 'softmax'"),
     ({"model_kwargs": {"shuffle": "fixed"}}, "model_kwargs may not set shuffle"),
     ({"seed": 2**32}, "seed must be < "),
 ])
@@ -203,6 +205,11 @@ def test_digits_run_learns_rounds_and_writes_its_files(tmp_path):
     assert tuple(history.columns) == HISTORY_COLUMNS and history["epoch"].tolist() == [1, 2, 3]
     np.testing.assert_allclose(history["penalty"], [p for _, _, p in recorder.states], rtol=1e-5)
     pd.testing.assert_frame_equal(history, result.history, check_dtype=False)
+    # the penalty of each learned shuffle per epoch, which sum to the logged total
+    per_layer = pd.read_csv(tmp_path / "layer_penalties.csv")
+    assert list(per_layer.columns) == ["epoch", "layer_0", "layer_1", "layer_2"]
+    assert per_layer["epoch"].tolist() == [1, 2, 3] and (per_layer.iloc[:, 1:] >= 0).all().all()
+    np.testing.assert_allclose(per_layer.iloc[:, 1:].sum(axis=1), history["penalty"], rtol=1e-6)
     # the lam ramp (two epochs) and the per-step cosine schedule, read back from the history
     steps = len(load_dataset("digits").train) // 32
     np.testing.assert_allclose(history["lam"], [0.015, 0.03, 0.03], rtol=1e-9)
@@ -234,6 +241,16 @@ def test_penalty_drives_shuffles_to_permutations_where_the_relaxation_does_not(t
     fixed = train(TrainConfig(**{**common, "epochs": 1, "max_train_samples": 64}, shuffle="fixed",
                               output_dir=str(tmp_path / "fixed")))
     assert fixed.permutations == [] and fixed.rounding_change == 0 and math.isnan(fixed.final_rounding_fraction)
+
+
+def test_parameterisation_changes_results_and_predates_nothing():
+    saved = TrainConfig().to_dict()
+    assert config_changes(saved, TrainConfig(shuffle_parameterisation="sinkhorn")) == [
+        "shuffle_parameterisation: 'projected' -> 'sinkhorn'"]
+    # a configuration saved before the field existed had the default
+    del saved["shuffle_parameterisation"]
+    assert config_changes(saved, TrainConfig()) == []
+    assert config_changes(saved, TrainConfig(shuffle_parameterisation="sinkhorn")) != []
 
 
 def test_resume_refuses_a_changed_configuration(tmp_path):
@@ -278,6 +295,9 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path):
     assert a == b
     ha, hb = (pd.read_csv(tmp_path / d / "history.csv").drop(columns="seconds") for d in ("whole", "killed"))
     pd.testing.assert_frame_equal(ha, hb)
+    pa, pb = (pd.read_csv(tmp_path / d / "layer_penalties.csv") for d in ("whole", "killed"))
+    assert len(pa) == 3
+    pd.testing.assert_frame_equal(pa, pb)
 
 
 def test_two_processes_with_gloo(tmp_path):

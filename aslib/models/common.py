@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from aslib.layers import INITS, SHUFFLE_KINDS, make_shuffle
+from aslib.layers import INITS, PARAMETERISATIONS, SHUFFLE_KINDS, make_shuffle
 
 __all__ = ["STEMS", "ShuffleNet", "ShuffleOptions", "Stem", "check_positive_int", "conv_bn", "make_divisible"]
 
@@ -74,12 +74,15 @@ class ShuffleOptions:
             fixed shuffle of the unit's group count).
         seed: seeds the generator that draws ``"random"`` permutations and learned ``"random"``/``noise`` starts,
             layer after layer, so a model's shuffles depend on this seed only.
+        parameterisation: how a learned shuffle holds ``M``: ``"projected"`` (the matrix, kept in ``D_n`` by
+            projection) or ``"sinkhorn"`` (logits through Sinkhorn's normalisation).
     """
 
     kind: str = "learned"
     init: str = "shuffle"
     noise: float = 0.0
     seed: int = 0
+    parameterisation: str = "projected"
     _generator: torch.Generator = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -87,6 +90,9 @@ class ShuffleOptions:
             raise ValueError(f"unknown shuffle {self.kind!r}; valid: {', '.join(SHUFFLE_KINDS)}")
         if self.init not in INITS:
             raise ValueError(f"unknown shuffle init {self.init!r}; valid: {', '.join(INITS)}")
+        if self.parameterisation not in PARAMETERISATIONS:
+            raise ValueError(f"unknown shuffle parameterisation {self.parameterisation!r}; valid: "
+                             f"{', '.join(PARAMETERISATIONS)}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"shuffle seed must be a non-negative integer, got {self.seed!r}")
         object.__setattr__(self, "_generator", torch.Generator().manual_seed(self.seed))
@@ -94,7 +100,7 @@ class ShuffleOptions:
     def make(self, channels: int, groups: int) -> nn.Module:
         """The shuffle of a unit with ``channels`` channels whose fixed shuffle has ``groups`` groups."""
         return make_shuffle(self.kind, channels, groups, init=self.init, noise=self.noise,
-                            generator=self._generator)
+                            generator=self._generator, parameterisation=self.parameterisation)
 
 
 class ShuffleNet(nn.Module):

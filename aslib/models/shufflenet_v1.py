@@ -102,6 +102,7 @@ def shufflenet_v1(
     shuffle_init: str = "shuffle",
     shuffle_noise: float = 0.0,
     shuffle_seed: int = 0,
+    shuffle_parameterisation: str = "projected",
 ) -> ShuffleNetV1:
     """ShuffleNet v1 (``groups`` in 1, 2, 3, 4, 8).
 
@@ -114,7 +115,8 @@ def shufflenet_v1(
             values such as 0.25 give models that train on CPU in seconds.
         stages_repeats: units per stage (ShuffleNet: 4, 8, 4).
         shuffle_init, shuffle_noise, shuffle_seed: start of learned shuffles, seed of random ones.
+        shuffle_parameterisation: ``"projected"`` or ``"sinkhorn"`` learned shuffles (see :class:`ShuffleOptions`).
     """
-    options = ShuffleOptions(shuffle, shuffle_init, shuffle_noise, shuffle_seed)
+    options = ShuffleOptions(shuffle, shuffle_init, shuffle_noise, shuffle_seed, shuffle_parameterisation)
     return ShuffleNetV1(groups, shuffle=options, stem=stem, num_classes=num_classes, in_channels=in_channels,
                         width=width, stages_repeats=stages_repeats)

@@ -111,6 +111,7 @@ def shufflenet_v2(
     shuffle_init: str = "shuffle",
     shuffle_noise: float = 0.0,
     shuffle_seed: int = 0,
+    shuffle_parameterisation: str = "projected",
 ) -> ShuffleNetV2:
     """ShuffleNet v2 at ``width`` 0.5, 1.0, 1.5 or 2.0.
 
@@ -123,7 +124,8 @@ def shufflenet_v2(
         stages_out_channels: custom (stem, stage 2, 3, 4, last conv) channels, stage widths even; e.g.
             ``(8, 16, 32, 64, 128)`` for models that train on CPU in seconds.
         shuffle_init, shuffle_noise, shuffle_seed: start of learned shuffles, seed of random ones.
+        shuffle_parameterisation: ``"projected"`` or ``"sinkhorn"`` learned shuffles (see :class:`ShuffleOptions`).
     """
-    options = ShuffleOptions(shuffle, shuffle_init, shuffle_noise, shuffle_seed)
+    options = ShuffleOptions(shuffle, shuffle_init, shuffle_noise, shuffle_seed, shuffle_parameterisation)
     return ShuffleNetV2(width, shuffle=options, stem=stem, num_classes=num_classes, in_channels=in_channels,
                         stages_repeats=stages_repeats, stages_out_channels=stages_out_channels)
