@@ -212,6 +212,8 @@ def plot_training_curves(histories: dict, *, metrics: tuple[str, ...] = ("val_ac
     """
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
+        if len(histories) > 10:  # the default cycle repeats after 10 colours
+            ax.set_prop_cycle(color=plt.cm.tab20.colors)
         for label, history in histories.items():
             ax.plot(history["epoch"], history[metric], marker="o", ms=2.5, label=label)
         ax.set_xlabel("epoch")
