@@ -33,7 +33,7 @@ Methods of :func:`match_graphs` (all return the same :class:`MatchResult`):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import networkx as nx
 import numpy as np
@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 from scipy.optimize import quadratic_assignment
 
-from aslib.examples.solver import SolverConfig, solve_permutation
+from aslib.examples.solver import SolverConfig, apply_overrides, solve_permutation
 from aslib.penalty import check_square, permutation_matrix
 from aslib.progress import progress
 from aslib.runtime import resolve_device
@@ -301,7 +301,7 @@ def match_graphs(
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
-    if lam is not None and not lam >= 0:
+    if lam is not None and not lam >= 0:  # checked before the scipy methods, which ignore it
         raise ValueError(f"lam must be >= 0, got {lam}")
     if restarts is not None and not (isinstance(restarts, int) and restarts >= 1):
         raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}")
@@ -318,15 +318,7 @@ def match_graphs(
         return MatchResult(perm=perm, M=permutation_matrix(perm, torch.float64), loss_history=empty,
                            penalty_history=empty, loss=loss, iterations=max(r[1] for r in results),
                            seconds=time.perf_counter() - start, method=method)
-    cfg = config or default_config(method)
-    if method == "relaxed":
-        cfg = replace(cfg, lam=0.0)
-    elif lam is not None and method == "l12":
-        cfg = replace(cfg, lam=lam)
-    if restarts is not None:
-        cfg = replace(cfg, restarts=restarts)
-    if iters is not None:
-        cfg = replace(cfg, iters=iters)
+    cfg = apply_overrides(config or default_config(method), method, lam=lam, restarts=restarts, iters=iters)
     dev = resolve_device(device)
     A = A.to(dev, dtype)
     B = B.to(dev, dtype)

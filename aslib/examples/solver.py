@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -40,7 +40,7 @@ from aslib.penalty import (
 )
 from aslib.progress import progress
 
-__all__ = ["PARAMETERISATIONS", "SolveResult", "SolverConfig", "solve_permutation"]
+__all__ = ["PARAMETERISATIONS", "SolveResult", "SolverConfig", "apply_overrides", "solve_permutation"]
 
 PARAMETERISATIONS = ("projected", "sinkhorn")
 
@@ -143,6 +143,25 @@ class SolveResult:
     rounded_loss: torch.Tensor
     iterations: int
     seconds: float
+
+
+def apply_overrides(
+    config: SolverConfig, method: str, *, lam: float | None, restarts: int | None, iters: int | None
+) -> SolverConfig:
+    """The entry points' overrides on a method's config: ``"relaxed"`` always has ``lam = 0``; ``lam``
+    applies to ``"l12"`` only (and must be ``>= 0``); ``restarts`` and ``iters`` apply to every method.
+    The new config is validated by :class:`SolverConfig`."""
+    if lam is not None and not lam >= 0:
+        raise ValueError(f"lam must be >= 0, got {lam}")
+    if method == "relaxed":
+        config = replace(config, lam=0.0)
+    elif method == "l12" and lam is not None:
+        config = replace(config, lam=lam)
+    if restarts is not None:
+        config = replace(config, restarts=restarts)
+    if iters is not None:
+        config = replace(config, iters=iters)
+    return config
 
 
 def _round(M: torch.Tensor) -> torch.Tensor:

@@ -24,12 +24,12 @@ weights, and ``L`` is not convex in ``M``. The methods are those of graph matchi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
 
-from aslib.examples.solver import SolveResult, SolverConfig, solve_permutation
+from aslib.examples.solver import SolveResult, SolverConfig, apply_overrides, solve_permutation
 from aslib.penalty import l12_penalty, permutation_matrix
 from aslib.runtime import resolve_device
 
@@ -157,17 +157,7 @@ def learn_permutation(
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
-    if lam is not None and not lam >= 0:
-        raise ValueError(f"lam must be >= 0, got {lam}")
-    cfg = config or default_config(method)
-    if method == "relaxed":
-        cfg = replace(cfg, lam=0.0)
-    elif method == "l12" and lam is not None:
-        cfg = replace(cfg, lam=lam)
-    if restarts is not None:
-        cfg = replace(cfg, restarts=restarts)
-    if iters is not None:
-        cfg = replace(cfg, iters=iters)
+    cfg = apply_overrides(config or default_config(method), method, lam=lam, restarts=restarts, iters=iters)
     for name in ("a", "W_teacher", "W"):
         if not bool(torch.isfinite(getattr(problem, name)).all()):
             raise ValueError(f"problem.{name} contains NaN or inf")
