@@ -53,6 +53,7 @@ from aslib.layers import (
     shuffle_penalty,
     shuffle_stats,
 )
+from aslib.checks import check_positive_int
 from aslib.models.common import check_positive_int, conv_bn
 from aslib.progress import progress
 from aslib.runtime import resolve_device, seed_everything

@@ -15,19 +15,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from aslib.checks import check_positive_int
 from aslib.layers import INITS, PARAMETERISATIONS, SHUFFLE_KINDS, make_shuffle
 
-__all__ = ["STEMS", "ShuffleNet", "ShuffleOptions", "Stem", "check_positive_int", "conv_bn", "make_divisible"]
+__all__ = ["STEMS", "ShuffleNet", "ShuffleOptions", "Stem", "conv_bn", "make_divisible"]
 
 #: Stems: ``"cifar"`` (stride 1, no pooling) and ``"imagenet"`` (overall stride 4).
 STEMS: tuple[str, ...] = ("cifar", "imagenet")
-
-
-def check_positive_int(value: object, name: str) -> int:
-    """Return ``value`` if it is a positive ``int``, else raise ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def make_divisible(value: float, divisor: int) -> int:
