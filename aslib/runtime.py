@@ -1,15 +1,21 @@
-"""Seeding and device choice, shared by notebooks, the training loop and the examples."""
+"""Where and with what a number was computed: seeding, device choice, and the code fingerprint."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import random
+from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["describe_device", "resolve_device", "seed_everything"]
+__all__ = ["FINGERPRINT_PACKAGES", "code_fingerprint", "describe_device", "resolve_device", "seed_everything"]
+
+#: The packages whose versions enter :func:`code_fingerprint` (the pinned numerical stack).
+FINGERPRINT_PACKAGES: tuple[str, ...] = ("torch", "torchvision", "numpy", "scipy")
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -48,3 +54,26 @@ def describe_device(device: str | torch.device = "auto") -> str:
         index = resolved.index if resolved.index is not None else torch.cuda.current_device()
         return f"cuda: {torch.cuda.get_device_name(index)} ({torch.cuda.device_count()} visible)"
     return f"cpu: {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
+def code_fingerprint() -> str:
+    """A 16-hex-digit digest of the code that produces results: every ``aslib/**/*.py`` source and the
+    versions of :data:`FINGERPRINT_PACKAGES`.
+
+    A results record carrying another fingerprint was produced by other code (or another numerical stack),
+    and is stale: it must be rerun, never shown as current.
+    """
+    digest = hashlib.sha256()
+    package_root = Path(__file__).resolve().parent
+    for path in sorted(package_root.rglob("*.py")):
+        digest.update(path.relative_to(package_root).as_posix().encode())
+        digest.update(b"\0")
+        digest.update(path.read_bytes())
+        digest.update(b"\0")
+    for name in FINGERPRINT_PACKAGES:
+        try:
+            version = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            version = "absent"
+        digest.update(f"{name}=={version}\n".encode())
+    return digest.hexdigest()[:16]

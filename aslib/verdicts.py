@@ -1,0 +1,68 @@
+"""Verdict lines: every conclusion a notebook draws is one line printed by code from its results.
+
+A verdict answers one question about a result, with the evidence beside it, e.g.::
+
+    l12 recovers more than relaxed on regular graphs: yes (0.96 vs 0.00, 3 seeds)
+
+Notebooks print verdicts in cells tagged ``nbval-check-output`` (so a change of outcome fails the tests)
+and store them in their results file under ``"verdicts"`` (so the tests of the smoke runs, notebook 06 and
+the README read the same lines). Markdown states the question and what would confirm or refute the paper's
+claim, never the outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["ANSWERS", "Verdict", "verdict", "verdicts_from_results", "verdicts_to_results"]
+
+#: The answers a verdict may give. ``"tie"`` is a comparison whose difference lies within the stated noise;
+#: ``"n/a"`` is a question the run cannot answer (e.g. an arm that was not run), said so rather than skipped.
+ANSWERS: tuple[str, ...] = ("yes", "no", "tie", "n/a")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One question, its answer (one of :data:`ANSWERS`) and the numbers behind it."""
+
+    question: str
+    answer: str
+    evidence: str
+
+    def __post_init__(self) -> None:
+        if self.answer not in ANSWERS:
+            raise ValueError(f"answer must be one of {ANSWERS}, got {self.answer!r}")
+        if not self.question.strip():
+            raise ValueError("a verdict needs a question")
+
+    def __str__(self) -> str:
+        return f"{self.question}: {self.answer} ({self.evidence})" if self.evidence else f"{self.question}: {self.answer}"
+
+
+def verdict(question: str, holds: bool | str | None, evidence: str = "") -> Verdict:
+    """Build a :class:`Verdict`: ``holds`` True/False gives "yes"/"no", None gives "n/a", a string is kept.
+
+    >>> str(verdict("l12 beats relaxed", True, "0.96 vs 0.00, 3 seeds"))
+    'l12 beats relaxed: yes (0.96 vs 0.00, 3 seeds)'
+    """
+    if holds is None:
+        answer = "n/a"
+    elif isinstance(holds, str):
+        answer = holds
+    else:
+        answer = "yes" if bool(holds) else "no"
+    return Verdict(question, answer, evidence)
+
+
+def verdicts_to_results(verdicts: Iterable[Verdict]) -> list[dict[str, str]]:
+    """The JSON form stored under ``"verdicts"`` in a notebook's results file."""
+    return [asdict(v) for v in verdicts]
+
+
+def verdicts_from_results(results: Mapping[str, Any]) -> list[Verdict]:
+    """The verdicts of a results file (raises ``KeyError`` naming the file's keys when it has none)."""
+    if "verdicts" not in results:
+        raise KeyError(f"results hold no 'verdicts' (keys: {sorted(results)})")
+    return [Verdict(**item) for item in results["verdicts"]]
