@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DATASETS",
+    "DATASET_INFO",
+    "DatasetInfo",
     "DIGITS_TEST_SEED",
     "DataSplits",
     "TransformedSubset",
@@ -45,8 +47,43 @@ __all__ = [
     "split_indices",
 ]
 
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What is known of a data set without loading it: sizes before any split, input shape, classes, stem.
+
+    Attributes:
+        train_size: images in the official training set (the validation split is held out of these).
+        test_size: images in the official test set (ImageNet: the validation set, used as test set).
+        in_channels, input_size: image channels and height (= width) as the model sees them.
+        num_classes: label count.
+        stem: the model stem that fits the input size (see :data:`aslib.models.STEMS`).
+    """
+
+    train_size: int
+    test_size: int
+    in_channels: int
+    input_size: int
+    num_classes: int
+    stem: str
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image."""
+        return (self.in_channels, self.input_size, self.input_size)
+
+
+#: The one table of data-set facts; every other module reads sizes, shapes and classes from here.
+DATASET_INFO: dict[str, DatasetInfo] = {
+    "digits": DatasetInfo(train_size=1438, test_size=359, in_channels=1, input_size=8, num_classes=10, stem="cifar"),
+    "cifar10": DatasetInfo(50_000, 10_000, 3, 32, 10, "cifar"),
+    "cifar100": DatasetInfo(50_000, 10_000, 3, 32, 100, "cifar"),
+    "imagenet": DatasetInfo(1_281_167, 50_000, 3, 224, 1000, "imagenet"),
+}
+
 #: Names accepted by :func:`load_dataset`.
-DATASETS: tuple[str, ...] = ("digits", "cifar10", "cifar100", "imagenet")
+DATASETS: tuple[str, ...] = tuple(DATASET_INFO)
 
 #: Seed of the fixed digits train/test split (the same test images whatever the run's seed).
 DIGITS_TEST_SEED: int = 0
@@ -307,6 +344,6 @@ def load_dataset(
         num_classes=len(classes),
         in_channels=int(image.shape[0]),
         input_size=int(image.shape[-1]),
-        stem="imagenet" if name == "imagenet" else "cifar",
+        stem=DATASET_INFO[name].stem,
         classes=classes,
     )

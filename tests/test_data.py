@@ -219,3 +219,14 @@ def test_image_folder_problems(tmp_path):
 def test_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
         load_dataset(**kwargs)
+
+
+def test_dataset_info_matches_the_digits_as_loaded():
+    from aslib.data import DATASET_INFO, DATASETS, load_dataset
+
+    assert DATASETS == tuple(DATASET_INFO)
+    info = DATASET_INFO["digits"]
+    splits = load_dataset("digits", val_fraction=0.0)
+    assert (len(splits.train), len(splits.test)) == (info.train_size, info.test_size)
+    assert splits.train[0][0].shape == info.input_shape
+    assert (splits.num_classes, splits.stem) == (info.num_classes, info.stem)
