@@ -201,6 +201,28 @@ def plot_recovery(summary, *, x: str, metric: str = "recovery", title: str = "")
     return fig
 
 
+def plot_success_by_setup(summary, *, x: str = "n", metric: str = "success_best", title: str = "") -> Figure:
+    """One panel per ``setup`` of ``summary`` (a table of rates such as
+    :func:`aslib.examples.two_layer.summarise` returns): ``metric`` against ``x``, one line per ``method``."""
+    setups = list(dict.fromkeys(summary["setup"]))
+    fig, axes = plt.subplots(1, len(setups), figsize=(3.2 * len(setups), 3.3), sharey=True, squeeze=False)
+    for ax, setup in zip(axes[0], setups):
+        for method, rows in summary[summary["setup"] == setup].groupby("method", sort=False):
+            rows = rows.sort_values(x)
+            ax.plot(rows[x], rows[metric], marker="o", label=method)
+        ax.set_title(setup, fontsize=10)
+        ax.set_xlabel(x)
+        ax.set_xticks(sorted(set(summary[x])))
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel(metric)
+    axes[0][-1].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 # --- notebooks 04 and 05: AutoShuffleNet against ShuffleNet -----------------------------------------
 
 
