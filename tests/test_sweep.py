@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from aslib.sweep import (
-    ARMS, Run, _command, arm_config, check_data, classification_runs, collect, execute, grid, histories,
-    layer_penalty_tables, plan, run_status, summarise,
-)
-from aslib.train import TrainConfig
+from aslib.arms import SHUFFLE_ARMS, Run, arm_config, classification_runs, grid
+from aslib.config import TrainConfig
+from aslib.runtime import code_fingerprint
+from aslib.report import collect, histories, layer_penalty_tables, summarise_seeds
+from aslib.sweep import _command, check_data, execute, plan, run_status
 
 TINY = TrainConfig(dataset="digits", model="shufflenet_v2_0.5", stages_repeats=(1, 1, 1), epochs=2, batch_size=32,
                    max_train_samples=256, recalibration_batches=2, show_progress=False, lam=1e-3)
@@ -19,10 +19,10 @@ def test_arms_set_shuffle_and_penalty():
     assert arm_config(TINY, "fixed").shuffle == "fixed" and arm_config(TINY, "fixed").lam == 0
     assert arm_config(TINY, "relaxed").shuffle == "learned" and arm_config(TINY, "relaxed").lam == 0
     assert arm_config(TINY, "l12").lam == 1e-3 and arm_config(TINY, "l12", lam=0.5).lam == 0.5
-    assert {arm_config(TINY, a).shuffle for a in ARMS} == {"fixed", "none", "random", "learned"}
+    assert {arm_config(TINY, a).shuffle for a in SHUFFLE_ARMS} == {"fixed", "none", "random", "learned"}
     sinkhorn = arm_config(TINY, "sinkhorn", lam=0.5)
     assert (sinkhorn.shuffle, sinkhorn.shuffle_parameterisation, sinkhorn.lam) == ("learned", "sinkhorn", 0.0)
-    assert {arm_config(TINY, a).shuffle_parameterisation for a in ARMS if a != "sinkhorn"} == {"projected"}
+    assert {arm_config(TINY, a).shuffle_parameterisation for a in SHUFFLE_ARMS if a != "sinkhorn"} == {"projected"}
     with pytest.raises(ValueError, match="unknown arm 'l2'; valid arms: fixed"):
         arm_config(TINY, "l2")
 
@@ -68,8 +68,13 @@ def test_plan_estimates_and_status(tmp_path):
     runs[0].folder.mkdir(parents=True)
     (runs[0].folder / "checkpoint.pt").write_bytes(b"")
     assert run_status(runs[0]) == "interrupted"
-    (runs[0].folder / "result.json").write_text(json.dumps({"config": runs[0].config.to_dict()}))
+    record = {"config": runs[0].config.to_dict(), "code_fingerprint": code_fingerprint()}
+    (runs[0].folder / "result.json").write_text(json.dumps(record))
     assert run_status(runs[0]) == "done"
+    # a record of other code (or of code before fingerprints) is outdated, never shown as done
+    for other in ("0123456789abcdef", None):
+        (runs[0].folder / "result.json").write_text(json.dumps({**record, "code_fingerprint": other}))
+        assert run_status(runs[0]) == "outdated"
 
 
 def test_missing_data_set_refused_up_front(tmp_path):
@@ -156,7 +161,7 @@ def test_summarise_means_over_seeds():
                             "shuffle_init": ["uniform", "uniform", None], "projection_sweeps": [1, 1, None],
                             "lam": [0.1, 0.1, 0.0], "test_acc_soft": [0.5, 0.7, 0.9], "test_acc_hard": [0.4, 0.6, 0.9],
                             "rounding_change": [-0.1, -0.1, 0.0], "final_penalty": [1.0, 3.0, 0.0]})
-    table = summarise(results).set_index("arm")
+    table = summarise_seeds(results).set_index("arm")
     assert table.loc["l12", "seeds"] == 2 and table.loc["fixed", "seeds"] == 1
     assert table.loc["l12", "test_acc_soft_mean"] == pytest.approx(0.6)
     assert table.loc["l12", "final_penalty_std"] == pytest.approx(2 ** 0.5)

@@ -19,20 +19,11 @@ from torch import nn
 
 from aslib.data import load_dataset
 from aslib.layers import LearnedShuffle, learned_shuffles, shuffle_parameters
-from aslib.models import build_model
+from aslib.models import get_model
 from aslib.penalty import l12_penalty
-from aslib.train import (
-    HISTORY_COLUMNS,
-    TrainConfig,
-    config_changes,
-    TrainState,
-    evaluate,
-    main,
-    make_optimizer,
-    parse_args,
-    recalibrate_batchnorm,
-    train,
-)
+from aslib.config import TrainConfig, config_changes, parse_args
+from aslib.loop import evaluate, make_optimizer, recalibrate_batchnorm
+from aslib.train import HISTORY_COLUMNS, TrainState, main, train
 
 # The tiniest ShuffleNet v1 (three units) on a few hundred digits: a couple of seconds per run.
 TINY = dict(model="shufflenet_v1_g3", model_kwargs={"width": 0.25}, stages_repeats=(1, 1, 1), batch_size=32,
@@ -59,7 +50,7 @@ def _env() -> dict[str, str]:
 
 
 def _tiny_model(shuffle: str = "learned", **kwargs) -> nn.Module:
-    return build_model("shufflenet_v1_g3", num_classes=10, in_channels=1, stem="cifar", shuffle=shuffle,
+    return get_model("shufflenet_v1_g3", num_classes=10, in_channels=1, stem="cifar", shuffle=shuffle,
                        width=0.25, stages_repeats=(1, 1, 1), **kwargs)
 
 
@@ -305,7 +296,7 @@ def test_two_processes_with_gloo(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(
         "import os, sys, torch\n"
-        "from aslib.train import parse_args, train\n"
+        "from aslib.config import parse_args\nfrom aslib.train import train\n"
         "config, _ = parse_args(sys.argv[1:])\n"
         "result = train(config)\n"
         "torch.save(result.model.state_dict(), os.path.join(sys.argv[-1] + '_rank' + os.environ['RANK'] + '.pt'))\n"
