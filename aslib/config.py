@@ -79,6 +79,9 @@ class TrainConfig:
     lam_warmup_epochs: float = field(default=0.0, metadata=_option("ramp lam linearly from 0 over this many epochs"))
     projection_sweeps: int = field(default=1, metadata=_option(
         "column/row normalisations per projection after each step"))
+    harden_after: int = field(default=0, metadata=_option(
+        "freeze a learned shuffle to its permutation once it was settled (penalty below the rounding threshold, "
+        "same rounded permutation) at this many consecutive epoch ends (0: only at the end)"))
     recalibration_batches: int = field(default=50, metadata=_option(
         "training batches to re-estimate BatchNorm statistics after rounding (0: keep them)"))
     # run
@@ -107,6 +110,7 @@ class TrainConfig:
             _of_type(self, name, bool)
         for name, low in (("split_seed", 0), ("image_size", 1), ("epochs", 1), ("batch_size", 1),
                           ("eval_batch_size", 1), ("projection_sweeps", 1), ("recalibration_batches", 0),
+                          ("harden_after", 0),
                           ("seed", 0), ("num_workers", 0)):
             _at_least(name, _integer(self, name), low)
         if self.max_train_samples is not None:

@@ -5,6 +5,7 @@
 * :func:`warmup_lam`: the penalty weight ``lam_t``, ramped linearly from 0 over the warm-up steps;
 * :func:`make_optimizer`: SGD whose groups keep weight decay off the shuffle matrices;
 * :func:`evaluate` and :func:`recalibrate_batchnorm`;
+* :class:`SettledShuffles`: progressive hardening, freezing a learned shuffle once its rounding is settled;
 * :func:`round_and_evaluate`: the finish of a run (evaluate soft, round every shuffle to its permutation,
   evaluate, recalibrate BatchNorm, evaluate again).
 
@@ -25,9 +26,17 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from aslib.config import TrainConfig
 from aslib.distributed import ProcessGroup, all_reduce_sum, average_buffers
-from aslib.layers import harden_shuffles_, project_shuffles_, shuffle_parameters, shuffle_penalty, shuffle_stats
+from aslib.layers import (
+    harden_shuffles_,
+    learned_shuffles,
+    project_shuffles_,
+    shuffle_parameters,
+    shuffle_penalty,
+    shuffle_stats,
+)
+from aslib.penalty import ROUNDING_THRESHOLD
 
-__all__ = ["Rounded", "batch_sums", "evaluate", "make_optimizer", "penalised_step", "recalibrate_batchnorm",
+__all__ = ["Rounded", "SettledShuffles", "batch_sums", "evaluate", "make_optimizer", "penalised_step", "recalibrate_batchnorm",
            "round_and_evaluate", "warmup_lam"]
 
 Autocast = Callable[[], Any]
@@ -214,3 +223,49 @@ def round_and_evaluate(
         average_buffers(model, group or ProcessGroup())
         hard = test()
     return Rounded(soft=soft, raw=raw, hard=hard, stats=stats, permutations=permutations)
+
+
+class SettledShuffles:
+    """Progressive hardening: freeze each learned shuffle to its permutation once its rounding is settled.
+
+    A soft learned shuffle is *settled* at a check when ``P(M) < ROUNDING_THRESHOLD`` (the row argmax of ``M`` is
+    then provably a permutation, and the error bound of the penalty holds) and its Hungarian permutation equals
+    the one of the previous check. After ``patience`` consecutive settled checks it is hardened
+    (:meth:`~aslib.layers.LearnedShuffle.harden`): for the rest of training it is the gather ``x[:, perm]``,
+    ShuffleNet's cost, and no longer learned. ``patience = 0`` never hardens.
+    """
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.counts: dict[int, int] = {}
+        self.last: dict[int, list[int]] = {}
+        self.hardened_at: dict[int, int] = {}
+
+    @torch.no_grad()
+    def update_(self, model: nn.Module, check: int) -> list[int]:
+        """One check (e.g. at the end of epoch ``check``); returns the indices (in
+        :func:`~aslib.layers.learned_shuffles` order) of the shuffles hardened now."""
+        if self.patience <= 0:
+            return []
+        now = []
+        for i, layer in enumerate(learned_shuffles(model)):
+            if layer.is_hardened:
+                continue
+            perm = layer.permutation().tolist() if float(layer.penalty()) < ROUNDING_THRESHOLD else None
+            same = perm is not None and perm == self.last.get(i)
+            self.counts[i] = self.counts.get(i, 0) + 1 if same else int(perm is not None)
+            self.last[i] = perm if perm is not None else []
+            if self.counts[i] >= self.patience:
+                layer.harden()
+                self.hardened_at[i] = check
+                now.append(i)
+        return now
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint needs to resume the counting exactly."""
+        return {"counts": dict(self.counts), "last": dict(self.last), "hardened_at": dict(self.hardened_at)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.counts = {int(k): v for k, v in state["counts"].items()}
+        self.last = {int(k): v for k, v in state["last"].items()}
+        self.hardened_at = {int(k): v for k, v in state["hardened_at"].items()}

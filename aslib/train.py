@@ -54,7 +54,15 @@ from aslib.data import DataSplits, load_dataset
 from aslib.distributed import ProcessGroup, all_reduce_sum, average_buffers, join_process_group
 from aslib.io import atomic_write, save_results, save_table
 from aslib.layers import layer_penalties, shuffle_stats
-from aslib.loop import batch_sums, evaluate, make_optimizer, penalised_step, round_and_evaluate, warmup_lam
+from aslib.loop import (
+    SettledShuffles,
+    batch_sums,
+    evaluate,
+    make_optimizer,
+    penalised_step,
+    round_and_evaluate,
+    warmup_lam,
+)
 from aslib.models import count_parameters, get_model
 from aslib.progress import progress
 from aslib.runtime import code_fingerprint, resolve_device, seed_everything
@@ -111,6 +119,8 @@ class TrainResult:
         final_penalty: ``sum_l P(M_l)`` before rounding; ``final_rounding_fraction`` the fraction of shuffles
             with ``P(M_l) < ROUNDING_THRESHOLD``.
         permutations: the rounded permutations, one list per learned shuffle (``y = x[:, perm]``).
+        hardened_epochs: per learned shuffle, the epoch after which progressive hardening froze it
+            (``harden_after``; 0: rounded at the end).
         num_parameters: trainable scalars during training (the ``M_l`` included);
             ``num_parameters_inference`` after rounding.
         seconds: training wall time, summed over resumed parts.
@@ -129,6 +139,7 @@ class TrainResult:
     final_penalty: float
     final_rounding_fraction: float
     permutations: list[list[int]]
+    hardened_epochs: list[int]
     num_parameters: int
     num_parameters_inference: int
     seconds: float
@@ -195,6 +206,13 @@ def model_for(config: TrainConfig, *, num_classes: int, in_channels: int, stem: 
         return get_model(config.model, **arguments, **config.model_kwargs)
     except TypeError as err:  # an argument the builder does not take
         raise ValueError(f"model_kwargs {config.model_kwargs} do not fit {config.model}: {err}") from err
+
+
+def _data_parallel(model: nn.Module, group: ProcessGroup, device: torch.device) -> nn.Module:
+    """``model`` wrapped in DistributedDataParallel when several processes train it, else ``model``."""
+    if not group.active:
+        return model
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def _load_checkpoint(path: Path, config: TrainConfig, group: ProcessGroup) -> dict[str, Any]:
@@ -288,6 +306,7 @@ def _fit(model: nn.Module, splits: DataSplits, config: TrainConfig, hooks: list[
     run_eval = functools.partial(evaluate, model, batch_size=config.eval_batch_size, device=device, autocast=autocast,
                                  num_workers=config.num_workers, group=group)
 
+    settled = SettledShuffles(config.harden_after)
     history: list[dict[str, float]] = []
     penalty_rows: list[dict[str, float]] = []
     start_epoch, seconds_before = 0, 0.0
@@ -300,11 +319,11 @@ def _fit(model: nn.Module, splits: DataSplits, config: TrainConfig, hooks: list[
         _set_rng_state(ckpt["rng"][group.rank], loader_generator)
         history = ckpt["history"]
         penalty_rows = ckpt.get("layer_penalties", [])
+        if "settled" in ckpt:
+            settled.load_state_dict(ckpt["settled"])
         start_epoch, seconds_before = ckpt["epoch"], ckpt["seconds"]
 
-    net: nn.Module = model
-    if group.active:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    net = _data_parallel(model, group, device)
     started = time.perf_counter()
     epochs_bar = progress(total=config.epochs, initial=start_epoch, enabled=config.show_progress and is_main,
                           desc="epochs")
@@ -337,6 +356,8 @@ def _fit(model: nn.Module, splits: DataSplits, config: TrainConfig, hooks: list[
             "penalty": stats["penalty"], "max_row_deficit": stats["max_row_deficit"],
             "rounding_fraction": stats["rounding_fraction"], "seconds": time.perf_counter() - t0,
         })
+        if settled.update_(model, epoch + 1):  # DDP must forget the parameters of frozen shuffles
+            net = _data_parallel(model, group, device)
         rng = _rng_state(loader_generator)
         if group.active:
             rngs: list[Any] = [None] * group.world
@@ -350,6 +371,7 @@ def _fit(model: nn.Module, splits: DataSplits, config: TrainConfig, hooks: list[
                 ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
                         "rng": rngs, "history": history, "layer_penalties": penalty_rows,
+                        "settled": settled.state_dict(),
                         "config": config.to_dict(),
                         "seconds": seconds_before + time.perf_counter() - started}
                 atomic_write(checkpoint_path, lambda f: torch.save(ckpt, f))
@@ -381,6 +403,7 @@ def _fit(model: nn.Module, splits: DataSplits, config: TrainConfig, hooks: list[
         final_penalty=rounded.stats["penalty"],
         final_rounding_fraction=rounded.stats["rounding_fraction"],
         permutations=[p.tolist() for p in rounded.permutations],
+        hardened_epochs=[settled.hardened_at.get(i, 0) for i in range(len(rounded.permutations))],
         num_parameters=num_parameters,
         num_parameters_inference=count_parameters(model),
         seconds=seconds,
