@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aslib.checks import check_fraction, check_positive, check_positive_int
 from aslib.penalty import (
     ROUNDING_THRESHOLD,
     l12_penalty,
@@ -66,8 +67,7 @@ _INIT_SWEEPS = 50
 
 
 def _check_groups(channels: int | None, groups: int) -> None:
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"groups must be a positive integer, got {groups!r}")
+    check_positive_int(groups, "groups")
     if channels is not None and channels % groups:
         raise ValueError(f"channels ({channels}) must be divisible by groups ({groups})")
 
@@ -86,8 +86,7 @@ def shuffle_indices(channels: int, groups: int) -> torch.Tensor:
 
     Returns a long tensor of shape ``(channels,)``; ``permutation_matrix(idx)`` is the shuffle's matrix.
     """
-    if not isinstance(channels, int) or channels < 1:
-        raise ValueError(f"channels must be a positive integer, got {channels!r}")
+    check_positive_int(channels, "channels")
     _check_groups(channels, groups)
     return torch.arange(channels).reshape(groups, channels // groups).T.flatten()
 
@@ -136,8 +135,7 @@ class FixedPermutation(nn.Module):
     @classmethod
     def random(cls, channels: int, generator: torch.Generator | None = None) -> FixedPermutation:
         """A uniformly random permutation of ``channels`` channels drawn from ``generator``."""
-        if not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"channels must be a positive integer, got {channels!r}")
+        check_positive_int(channels, "channels")
         return cls(torch.randperm(channels, generator=generator))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -195,18 +193,14 @@ class LearnedShuffle(nn.Module):
         sinkhorn_tau: float = SINKHORN_TAU,
     ) -> None:
         super().__init__()
-        if not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"channels must be a positive integer, got {channels!r}")
+        check_positive_int(channels, "channels")
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; valid: {', '.join(INITS)}")
-        if not (isinstance(noise, (int, float)) and 0.0 <= noise <= 1.0):
-            raise ValueError(f"noise must be a number in [0, 1], got {noise!r}")
+        check_fraction(noise, "noise", closed=True)
         if parameterisation not in PARAMETERISATIONS:
             raise ValueError(f"unknown parameterisation {parameterisation!r}; valid: {', '.join(PARAMETERISATIONS)}")
-        if isinstance(sinkhorn_iters, bool) or not isinstance(sinkhorn_iters, int) or sinkhorn_iters < 1:
-            raise ValueError(f"sinkhorn_iters must be an integer >= 1, got {sinkhorn_iters!r}")
-        if not (isinstance(sinkhorn_tau, (int, float)) and math.isfinite(sinkhorn_tau) and sinkhorn_tau > 0):
-            raise ValueError(f"sinkhorn_tau must be a finite number > 0, got {sinkhorn_tau!r}")
+        check_positive_int(sinkhorn_iters, "sinkhorn_iters")
+        check_positive(sinkhorn_tau, "sinkhorn_tau")
         self.channels = channels
         self.init = init
         self.parameterisation = parameterisation

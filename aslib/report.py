@@ -1,7 +1,8 @@
-"""The tables of notebook 06: every headline number, read from the results files the other notebooks write.
+"""Reading results: the files of training runs and the tables of notebook 06.
 
-Nothing here computes a result: each table is assembled from ``<output_dir>/<notebook>.json`` and the
-CSV tables beside it. A notebook whose results are missing shows as "not run", with the command that
+Nothing here computes a result. :func:`collect`, :func:`histories` and :func:`layer_penalty_tables` read the
+files of training runs, :func:`summarise_seeds` takes means over seeds, and the tables of notebook 06 are
+assembled from ``<output_dir>/<notebook>.json`` and the CSV tables beside it. A notebook whose results are missing shows as "not run", with the command that
 produces them, never as an error or a made-up number.
 """
 
@@ -9,22 +10,29 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from aslib.sweep import ARMS
+from aslib.arms import SHUFFLE_ARMS, Run
+from aslib.train import LAYER_PENALTIES_NAME
 
 __all__ = [
+    "CONFIG_COLUMNS",
     "NOT_RUN",
     "RESULT_NOTEBOOKS",
     "classification_table",
     "closed_form_summary",
+    "collect",
+    "histories",
+    "layer_penalty_tables",
     "mean_std",
     "overview",
     "reproduce_command",
+    "summarise_seeds",
 ]
 
 #: Notebooks whose results notebook 06 reads, with what each contributes.
@@ -89,7 +97,7 @@ def classification_table(output_dir: str | os.PathLike[str], notebook: str) -> p
     speed = pd.read_csv(speed_path).set_index("model") if speed_path.is_file() else pd.DataFrame()
     rows = []
     for row in summary.to_dict("records"):
-        learned = row["arm"] in ARMS and ARMS[row["arm"]].learned
+        learned = row["arm"] in SHUFFLE_ARMS and SHUFFLE_ARMS[row["arm"]].learned
         measured = speed.loc[row["model"]] if row["model"] in speed.index else None
         rows.append({
             "dataset": row["dataset"], "model": row["model"], "arm": row["arm"],
@@ -134,3 +142,64 @@ def closed_form_summary(output_dir: str | os.PathLike[str]) -> pd.DataFrame:
             row["two-layer network"] = NOT_RUN
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# --- the files of training runs ----------------------------------------------------------------------
+
+
+#: Columns of :func:`collect` taken from each run's configuration.
+CONFIG_COLUMNS = ("dataset", "model", "shuffle", "shuffle_init", "projection_sweeps", "lam", "seed", "epochs")
+
+
+def collect(runs: Sequence[Run]) -> pd.DataFrame:
+    """The ``result.json`` of every finished run, one row each: the run's name and arm, the settings of
+    :data:`CONFIG_COLUMNS` and every scalar result. Unfinished runs are absent (:func:`plan` lists them)."""
+    rows = []
+    for run in runs:
+        path = run.folder / "result.json"
+        if path.is_file():
+            result = json.loads(path.read_text())
+            config = result.pop("config", {})
+            settings = {k: config.get(k) for k in CONFIG_COLUMNS}
+            if run.arm in SHUFFLE_ARMS:  # settings that do not apply stay empty (lam is 0 there)
+                settings.update({k: None for k in SHUFFLE_ARMS[run.arm].irrelevant() if k in settings and k != "lam"})
+            rows.append({"run": run.name, "arm": run.arm, **settings,
+                         **{k: v for k, v in result.items() if not isinstance(v, (list, dict))}})
+    return pd.DataFrame(rows)
+
+
+def summarise_seeds(
+    results: pd.DataFrame,
+    by: Sequence[str] = ("dataset", "model", "arm", "shuffle_init", "projection_sweeps", "lam"),
+    metrics: Sequence[str] = ("test_acc_soft", "test_acc_hard", "rounding_change", "final_penalty"),
+) -> pd.DataFrame:
+    """Mean and standard deviation over seeds of each metric, per group, with the number of seeds.
+
+    The default groups are every setting of a run but its seed (settings that do not apply to an arm are
+    empty in :func:`collect` and group together).
+
+    Columns: the ``by`` columns, ``seeds``, then ``<metric>_mean`` and ``<metric>_std`` for each metric
+    (std is NaN for a single seed), plus ``num_parameters_inference`` where present.
+    """
+    if results.empty:
+        return pd.DataFrame(columns=[*by, "seeds"])
+    grouped = results.groupby(list(by), dropna=False, sort=False)
+    table = grouped[list(metrics)].agg(["mean", "std"])
+    table.columns = [f"{m}_{stat}" for m, stat in table.columns]
+    table.insert(0, "seeds", grouped.size())
+    if "num_parameters_inference" in results:
+        table["num_parameters_inference"] = grouped["num_parameters_inference"].first()
+    return table.reset_index()
+
+
+def histories(runs: Sequence[Run]) -> dict[str, pd.DataFrame]:
+    """Each finished or interrupted run's per-epoch ``history.csv``, by run name."""
+    return {run.name: pd.read_csv(run.folder / "history.csv") for run in runs
+            if (run.folder / "history.csv").is_file()}
+
+
+def layer_penalty_tables(runs: Sequence[Run]) -> dict[str, pd.DataFrame]:
+    """Each finished or interrupted run's ``layer_penalties.csv`` (``epoch``, then ``P(M_l)`` per learned
+    shuffle as ``layer_<l>``), by run name."""
+    return {run.name: pd.read_csv(path) for run in runs
+            if (path := run.folder / f"{LAYER_PENALTIES_NAME}.csv").is_file()}

@@ -220,7 +220,8 @@ def training_plan(prepared: Sequence[tuple[Path, Mapping[str, Any]]]) -> pd.Data
 
     Raises ``FileNotFoundError`` for a missing data set, so a long profile stops before it starts.
     """
-    from aslib.sweep import check_data, notebook_runs, plan
+    from aslib.arms import notebook_runs
+    from aslib.sweep import check_data, plan
 
     frames = []
     for path, parameters in prepared:

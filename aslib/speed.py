@@ -16,17 +16,19 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from aslib.layers import harden_shuffles_, project_shuffles_, shuffle_penalty
-from aslib.models import build_model, count_flops, count_parameters
+from aslib.config import TrainConfig
+from aslib.data import DATASET_INFO
+from aslib.layers import harden_shuffles_
+from aslib.loop import make_optimizer, penalised_step
+from aslib.models import count_flops, count_parameters, get_model
 from aslib.progress import progress
 from aslib.runtime import resolve_device, seed_everything
-from aslib.train import TrainConfig, make_optimizer
 
 __all__ = ["SpeedConfig", "measure_speed", "speed_config_for"]
 
@@ -35,7 +37,7 @@ __all__ = ["SpeedConfig", "measure_speed", "speed_config_for"]
 class SpeedConfig:
     """What to time (the command line's ``--help`` describes each field).
 
-    ``model_kwargs`` go to :func:`aslib.models.build_model` (e.g. ``{"width": 0.25, "stages_repeats": (1, 1, 1)}``).
+    ``model_kwargs`` go to :func:`aslib.models.get_model` (e.g. ``{"width": 0.25, "stages_repeats": (1, 1, 1)}``).
     """
 
     model: str = "shufflenet_v2_1.0"
@@ -57,11 +59,10 @@ class SpeedConfig:
 
 def speed_config_for(config: TrainConfig, **overrides: Any) -> SpeedConfig:
     """A :class:`SpeedConfig` for the architecture a training run uses (its data set's input shape)."""
-    from aslib.sweep import NUM_CLASSES, input_shape
-
-    channels, size, _ = input_shape(config)
-    return SpeedConfig(model=config.model, stem="imagenet" if config.dataset == "imagenet" else "cifar",
-                       image_size=size, in_channels=channels, num_classes=NUM_CLASSES[config.dataset],
+    info = DATASET_INFO[config.dataset]
+    size = config.image_size if config.dataset == "imagenet" else info.input_size
+    return SpeedConfig(model=config.model, stem=info.stem, image_size=size, in_channels=info.in_channels,
+                       num_classes=info.num_classes,
                        model_kwargs={**config.model_kwargs, "stages_repeats": config.stages_repeats}, **overrides)
 
 
@@ -95,14 +96,9 @@ def _interleaved(tasks: dict[str, Callable[[], None]], cfg: SpeedConfig, device:
 
 def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lam: float) -> Callable[[], None]:
     optimizer = make_optimizer(model, TrainConfig(lr=0.01, lam=lam))  # the training loop's parameter groups
-    loss_fn = nn.CrossEntropyLoss()
 
     def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y) + lam * shuffle_penalty(model)
-        loss.backward()
-        optimizer.step()
-        project_shuffles_(model)
+        penalised_step(model, x, y, optimizer, lam)
 
     return step
 
@@ -127,8 +123,8 @@ def measure_speed(cfg: SpeedConfig) -> dict[str, float | str | int]:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     common = {"stem": cfg.stem, "num_classes": cfg.num_classes, "in_channels": cfg.in_channels, **cfg.model_kwargs}
-    fixed = build_model(cfg.model, shuffle="fixed", **common).to(device)
-    learned = build_model(cfg.model, shuffle="learned", shuffle_init="random", shuffle_seed=cfg.seed, **common)
+    fixed = get_model(cfg.model, shuffle="fixed", **common).to(device)
+    learned = get_model(cfg.model, shuffle="learned", shuffle_init="random", shuffle_seed=cfg.seed, **common)
     learned.load_state_dict(fixed.state_dict(), strict=False)
     learned.to(device)
     x = torch.randn(cfg.batch_size, cfg.in_channels, cfg.image_size, cfg.image_size, device=device)

@@ -1,9 +1,10 @@
-"""Many training runs at once: the plan, a data check up front, every GPU used, nothing run twice.
+"""Running many training runs: their status, the plan, a data check up front, every GPU used, nothing run twice.
 
-A :class:`Run` is a named :class:`aslib.train.TrainConfig` whose ``output_dir`` is ``<root>/<name>``. A
-run is *done* when its ``result.json`` exists (it is skipped), *interrupted* when only its
-``checkpoint.pt`` exists (it resumes from there), and *new* otherwise; a folder whose result was computed
-with other settings is *stale*, and :func:`execute` refuses to run over it.
+A run (:class:`aslib.arms.Run`) is *done* when its ``result.json`` exists and was computed by the current code
+with its settings (it is skipped), *interrupted* when only its ``checkpoint.pt`` exists (it resumes from
+there), and *new* otherwise. A folder whose result was computed with other settings is *stale*, and
+:func:`execute` refuses to run over it; one whose result carries another
+:func:`~aslib.runtime.code_fingerprint` (or none) is *outdated*: it is run again from scratch.
 
 :func:`execute` runs a list of runs:
 
@@ -11,17 +12,12 @@ with other settings is *stale*, and :func:`execute` refuses to run over it.
 - with CUDA devices, each ordinary run in a subprocess pinned to one GPU (``CUDA_VISIBLE_DEVICES``), as
   many at once as there are GPUs; then each ``distributed`` run (ImageNet) with ``torchrun`` over all of
   them, one after the other. Each subprocess writes ``<output_dir>/log.txt``.
-
-An *arm* is what the paper compares: the kind of channel shuffle, how a learned one is parameterised, and
-whether the penalty applies (:data:`ARMS`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
-import itertools
 import json
 import os
 import queue
@@ -29,271 +25,86 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
+from aslib.arms import Run
+from aslib.config import TrainConfig, config_changes
+from aslib.data import DATASET_INFO, load_dataset
 from aslib.io import atomic_write
+from aslib.models import count_flops
 from aslib.progress import progress
-from aslib.layers import PARAMETERISATIONS, SHUFFLE_KINDS, learned_shuffles
-from aslib.train import CHECKPOINT_NAME, LAYER_PENALTIES_NAME, TrainConfig, config_changes, model_for, train
+from aslib.runtime import code_fingerprint
+from aslib.train import CHECKPOINT_NAME, model_for, train
 
 __all__ = [
-    "ARMS",
-    "Arm",
-    "Run",
-    "arm_config",
+    "ASSUMED_FLOPS_PER_SECOND",
     "check_data",
-    "classification_runs",
-    "collect",
     "execute",
-    "fixed_shuffle_permutations",
-    "grid",
-    "histories",
     "input_shape",
-    "layer_penalty_tables",
     "main",
-    "notebook_runs",
     "plan",
     "run_status",
     "stale_runs",
-    "summarise",
 ]
 
-#: TrainConfig fields that only matter for a learned shuffle.
-LEARNED_ONLY = ("lam", "shuffle_init", "shuffle_noise", "projection_sweeps", "lam_warmup_epochs")
-#: TrainConfig fields that only matter where the penalty applies, and those only of the projected matrix.
-PENALTY_ONLY = ("lam",)
-PROJECTION_ONLY = ("projection_sweeps",)
-
-
-@dataclass(frozen=True)
-class Arm:
-    """What one arm sets in a :class:`~aslib.train.TrainConfig`.
-
-    Attributes:
-        shuffle: the shuffle kind (``TrainConfig.shuffle``).
-        uses_lam: whether the penalty weight applies (otherwise ``lam = 0``).
-        parameterisation: ``TrainConfig.shuffle_parameterisation`` of a learned shuffle.
-    """
-
-    shuffle: str
-    uses_lam: bool = False
-    parameterisation: str = "projected"
-
-    def __post_init__(self) -> None:
-        if self.shuffle not in SHUFFLE_KINDS:
-            raise ValueError(f"unknown shuffle {self.shuffle!r}; valid: {', '.join(SHUFFLE_KINDS)}")
-        if self.parameterisation not in PARAMETERISATIONS:
-            raise ValueError(f"unknown parameterisation {self.parameterisation!r}; valid: "
-                             f"{', '.join(PARAMETERISATIONS)}")
-
-    @property
-    def learned(self) -> bool:
-        """Whether the arm trains a matrix (and rounds it at the end)."""
-        return self.shuffle == "learned"
-
-    def irrelevant(self) -> tuple[str, ...]:
-        """The TrainConfig fields that cannot change this arm's result (a sweep axis over them collapses)."""
-        if not self.learned:
-            return LEARNED_ONLY
-        fields = () if self.uses_lam else PENALTY_ONLY
-        return fields + (PROJECTION_ONLY if self.parameterisation != "projected" else ())
-
-
-#: The arms by name. "relaxed" is the convex relaxation: a learned doubly stochastic matrix trained without
-#: the penalty, then rounded; "sinkhorn" the same with the matrix parameterised by Sinkhorn's normalisation
-#: of logits (the usual baseline) instead of projected.
-ARMS: dict[str, Arm] = {
-    "fixed": Arm("fixed"),
-    "none": Arm("none"),
-    "random": Arm("random"),
-    "relaxed": Arm("learned"),
-    "l12": Arm("learned", uses_lam=True),
-    "sinkhorn": Arm("learned", parameterisation="sinkhorn"),
-}
-
-#: Training-set sizes, for the time estimate (the validation split is taken out of these).
-TRAIN_SIZES = {"digits": 1437, "cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167}
-INPUT_SHAPES = {"digits": (1, 8, 8), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "imagenet": (3, 224, 224)}
-NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000}
-#: Sustained training throughput assumed for the estimate, in FLOP/s (3 x forward FLOPs per image).
-#: Calibrated on this project's own runs: shufflenet_v2_1.0 on 32x32 inputs took about 15 s per 50,000-image
-#: epoch on one H100 (small depthwise networks are bound by per-operation overhead, far below peak), and
-#: the quarter-width digits model about 4.5 s for 15 epochs on one CPU thread.
+#: Sustained training throughput *assumed* by the plan's time estimate, in FLOP/s (3 x forward FLOPs per
+#: image). A guess, not a measurement: small depthwise networks are bound by per-operation overhead, far
+#: below a device's peak, and no timing file of this project calibrates it yet.
 ASSUMED_FLOPS_PER_SECOND = {"cuda": 1e12, "cpu": 1e9}
+#: What the plan says about its time column.
+ESTIMATE_NOTE = "guess from FLOPs at an assumed throughput, not measured"
 
 
-@dataclass(frozen=True)
-class Run:
-    """One training run of a sweep: ``config.output_dir`` is its folder; ``distributed`` runs use torchrun."""
-
-    name: str
-    config: TrainConfig
-    distributed: bool = False
-    arm: str = ""
-
-    @property
-    def folder(self) -> Path:
-        return Path(self.config.output_dir)
-
-
-def arm_config(base: TrainConfig, arm: str, lam: float | None = None) -> TrainConfig:
-    """``base`` with the shuffle kind, parameterisation and penalty weight of ``arm`` (lam 0 unless the arm
-    uses it)."""
-    if arm not in ARMS:
-        raise ValueError(f"unknown arm {arm!r}; valid arms: {', '.join(ARMS)}")
-    spec = ARMS[arm]
-    return dataclasses.replace(base, shuffle=spec.shuffle, shuffle_parameterisation=spec.parameterisation,
-                               lam=(base.lam if lam is None else lam) if spec.uses_lam else 0.0)
-
-
-def grid(
-    base: TrainConfig,
-    root: str | os.PathLike[str],
-    *,
-    arms: Sequence[str],
-    distributed: bool = False,
-    **axes: Sequence[Any],
-) -> list[Run]:
-    """Every combination of ``arms`` and the ``axes`` (TrainConfig field -> values), as named runs.
-
-    The name lists each axis value and the arm, e.g. ``model=shufflenet_v2_1.0/arm=l12/lam=0.001/seed=0``, so that
-    a run keeps its folder (and is skipped or resumed) however the sweep around it changes. Axes that
-    cannot change an arm's result (:meth:`Arm.irrelevant`: ``lam`` without the penalty, the axes of
-    :data:`LEARNED_ONLY` without a learned shuffle, ``projection_sweeps`` for Sinkhorn) collapse for it.
-    """
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(axes) - names)
-    if unknown:
-        raise ValueError(f"unknown TrainConfig field(s) {', '.join(unknown)}")
-    for arm in arms:
-        if arm not in ARMS:
-            raise ValueError(f"unknown arm {arm!r}; valid arms: {', '.join(ARMS)}")
-    runs: dict[str, Run] = {}
-    keys = list(axes)
-    for arm in arms:
-        for values in itertools.product(*(axes[k] for k in keys)):
-            chosen = dict(zip(keys, values))
-            for k in ARMS[arm].irrelevant():
-                chosen.pop(k, None)
-            head = [f"{k}={chosen[k]}" for k in keys if k in chosen and k not in ("lam", "seed")]
-            tail = [f"{k}={chosen[k]}" for k in ("lam", "seed") if k in chosen]
-            name = "/".join([*head, f"arm={arm}", *tail])
-            config = arm_config(dataclasses.replace(base, **chosen), arm)
-            config = dataclasses.replace(config, output_dir=str(Path(root) / name))
-            runs.setdefault(name, Run(name, config, distributed, arm))  # irrelevant axes collapse
-    return list(runs.values())
-
-
-def classification_runs(
-    *,
-    root: str | os.PathLike[str],
-    datasets: Sequence[str],
-    models: Sequence[str],
-    arms: Sequence[str],
-    seeds: Sequence[int],
-    lams: Sequence[float],
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float = 5e-4,
-    stages_repeats: Sequence[int] = (4, 8, 4),
-    model_kwargs: Mapping[str, Any] | None = None,
-    shuffle_inits: Sequence[str] = ("uniform",),
-    projection_sweeps: Sequence[int] = (1,),
-    max_train_samples: int | None = None,
-    data_root: str = "data",
-    recalibration_batches: int = 50,
-) -> list[Run]:
-    """The runs of notebooks 04 (CIFAR, digits) and 05 (ImageNet): data sets x models x arms x ablations x seeds.
-
-    The keyword names are the notebooks' parameter names, so the runner can print a notebook's plan
-    before executing it (:func:`notebook_runs`). ImageNet runs are distributed (torchrun over every GPU).
-    """
-    base = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                       stages_repeats=tuple(stages_repeats), model_kwargs=dict(model_kwargs or {}),
-                       max_train_samples=max_train_samples, data_root=str(data_root),
-                       recalibration_batches=recalibration_batches)
-    return [run for dataset in datasets
-            for run in grid(base, root, arms=arms, distributed=dataset == "imagenet", dataset=[dataset],
-                            model=list(models), shuffle_init=list(shuffle_inits),
-                            projection_sweeps=list(projection_sweeps), lam=list(lams), seed=list(seeds))]
-
-
-#: Notebooks that train, and the function that turns their parameters into runs.
-NOTEBOOK_RUNS = {"04_cifar": classification_runs, "05_imagenet": classification_runs}
-
-
-def notebook_runs(stem: str, parameters: Mapping[str, Any]) -> list[Run] | None:
-    """The runs a notebook will execute with ``parameters`` (None for a notebook that trains nothing).
-
-    ``parameters`` is the notebook's full parameter set (with absolute ``output_dir`` and ``data_root``,
-    as the runner passes them); the runs live in ``<output_dir>/<stem>/``, where the notebook puts them.
-    """
-    builder = NOTEBOOK_RUNS.get(stem)
-    if builder is None:
-        return None
-    names = set(inspect.signature(builder).parameters) - {"root"}
-    return builder(root=Path(parameters["output_dir"]) / stem, **{k: v for k, v in parameters.items() if k in names})
+def _saved_result(run: Run) -> dict[str, Any]:
+    return json.loads((run.folder / "result.json").read_text())
 
 
 def run_status(run: Run) -> str:
-    """``"done"`` (its result.json exists), ``"interrupted"`` (a checkpoint exists), ``"new"``, or
-    ``"stale"``: the folder holds a result computed with other settings (:func:`stale_runs` says which)."""
+    """``"done"`` (its result.json exists, from the current code), ``"interrupted"`` (a checkpoint exists),
+    ``"new"``, ``"stale"`` (the folder holds a result computed with other settings: :func:`stale_runs` says
+    which) or ``"outdated"`` (same settings, but computed by other code: its fingerprint differs)."""
     if (run.folder / "result.json").is_file():
-        return "stale" if _changes(run) else "done"
+        saved = _saved_result(run)
+        if config_changes(saved.get("config", {}), run.config):
+            return "stale"
+        return "done" if saved.get("code_fingerprint") == code_fingerprint() else "outdated"
     if (run.folder / CHECKPOINT_NAME).is_file():
         return "interrupted"
     return "new"
 
 
-def _changes(run: Run) -> list[str]:
-    saved = json.loads((run.folder / "result.json").read_text()).get("config", {})
-    return config_changes(saved, run.config)
-
-
 def stale_runs(runs: Sequence[Run]) -> dict[str, list[str]]:
     """Runs whose folder holds a result of other settings, with the settings that changed."""
-    return {run.name: _changes(run) for run in runs if run_status(run) == "stale"}
-
-
-def _model_arguments(config: TrainConfig) -> dict[str, Any]:
-    return dict(num_classes=NUM_CLASSES[config.dataset], in_channels=INPUT_SHAPES[config.dataset][0],
-                stem="imagenet" if config.dataset == "imagenet" else "cifar")
+    return {run.name: config_changes(_saved_result(run).get("config", {}), run.config)
+            for run in runs if run_status(run) == "stale"}
 
 
 def input_shape(config: TrainConfig) -> tuple[int, int, int]:
-    """``(channels, height, width)`` of the images a run trains on."""
+    """``(channels, height, width)`` of the images a run trains on (ImageNet: the configured crop)."""
+    info = DATASET_INFO[config.dataset]
     if config.dataset == "imagenet":
-        return (3, config.image_size, config.image_size)
-    return INPUT_SHAPES[config.dataset]
+        return (info.in_channels, config.image_size, config.image_size)
+    return info.input_shape
 
 
 def _forward_flops(config: TrainConfig) -> int:
-    from aslib.models import count_flops
-
-    model = model_for(config, **_model_arguments(config), shuffle="fixed")
+    info = DATASET_INFO[config.dataset]
+    model = model_for(config, num_classes=info.num_classes, in_channels=info.in_channels, stem=info.stem,
+                      shuffle="fixed")
     return count_flops(model, (1, *input_shape(config)))
 
 
-def fixed_shuffle_permutations(config: TrainConfig) -> list[list[int]]:
-    """ShuffleNet's fixed shuffles of the architecture ``config`` trains, as the permutations of its learned
-    shuffles (same order as ``TrainResult.permutations``), for comparison with what was learned."""
-    model = model_for(config, **_model_arguments(config), shuffle="learned", shuffle_init="shuffle", shuffle_noise=0.0)
-    return [layer.permutation().tolist() for layer in learned_shuffles(model)]
-
-
 def plan(runs: Sequence[Run], device_type: str | None = None, gpus: int | None = None) -> pd.DataFrame:
-    """One row per run: name, data set, model, arm settings, epochs, status, and an estimate of its time.
+    """One row per run: name, data set, model, arm settings, epochs, status, and a guess of its time.
 
-    The estimate is ``3 x forward FLOPs x training images x epochs`` over an assumed sustained
+    ``estimated_minutes`` is ``3 x forward FLOPs x training images x epochs`` over an assumed sustained
     throughput (:data:`ASSUMED_FLOPS_PER_SECOND`), divided by ``gpus`` (default: the visible ones) for
-    distributed runs: an order of magnitude, not a promise.
+    distributed runs: a guess, which the ``estimate`` column says on every row.
     """
     device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
     gpus = max(1, torch.cuda.device_count() if gpus is None else gpus)
@@ -304,13 +115,14 @@ def plan(runs: Sequence[Run], device_type: str | None = None, gpus: int | None =
         key = (c.dataset, c.model, c.stages_repeats, c.image_size, json.dumps(c.model_kwargs, sort_keys=True))
         if key not in flops_cache:
             flops_cache[key] = _forward_flops(c)
-        images = c.max_train_samples or TRAIN_SIZES[c.dataset]
+        images = c.max_train_samples or DATASET_INFO[c.dataset].train_size
         seconds = 3 * flops_cache[key] * images * c.epochs / ASSUMED_FLOPS_PER_SECOND[device_type]
         if run.distributed and device_type == "cuda":
             seconds /= gpus
         rows.append({"run": run.name, "dataset": c.dataset, "model": c.model, "shuffle": c.shuffle, "lam": c.lam,
                      "seed": c.seed, "epochs": c.epochs, "distributed": run.distributed,
-                     "status": run_status(run), "estimated_minutes": round(seconds / 60, 1)})
+                     "status": run_status(run), "estimated_minutes": round(seconds / 60, 1),
+                     "estimate": ESTIMATE_NOTE})
     return pd.DataFrame(rows)
 
 
@@ -319,8 +131,6 @@ def check_data(runs: Sequence[Run]) -> None:
 
     Raises ``FileNotFoundError`` naming each missing data set, where it belongs and how to get it.
     """
-    from aslib.data import load_dataset
-
     problems = []
     for dataset, root in sorted({(r.config.dataset, r.config.data_root) for r in runs if run_status(r) != "done"}):
         try:
@@ -362,7 +172,8 @@ def execute(
     gpus: Sequence[int] | None = None,
     show_progress: bool = True,
 ) -> pd.DataFrame:
-    """Run every run that is not done; return one row per run (status, seconds, log, error).
+    """Run every run that is not done (outdated ones again from scratch); return one row per run (status,
+    seconds, log, error). Refuses, before anything runs, stale runs (:func:`stale_runs`) and missing data.
 
     Args:
         runs: from :func:`grid` (or built by hand).
@@ -383,10 +194,13 @@ def execute(
     rows: dict[str, dict[str, Any]] = {}
     todo = []
     for run in runs:
-        if run_status(run) == "done":
+        status = run_status(run)
+        if status == "done":
             rows[run.name] = {"run": run.name, "status": "skipped (done)", "seconds": 0.0, "log": "", "error": ""}
-        else:
-            todo.append(run)
+            continue
+        if status == "outdated":  # the old code's checkpoint must not be resumed: run again from scratch
+            (run.folder / CHECKPOINT_NAME).unlink(missing_ok=True)
+        todo.append(run)
     bar = progress(total=len(todo), enabled=show_progress, desc="runs", unit="run")
 
     def record(run: Run, status: str, error: str, start: float) -> None:
@@ -428,64 +242,6 @@ def execute(
             record(run, *_subprocess(run, gpus), start)
     bar.close()
     return pd.DataFrame([rows[name] for name in names])
-
-
-#: Columns of :func:`collect` taken from each run's configuration.
-CONFIG_COLUMNS = ("dataset", "model", "shuffle", "shuffle_init", "projection_sweeps", "lam", "seed", "epochs")
-
-
-def collect(runs: Sequence[Run]) -> pd.DataFrame:
-    """The ``result.json`` of every finished run, one row each: the run's name and arm, the settings of
-    :data:`CONFIG_COLUMNS` and every scalar result. Unfinished runs are absent (:func:`plan` lists them)."""
-    rows = []
-    for run in runs:
-        path = run.folder / "result.json"
-        if path.is_file():
-            result = json.loads(path.read_text())
-            config = result.pop("config", {})
-            settings = {k: config.get(k) for k in CONFIG_COLUMNS}
-            if run.arm in ARMS:  # settings that do not apply stay empty (lam is 0 there)
-                settings.update({k: None for k in ARMS[run.arm].irrelevant() if k in settings and k != "lam"})
-            rows.append({"run": run.name, "arm": run.arm, **settings,
-                         **{k: v for k, v in result.items() if not isinstance(v, (list, dict))}})
-    return pd.DataFrame(rows)
-
-
-def summarise(
-    results: pd.DataFrame,
-    by: Sequence[str] = ("dataset", "model", "arm", "shuffle_init", "projection_sweeps", "lam"),
-    metrics: Sequence[str] = ("test_acc_soft", "test_acc_hard", "rounding_change", "final_penalty"),
-) -> pd.DataFrame:
-    """Mean and standard deviation over seeds of each metric, per group, with the number of seeds.
-
-    The default groups are every setting of a run but its seed (settings that do not apply to an arm are
-    empty in :func:`collect` and group together).
-
-    Columns: the ``by`` columns, ``seeds``, then ``<metric>_mean`` and ``<metric>_std`` for each metric
-    (std is NaN for a single seed), plus ``num_parameters_inference`` where present.
-    """
-    if results.empty:
-        return pd.DataFrame(columns=[*by, "seeds"])
-    grouped = results.groupby(list(by), dropna=False, sort=False)
-    table = grouped[list(metrics)].agg(["mean", "std"])
-    table.columns = [f"{m}_{stat}" for m, stat in table.columns]
-    table.insert(0, "seeds", grouped.size())
-    if "num_parameters_inference" in results:
-        table["num_parameters_inference"] = grouped["num_parameters_inference"].first()
-    return table.reset_index()
-
-
-def histories(runs: Sequence[Run]) -> dict[str, pd.DataFrame]:
-    """Each finished or interrupted run's per-epoch ``history.csv``, by run name."""
-    return {run.name: pd.read_csv(run.folder / "history.csv") for run in runs
-            if (run.folder / "history.csv").is_file()}
-
-
-def layer_penalty_tables(runs: Sequence[Run]) -> dict[str, pd.DataFrame]:
-    """Each finished or interrupted run's ``layer_penalties.csv`` (``epoch``, then ``P(M_l)`` per learned
-    shuffle as ``layer_<l>``), by run name."""
-    return {run.name: pd.read_csv(path) for run in runs
-            if (path := run.folder / f"{LAYER_PENALTIES_NAME}.csv").is_file()}
 
 
 def _run_from_file(path: str) -> int:

@@ -22,7 +22,7 @@ from aslib.layers import (
 )
 from aslib.models import (
     MODEL_NAMES,
-    build_model,
+    get_model,
     count_flops,
     count_parameters,
     shufflenet_v1,
@@ -55,14 +55,14 @@ def _shuffle_modules(model: nn.Module) -> list[nn.Module]:
 
 @pytest.mark.parametrize("groups", [1, 2, 3, 4, 8])
 def test_shufflenet_v1_every_group_count_runs(groups: int) -> None:
-    model = build_model(f"shufflenet_v1_g{groups}", shuffle="learned", num_classes=7)
+    model = get_model(f"shufflenet_v1_g{groups}", shuffle="learned", num_classes=7)
     assert len(learned_shuffles(model)) == 16
     assert model(torch.randn(2, 3, 8, 8)).shape == (2, 7)
 
 
 @pytest.mark.parametrize("width", ["0.5", "1.0", "1.5", "2.0"])
 def test_shufflenet_v2_every_width_runs(width: str) -> None:
-    model = build_model(f"shufflenet_v2_{width}", shuffle="learned", num_classes=7)
+    model = get_model(f"shufflenet_v2_{width}", shuffle="learned", num_classes=7)
     assert len(learned_shuffles(model)) == 16
     assert model(torch.randn(2, 3, 8, 8)).shape == (2, 7)
 
@@ -155,8 +155,8 @@ def test_hardened_model_costs_what_the_fixed_model_costs(arch: str) -> None:
 
 def test_learned_v2_has_the_papers_training_only_parameters() -> None:
     """About 1.35M extra parameters for v2 1.0x: one c x c matrix per unit, c = 116, 232, 464 (4, 8, 4 units)."""
-    fixed = build_model("shufflenet_v2_1.0", shuffle="fixed")
-    learned = build_model("shufflenet_v2_1.0", shuffle="learned")
+    fixed = get_model("shufflenet_v2_1.0", shuffle="fixed")
+    learned = get_model("shufflenet_v2_1.0", shuffle="learned")
     assert count_parameters(learned) - count_parameters(fixed) == 4 * 116**2 + 8 * 232**2 + 4 * 464**2
 
 
@@ -236,16 +236,16 @@ def test_no_shuffle_arm(arch: str) -> None:
 
 # --- names and bad input -----------------------------------------------------------------------------------
 
-def test_build_model_names() -> None:
+def test_get_model_names() -> None:
     assert set(MODEL_NAMES) == {f"shufflenet_v1_g{g}" for g in (1, 2, 3, 4, 8)} | {
         f"shufflenet_v2_{w}" for w in ("0.5", "1.0", "1.5", "2.0")}
-    model = build_model("shufflenet_v1_g8", shuffle="fixed", width=0.25, stages_repeats=(1, 1, 1))
+    model = get_model("shufflenet_v1_g8", shuffle="fixed", width=0.25, stages_repeats=(1, 1, 1))
     assert model.groups == 8
-    assert build_model("shufflenet_v2_0.5", shuffle="fixed").stage_channels == (24, 48, 96, 192, 1024)
+    assert get_model("shufflenet_v2_0.5", shuffle="fixed").stage_channels == (24, 48, 96, 192, 1024)
     with pytest.raises(ValueError, match="unknown model 'shufflenet_v3'; valid names: shufflenet_v1_g1"):
-        build_model("shufflenet_v3")
+        get_model("shufflenet_v3")
     with pytest.raises(ValueError, match="already sets groups"):
-        build_model("shufflenet_v1_g3", groups=2)
+        get_model("shufflenet_v1_g3", groups=2)
 
 
 @pytest.mark.parametrize("build, match", [

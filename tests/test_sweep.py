@@ -4,12 +4,17 @@ import dataclasses
 import json
 
 import pytest
+import torch
 
-from aslib.sweep import (
-    ARMS, Run, _command, arm_config, check_data, classification_runs, collect, execute, grid, histories,
-    layer_penalty_tables, plan, run_status, summarise,
-)
-from aslib.train import TrainConfig
+from aslib.arms import SHUFFLE_ARMS, Run, arm_config, classification_runs, grid
+from aslib.config import TrainConfig
+from aslib.data import DATASET_INFO, load_dataset
+from aslib.loop import evaluate
+from aslib.models import count_flops, get_model
+from aslib.train import model_for
+from aslib.runtime import code_fingerprint
+from aslib.report import collect, histories, layer_penalty_tables, summarise_seeds
+from aslib.sweep import _command, check_data, execute, plan, run_status
 
 TINY = TrainConfig(dataset="digits", model="shufflenet_v2_0.5", stages_repeats=(1, 1, 1), epochs=2, batch_size=32,
                    max_train_samples=256, recalibration_batches=2, show_progress=False, lam=1e-3)
@@ -19,10 +24,10 @@ def test_arms_set_shuffle_and_penalty():
     assert arm_config(TINY, "fixed").shuffle == "fixed" and arm_config(TINY, "fixed").lam == 0
     assert arm_config(TINY, "relaxed").shuffle == "learned" and arm_config(TINY, "relaxed").lam == 0
     assert arm_config(TINY, "l12").lam == 1e-3 and arm_config(TINY, "l12", lam=0.5).lam == 0.5
-    assert {arm_config(TINY, a).shuffle for a in ARMS} == {"fixed", "none", "random", "learned"}
+    assert {arm_config(TINY, a).shuffle for a in SHUFFLE_ARMS} == {"fixed", "none", "random", "learned"}
     sinkhorn = arm_config(TINY, "sinkhorn", lam=0.5)
     assert (sinkhorn.shuffle, sinkhorn.shuffle_parameterisation, sinkhorn.lam) == ("learned", "sinkhorn", 0.0)
-    assert {arm_config(TINY, a).shuffle_parameterisation for a in ARMS if a != "sinkhorn"} == {"projected"}
+    assert {arm_config(TINY, a).shuffle_parameterisation for a in SHUFFLE_ARMS if a != "sinkhorn"} == {"projected"}
     with pytest.raises(ValueError, match="unknown arm 'l2'; valid arms: fixed"):
         arm_config(TINY, "l2")
 
@@ -62,14 +67,24 @@ def test_plan_estimates_and_status(tmp_path):
     runs = grid(TINY, tmp_path, arms=["fixed", "l12"], seed=[0])
     table = plan(runs, "cpu")
     assert list(table["status"]) == ["new", "new"]
-    assert (table["estimated_minutes"] >= 0).all()
+    # the estimate is 3 x forward FLOPs x images x epochs at the assumed 1 GFLOP/s of a CPU, and says it is a guess
+    flops = count_flops(get_model("shufflenet_v2_0.5", shuffle="fixed", num_classes=10, in_channels=1,
+                                  stem="cifar", stages_repeats=(1, 1, 1)), (1, 1, 8, 8))
+    assert table["estimated_minutes"].tolist() == [round(3 * flops * 256 * 2 / 1e9 / 60, 1)] * 2
+    assert table["estimate"].str.startswith("guess").all()
     bigger = plan(grid(dataclasses.replace(TINY, epochs=100, max_train_samples=None), tmp_path, arms=["l12"]), "cpu")
-    assert bigger["estimated_minutes"].iloc[0] > table["estimated_minutes"].iloc[0]
+    assert bigger["estimated_minutes"].iloc[0] == round(3 * flops * DATASET_INFO["digits"].train_size * 100 / 6e10, 1)
+    assert bigger["estimated_minutes"].iloc[0] > 0
     runs[0].folder.mkdir(parents=True)
     (runs[0].folder / "checkpoint.pt").write_bytes(b"")
     assert run_status(runs[0]) == "interrupted"
-    (runs[0].folder / "result.json").write_text(json.dumps({"config": runs[0].config.to_dict()}))
+    record = {"config": runs[0].config.to_dict(), "code_fingerprint": code_fingerprint()}
+    (runs[0].folder / "result.json").write_text(json.dumps(record))
     assert run_status(runs[0]) == "done"
+    # a record of other code (or of code before fingerprints) is outdated, never shown as done
+    for other in ("0123456789abcdef", None):
+        (runs[0].folder / "result.json").write_text(json.dumps({**record, "code_fingerprint": other}))
+        assert run_status(runs[0]) == "outdated"
 
 
 def test_missing_data_set_refused_up_front(tmp_path):
@@ -89,8 +104,22 @@ def test_execute_in_process_then_skips_done_runs(tmp_path):
     results = collect(runs)
     assert list(results["run"]) == [r.name for r in runs]
     assert (results["test_acc_hard"] > 0.2).all()  # 10 classes: well above chance after 16 steps
+    # the collected accuracy is that of the saved, rounded model on the test set
+    test = load_dataset("digits").test
+    for run, acc in zip(runs, results["test_acc_hard"]):
+        model = model_for(run.config, num_classes=10, in_channels=1, stem="cifar")
+        model.load_state_dict(torch.load(run.folder / "model.pt"))
+        assert evaluate(model, test)[1] == acc
     second = execute(runs, gpus=[], show_progress=False)
     assert list(second["status"]) == ["skipped (done)"] * 2
+    # a result of other code is run again from scratch (its old checkpoint is not resumed)
+    path = runs[1].folder / "result.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "code_fingerprint": "0123456789abcdef"}))
+    assert run_status(runs[1]) == "outdated"
+    third = execute(runs, gpus=[], show_progress=False)
+    assert list(third["status"]) == ["skipped (done)", "ok"]
+    rerun = json.loads(path.read_text())
+    assert rerun["code_fingerprint"] == code_fingerprint() and rerun["test_acc_hard"] == results["test_acc_hard"].iloc[1]
 
 
 def test_tiny_sweep_with_the_sinkhorn_arm(tmp_path):
@@ -156,7 +185,7 @@ def test_summarise_means_over_seeds():
                             "shuffle_init": ["uniform", "uniform", None], "projection_sweeps": [1, 1, None],
                             "lam": [0.1, 0.1, 0.0], "test_acc_soft": [0.5, 0.7, 0.9], "test_acc_hard": [0.4, 0.6, 0.9],
                             "rounding_change": [-0.1, -0.1, 0.0], "final_penalty": [1.0, 3.0, 0.0]})
-    table = summarise(results).set_index("arm")
+    table = summarise_seeds(results).set_index("arm")
     assert table.loc["l12", "seeds"] == 2 and table.loc["fixed", "seeds"] == 1
     assert table.loc["l12", "test_acc_soft_mean"] == pytest.approx(0.6)
     assert table.loc["l12", "final_penalty_std"] == pytest.approx(2 ** 0.5)

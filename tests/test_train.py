@@ -19,20 +19,11 @@ from torch import nn
 
 from aslib.data import load_dataset
 from aslib.layers import LearnedShuffle, learned_shuffles, shuffle_parameters
-from aslib.models import build_model
+from aslib.models import get_model
 from aslib.penalty import l12_penalty
-from aslib.train import (
-    HISTORY_COLUMNS,
-    TrainConfig,
-    config_changes,
-    TrainState,
-    evaluate,
-    main,
-    make_optimizer,
-    parse_args,
-    recalibrate_batchnorm,
-    train,
-)
+from aslib.config import TrainConfig, config_changes, parse_args
+from aslib.loop import SettledShuffles, evaluate, make_optimizer, recalibrate_batchnorm
+from aslib.train import HISTORY_COLUMNS, TrainState, main, train
 
 # The tiniest ShuffleNet v1 (three units) on a few hundred digits: a couple of seconds per run.
 TINY = dict(model="shufflenet_v1_g3", model_kwargs={"width": 0.25}, stages_repeats=(1, 1, 1), batch_size=32,
@@ -59,7 +50,7 @@ def _env() -> dict[str, str]:
 
 
 def _tiny_model(shuffle: str = "learned", **kwargs) -> nn.Module:
-    return build_model("shufflenet_v1_g3", num_classes=10, in_channels=1, stem="cifar", shuffle=shuffle,
+    return get_model("shufflenet_v1_g3", num_classes=10, in_channels=1, stem="cifar", shuffle=shuffle,
                        width=0.25, stages_repeats=(1, 1, 1), **kwargs)
 
 
@@ -305,7 +296,7 @@ def test_two_processes_with_gloo(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(
         "import os, sys, torch\n"
-        "from aslib.train import parse_args, train\n"
+        "from aslib.config import parse_args\nfrom aslib.train import train\n"
         "config, _ = parse_args(sys.argv[1:])\n"
         "result = train(config)\n"
         "torch.save(result.model.state_dict(), os.path.join(sys.argv[-1] + '_rank' + os.environ['RANK'] + '.pt'))\n"
@@ -327,3 +318,42 @@ def test_two_processes_with_gloo(tmp_path):
     model = _tiny_model()
     model.load_state_dict(torch.load(out / "model.pt"))
     assert evaluate(model, load_dataset("digits").test)[1] == pytest.approx(summary["test_acc_hard"], abs=1e-12)
+
+
+# --- progressive hardening ----------------------------------------------------------------------------
+
+def test_settled_shuffles_harden_after_their_patience_and_only_then():
+    at_permutation = LearnedShuffle(6, "random", generator=torch.Generator().manual_seed(0))
+    at_uniform = LearnedShuffle(6, "uniform")
+    model = nn.Sequential(at_permutation, at_uniform)
+    settled = SettledShuffles(2)
+    assert settled.update_(model, 1) == [] and not at_permutation.is_hardened
+    assert settled.update_(model, 2) == [0] and at_permutation.is_hardened and not at_uniform.is_hardened
+    assert at_permutation.perm.tolist() == torch.randperm(6, generator=torch.Generator().manual_seed(0)).tolist()
+    assert settled.update_(model, 3) == [] and settled.hardened_at == {0: 2}
+    assert SettledShuffles(0).update_(nn.Sequential(LearnedShuffle(4, "identity")), 1) == []
+
+
+class _StopAfter:
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def __call__(self, state):
+        if state.epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_hardening_during_training_freezes_shuffles_and_resumes_exactly(tmp_path):
+    common = dict(TINY, epochs=3, max_train_samples=240, lam=0.03, shuffle_init="random", shuffle_noise=0.0,
+                  harden_after=1)
+    whole = train(TrainConfig(**common, output_dir=str(tmp_path / "whole")))
+    # started at permutations (penalty 0): every shuffle is frozen during training, most at the first epoch end
+    assert all(1 <= e <= 3 for e in whole.hardened_epochs) and whole.hardened_epochs.count(1) >= 2
+    assert json.loads((tmp_path / "whole" / "result.json").read_text())["hardened_epochs"] == whole.hardened_epochs
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**common, output_dir=str(tmp_path / "cut")), callbacks=[_StopAfter(2)])
+    resumed = train(TrainConfig(**common, output_dir=str(tmp_path / "cut")), resume=True)
+    assert resumed.hardened_epochs == whole.hardened_epochs and resumed.test_acc_hard == whole.test_acc_hard
+    _state_dicts_equal(tmp_path / "whole" / "model.pt", tmp_path / "cut" / "model.pt")
+    off = train(TrainConfig(**{**common, "harden_after": 0}, output_dir=str(tmp_path / "off")))
+    assert off.hardened_epochs == [0, 0, 0]

@@ -23,12 +23,11 @@ positions whose original pixels are 4-neighbours too (1 for identity, flips, tra
 cyclic shifts; about ``4 / (H W)`` for a random map), and :func:`symmetric_recovery` is the exact
 recovery up to the best of the 8 symmetries of the square grid.
 
-Why a dedicated loop: :func:`aslib.train.train` builds ShuffleNets by name; here the model is this
-module's :class:`PixelShuffleNet`. The loop reuses :func:`~aslib.train.make_optimizer` (shuffle matrices
-without weight decay), :func:`~aslib.train.evaluate`, :func:`~aslib.train.recalibrate_batchnorm`,
-:func:`~aslib.layers.shuffle_penalty` and :func:`~aslib.layers.project_shuffles_`, and reads its settings
-from a :class:`~aslib.train.TrainConfig` (fields about ShuffleNets, checkpoints and mixed precision are
-ignored).
+Why a loop of its own rather than :func:`aslib.train.fit`: the shuffle's learning rate is scaled, the penalty
+may start late, and the pretrained arms freeze the CNN. Its pieces are the shared ones of :mod:`aslib.loop`
+(:func:`~aslib.loop.penalised_step`, :func:`~aslib.loop.warmup_lam`, :func:`~aslib.loop.make_optimizer`,
+and the finish :func:`~aslib.loop.round_and_evaluate`), and it reads its settings from a
+:class:`~aslib.config.TrainConfig` (fields about ShuffleNets, checkpoints and mixed precision are ignored).
 """
 
 from __future__ import annotations
@@ -46,18 +45,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from aslib.data import DataSplits, load_dataset
-from aslib.layers import (
-    LearnedShuffle,
-    harden_shuffles_,
-    project_shuffles_,
-    shuffle_penalty,
-    shuffle_stats,
-)
 from aslib.checks import check_positive_int
-from aslib.models.common import check_positive_int, conv_bn
+from aslib.config import TrainConfig
+from aslib.layers import LearnedShuffle, shuffle_penalty, shuffle_stats
+from aslib.loop import evaluate, make_optimizer, penalised_step, round_and_evaluate, warmup_lam
+from aslib.models.common import conv_bn
 from aslib.progress import progress
 from aslib.runtime import resolve_device, seed_everything
-from aslib.train import TrainConfig, evaluate, make_optimizer, recalibrate_batchnorm
 
 __all__ = [
     "ARMS",
@@ -345,13 +339,6 @@ class ArmResult:
                 "final_penalty": self.final_penalty, **self.recovery, "seconds": self.seconds}
 
 
-def _lam_at(lam: float, step: float, warmup_steps: float) -> float:
-    """``lam`` times the ramp ``clip((step + 1) / warmup_steps, 0, 1)`` (0 for ``step < 0``)."""
-    if step < 0:
-        return 0.0
-    return lam * min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else lam
-
-
 def run_arm(arm: str, config: PermutedInputConfig, pretrained: nn.Module | None = None) -> ArmResult:
     """Train one arm and evaluate it (soft, then rounded + BatchNorm recalibrated), as the module says.
 
@@ -394,15 +381,9 @@ def run_arm(arm: str, config: PermutedInputConfig, pretrained: nn.Module | None 
         lam_t = tc.lam
         for x, y in loader:
             x, y = x.to(device), y.to(device)
-            logits = model(x)
-            ce = F.cross_entropy(logits, y)
-            lam_t = _lam_at(tc.lam, step - start_step, warmup_steps)
-            loss = ce + lam_t * shuffle_penalty(model) if lam_t > 0 else ce
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            project_shuffles_(model, tc.projection_sweeps)
+            lam_t = warmup_lam(tc.lam, step - start_step, warmup_steps)
+            ce, logits = penalised_step(model, x, y, optimizer, lam_t, projection_sweeps=tc.projection_sweeps,
+                                        scheduler=scheduler)
             step += 1
             loss_sum += ce.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
@@ -415,21 +396,17 @@ def run_arm(arm: str, config: PermutedInputConfig, pretrained: nn.Module | None 
                         "penalty": stats["penalty"], "max_row_deficit": stats["max_row_deficit"]})
     seconds = time.perf_counter() - started
 
-    _, test_acc = evaluate(model, splits.test, batch_size=tc.eval_batch_size, device=device)
     final_penalty = float(shuffle_penalty(model).detach())
     matrix = model.shuffle.matrix().detach().cpu().clone() if model.shuffle is not None else None
-    perms = harden_shuffles_(model)
-    test_acc_raw = test_acc_hard = test_acc
+    rounded = round_and_evaluate(
+        model, lambda: evaluate(model, splits.test, batch_size=tc.eval_batch_size, device=device), loader,
+        tc.recalibration_batches, device=device)
+    test_acc, test_acc_raw, test_acc_hard = rounded.soft[1], rounded.raw[1], rounded.hard[1]
     recovery: dict[str, float] = {}
     permutation = None
-    if perms:
+    if rounded.permutations:
         assert latent is not None
-        _, test_acc_raw = evaluate(model, splits.test, batch_size=tc.eval_batch_size, device=device)
-        test_acc_hard = test_acc_raw
-        if tc.recalibration_batches > 0:
-            recalibrate_batchnorm(model, loader, tc.recalibration_batches, device=device)
-            _, test_acc_hard = evaluate(model, splits.test, batch_size=tc.eval_batch_size, device=device)
-        permutation = perms[0].cpu()
+        permutation = rounded.permutations[0].cpu()
         recovery = recovery_measures(permutation, latent, splits.input_size, splits.input_size)
         permutation = permutation.tolist()
     return ArmResult(arm=arm, test_acc=test_acc, test_acc_hard=test_acc_hard,

@@ -1,8 +1,8 @@
 """ShuffleNet v1 and v2 with fixed, learned (AutoShuffleNet), random or no channel shuffles.
 
-Builders in torchvision's style (:func:`shufflenet_v1`, :func:`shufflenet_v2`), :func:`build_model` by
-name (``"shufflenet_v1_g3"``, ``"shufflenet_v2_1.0"``, see :data:`MODEL_NAMES`), and the two costs the
-paper compares: :func:`count_parameters` and :func:`count_flops`.
+Builders in torchvision's style (:func:`shufflenet_v1`, :func:`shufflenet_v2`), :func:`get_model` by
+name as torchvision's ``get_model`` (``"shufflenet_v1_g3"``, ``"shufflenet_v2_1.0"``, see :data:`MODEL_NAMES`),
+and the two costs the paper compares: :func:`count_parameters` and :func:`count_flops`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ __all__ = [
     "ShuffleNetV1",
     "ShuffleNetV2",
     "ShuffleOptions",
-    "build_model",
+    "get_model",
     "count_flops",
     "count_parameters",
     "shufflenet_v1",
@@ -36,11 +36,11 @@ _BUILDERS: dict[str, tuple[Any, dict[str, Any]]] = {
     **{f"shufflenet_v1_g{g}": (shufflenet_v1, {"groups": g}) for g in STAGE_CHANNELS_V1},
     **{f"shufflenet_v2_{w:.1f}": (shufflenet_v2, {"width": w}) for w in STAGE_CHANNELS_V2},
 }
-#: Names :func:`build_model` accepts.
+#: Names :func:`get_model` accepts.
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
 
-def build_model(name: str, **kwargs: Any) -> ShuffleNet:
+def get_model(name: str, **kwargs: Any) -> ShuffleNet:
     """Build the model ``name`` (one of :data:`MODEL_NAMES`); ``kwargs`` go to its builder (``shuffle``,
     ``stem``, ``num_classes``, ``in_channels``, ...), except the group count or width, which the name fixes."""
     if name not in _BUILDERS:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from aslib.checks import check_positive_int
+from aslib.checks import as_generator, check_positive_int
 from aslib.layers import INITS, PARAMETERISATIONS, SHUFFLE_KINDS, make_shuffle
 
 __all__ = ["STEMS", "ShuffleNet", "ShuffleOptions", "Stem", "conv_bn", "make_divisible"]
@@ -87,9 +87,7 @@ class ShuffleOptions:
         if self.parameterisation not in PARAMETERISATIONS:
             raise ValueError(f"unknown shuffle parameterisation {self.parameterisation!r}; valid: "
                              f"{', '.join(PARAMETERISATIONS)}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"shuffle seed must be a non-negative integer, got {self.seed!r}")
-        object.__setattr__(self, "_generator", torch.Generator().manual_seed(self.seed))
+        object.__setattr__(self, "_generator", as_generator(self.seed))
 
     def make(self, channels: int, groups: int) -> nn.Module:
         """The shuffle of a unit with ``channels`` channels whose fixed shuffle has ``groups`` groups."""

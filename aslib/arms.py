@@ -1,0 +1,213 @@
+"""The experiment arms the paper compares, and the named training runs of a comparison.
+
+An *arm* (:data:`SHUFFLE_ARMS`) is the kind of channel shuffle, how a learned one is parameterised, and
+whether the penalty applies. A :class:`Run` is a named :class:`~aslib.config.TrainConfig` whose
+``output_dir`` is ``<root>/<name>``; :func:`grid` names every combination of arms and settings so that a
+run keeps its folder however the comparison around it changes, and :func:`classification_runs` builds the
+runs of notebooks 04 and 05 from their parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import itertools
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aslib.config import TrainConfig
+from aslib.data import DATASET_INFO
+from aslib.layers import PARAMETERISATIONS, SHUFFLE_KINDS, learned_shuffles
+from aslib.train import model_for
+
+__all__ = [
+    "Arm",
+    "LEARNED_ONLY",
+    "Run",
+    "SHUFFLE_ARMS",
+    "arm_config",
+    "classification_runs",
+    "fixed_shuffle_permutations",
+    "grid",
+    "notebook_runs",
+]
+
+#: TrainConfig fields that only matter for a learned shuffle.
+LEARNED_ONLY = ("lam", "shuffle_init", "shuffle_noise", "projection_sweeps", "lam_warmup_epochs")
+#: TrainConfig fields that only matter where the penalty applies, and those only of the projected matrix.
+PENALTY_ONLY = ("lam",)
+PROJECTION_ONLY = ("projection_sweeps",)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """What one arm sets in a :class:`~aslib.train.TrainConfig`.
+
+    Attributes:
+        shuffle: the shuffle kind (``TrainConfig.shuffle``).
+        uses_lam: whether the penalty weight applies (otherwise ``lam = 0``).
+        parameterisation: ``TrainConfig.shuffle_parameterisation`` of a learned shuffle.
+    """
+
+    shuffle: str
+    uses_lam: bool = False
+    parameterisation: str = "projected"
+
+    def __post_init__(self) -> None:
+        if self.shuffle not in SHUFFLE_KINDS:
+            raise ValueError(f"unknown shuffle {self.shuffle!r}; valid: {', '.join(SHUFFLE_KINDS)}")
+        if self.parameterisation not in PARAMETERISATIONS:
+            raise ValueError(f"unknown parameterisation {self.parameterisation!r}; valid: "
+                             f"{', '.join(PARAMETERISATIONS)}")
+
+    @property
+    def learned(self) -> bool:
+        """Whether the arm trains a matrix (and rounds it at the end)."""
+        return self.shuffle == "learned"
+
+    def irrelevant(self) -> tuple[str, ...]:
+        """The TrainConfig fields that cannot change this arm's result (a sweep axis over them collapses)."""
+        if not self.learned:
+            return LEARNED_ONLY
+        fields = () if self.uses_lam else PENALTY_ONLY
+        return fields + (PROJECTION_ONLY if self.parameterisation != "projected" else ())
+
+
+#: The arms by name. "relaxed" is the convex relaxation: a learned doubly stochastic matrix trained without
+#: the penalty, then rounded; "sinkhorn" the same with the matrix parameterised by Sinkhorn's normalisation
+#: of logits (the usual baseline) instead of projected.
+SHUFFLE_ARMS: dict[str, Arm] = {
+    "fixed": Arm("fixed"),
+    "none": Arm("none"),
+    "random": Arm("random"),
+    "relaxed": Arm("learned"),
+    "l12": Arm("learned", uses_lam=True),
+    "sinkhorn": Arm("learned", parameterisation="sinkhorn"),
+}
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of a sweep: ``config.output_dir`` is its folder; ``distributed`` runs use torchrun."""
+
+    name: str
+    config: TrainConfig
+    distributed: bool = False
+    arm: str = ""
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.config.output_dir)
+
+
+def arm_config(base: TrainConfig, arm: str, lam: float | None = None) -> TrainConfig:
+    """``base`` with the shuffle kind, parameterisation and penalty weight of ``arm`` (lam 0 unless the arm
+    uses it)."""
+    if arm not in SHUFFLE_ARMS:
+        raise ValueError(f"unknown arm {arm!r}; valid arms: {', '.join(SHUFFLE_ARMS)}")
+    spec = SHUFFLE_ARMS[arm]
+    return dataclasses.replace(base, shuffle=spec.shuffle, shuffle_parameterisation=spec.parameterisation,
+                               lam=(base.lam if lam is None else lam) if spec.uses_lam else 0.0)
+
+
+def grid(
+    base: TrainConfig,
+    root: str | os.PathLike[str],
+    *,
+    arms: Sequence[str],
+    distributed: bool = False,
+    **axes: Sequence[Any],
+) -> list[Run]:
+    """Every combination of ``arms`` and the ``axes`` (TrainConfig field -> values), as named runs.
+
+    The name lists each axis value and the arm, e.g. ``model=shufflenet_v2_1.0/arm=l12/lam=0.001/seed=0``, so that
+    a run keeps its folder (and is skipped or resumed) however the sweep around it changes. Axes that
+    cannot change an arm's result (:meth:`Arm.irrelevant`: ``lam`` without the penalty, the axes of
+    :data:`LEARNED_ONLY` without a learned shuffle, ``projection_sweeps`` for Sinkhorn) collapse for it.
+    """
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(axes) - names)
+    if unknown:
+        raise ValueError(f"unknown TrainConfig field(s) {', '.join(unknown)}")
+    for arm in arms:
+        if arm not in SHUFFLE_ARMS:
+            raise ValueError(f"unknown arm {arm!r}; valid arms: {', '.join(SHUFFLE_ARMS)}")
+    runs: dict[str, Run] = {}
+    keys = list(axes)
+    for arm in arms:
+        for values in itertools.product(*(axes[k] for k in keys)):
+            chosen = dict(zip(keys, values))
+            for k in SHUFFLE_ARMS[arm].irrelevant():
+                chosen.pop(k, None)
+            head = [f"{k}={chosen[k]}" for k in keys if k in chosen and k not in ("lam", "seed")]
+            tail = [f"{k}={chosen[k]}" for k in ("lam", "seed") if k in chosen]
+            name = "/".join([*head, f"arm={arm}", *tail])
+            config = arm_config(dataclasses.replace(base, **chosen), arm)
+            config = dataclasses.replace(config, output_dir=str(Path(root) / name))
+            runs.setdefault(name, Run(name, config, distributed, arm))  # irrelevant axes collapse
+    return list(runs.values())
+
+
+def classification_runs(
+    *,
+    root: str | os.PathLike[str],
+    datasets: Sequence[str],
+    models: Sequence[str],
+    arms: Sequence[str],
+    seeds: Sequence[int],
+    lams: Sequence[float],
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float = 5e-4,
+    stages_repeats: Sequence[int] = (4, 8, 4),
+    model_kwargs: Mapping[str, Any] | None = None,
+    shuffle_inits: Sequence[str] = ("uniform",),
+    projection_sweeps: Sequence[int] = (1,),
+    max_train_samples: int | None = None,
+    data_root: str = "data",
+    recalibration_batches: int = 50,
+    num_workers: int = 0,
+) -> list[Run]:
+    """The runs of notebooks 04 (CIFAR, digits) and 05 (ImageNet): data sets x models x arms x ablations x seeds.
+
+    The keyword names are the notebooks' parameter names, so the runner can print a notebook's plan
+    before executing it (:func:`notebook_runs`). ImageNet runs are distributed (torchrun over every GPU).
+    ``num_workers`` (data loader processes) does not enter a run's name or decide whether it is done.
+    """
+    base = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                       stages_repeats=tuple(stages_repeats), model_kwargs=dict(model_kwargs or {}),
+                       max_train_samples=max_train_samples, data_root=str(data_root),
+                       recalibration_batches=recalibration_batches, num_workers=num_workers)
+    return [run for dataset in datasets
+            for run in grid(base, root, arms=arms, distributed=dataset == "imagenet", dataset=[dataset],
+                            model=list(models), shuffle_init=list(shuffle_inits),
+                            projection_sweeps=list(projection_sweeps), lam=list(lams), seed=list(seeds))]
+
+
+#: Notebooks that train, and the function that turns their parameters into runs.
+NOTEBOOK_RUNS = {"04_cifar": classification_runs, "05_imagenet": classification_runs}
+
+
+def notebook_runs(stem: str, parameters: Mapping[str, Any]) -> list[Run] | None:
+    """The runs a notebook will execute with ``parameters`` (None for a notebook that trains nothing).
+
+    ``parameters`` is the notebook's full parameter set (with absolute ``output_dir`` and ``data_root``,
+    as the runner passes them); the runs live in ``<output_dir>/<stem>/``, where the notebook puts them.
+    """
+    builder = NOTEBOOK_RUNS.get(stem)
+    if builder is None:
+        return None
+    names = set(inspect.signature(builder).parameters) - {"root"}
+    return builder(root=Path(parameters["output_dir"]) / stem, **{k: v for k, v in parameters.items() if k in names})
+
+
+def fixed_shuffle_permutations(config: TrainConfig) -> list[list[int]]:
+    """ShuffleNet's fixed shuffles of the architecture ``config`` trains, as the permutations of its learned
+    shuffles (same order as ``TrainResult.permutations``), for comparison with what was learned."""
+    info = DATASET_INFO[config.dataset]
+    model = model_for(config, num_classes=info.num_classes, in_channels=info.in_channels, stem=info.stem,
+                      shuffle="learned", shuffle_init="shuffle", shuffle_noise=0.0)
+    return [layer.permutation().tolist() for layer in learned_shuffles(model)]

@@ -1,0 +1,230 @@
+"""Notebooks 04 and 05 as functions: one comparison of shuffle arms, from its runs to its verdicts and figures.
+
+A comparison trains every arm of :data:`aslib.arms.SHUFFLE_ARMS` it is given over seeds
+(:func:`aslib.arms.classification_runs`); this module reads the finished runs and answers the paper's
+questions about them, per data set and model:
+
+* does the rounded l12 network match or beat the fixed shuffle (test accuracy after rounding)?
+* does rounding collapse the relaxation (its accuracy change from rounding, against the seed noise)?
+* does the shuffle matter at all (fixed against no shuffle)?
+* does rounding change the l12 network's accuracy by less than the seed noise?
+
+The l12 arm of these questions is the one whose penalty weight has the best mean *validation* accuracy over
+seeds (:func:`choose_lam`), never chosen on test, among the runs started at :data:`HEADLINE_INIT` when such
+runs exist. The *seed noise* of a comparison is twice the larger standard deviation over seeds of the
+accuracies compared; a difference within it is a tie, and with a single seed there is no noise estimate, so
+such questions answer "n/a" with the numbers beside them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from aslib.arms import Run, fixed_shuffle_permutations
+from aslib.io import save_results, save_table
+from aslib.plots import plot_layer_penalties, plot_learned_permutations, plot_training_curves, save_figure
+from aslib.report import histories, layer_penalty_tables, mean_std
+from aslib.speed import measure_speed, speed_config_for
+from aslib.verdicts import Verdict, verdict, verdicts_to_results
+
+__all__ = [
+    "FACTS",
+    "HEADLINE_INIT",
+    "SUMMARY_COLUMNS",
+    "choose_lam",
+    "comparison_verdicts",
+    "learned_permutations_figure",
+    "layer_penalties_figure",
+    "save_comparison",
+    "speed_table",
+    "training_curves_figure",
+]
+
+#: The start of the learned shuffles that the headline questions use when it was run: the uniform matrix
+#: (plus noise). A start at a permutation makes rounding trivially free.
+HEADLINE_INIT = "uniform"
+#: Facts that hold whatever the numbers; :func:`save_comparison` stores whether each held everywhere.
+FACTS = ("every run finished", "fixed arm changes by exactly 0 when rounded",
+         "rounded l12 has the fixed network's parameter count")
+#: The columns of the summary table the notebooks show.
+SUMMARY_COLUMNS = ["model", "arm", "shuffle_init", "lam", "seeds", "test_acc_soft_mean", "test_acc_hard_mean",
+                   "rounding_change_mean", "final_penalty_mean", "num_parameters_inference"]
+_NOISE_STDS = 2.0
+
+
+def _headline(results: pd.DataFrame, arm: str) -> pd.DataFrame:
+    rows = results[results["arm"] == arm]
+    if arm in ("relaxed", "l12", "sinkhorn") and (rows["shuffle_init"] == HEADLINE_INIT).any():
+        rows = rows[rows["shuffle_init"] == HEADLINE_INIT]
+    return rows
+
+
+def choose_lam(results: pd.DataFrame, arm: str = "l12") -> float | None:
+    """The ``lam`` of ``arm`` whose runs (at :data:`HEADLINE_INIT` when run) have the best mean final validation
+    accuracy over seeds (the smallest such ``lam`` on a tie); ``None`` when ``arm`` has no finished run.
+
+    ``results`` is :func:`aslib.report.collect`'s table of one data set and model. Raises ``ValueError`` when it
+    lacks the ``final_val_acc`` column (runs without a validation split cannot choose).
+    """
+    rows = _headline(results, arm)
+    if rows.empty:
+        return None
+    if "final_val_acc" not in rows or rows["final_val_acc"].isna().all():
+        raise ValueError("choosing lam needs the runs' final_val_acc (a validation split); none was recorded")
+    means = rows.groupby("lam")["final_val_acc"].mean().sort_index()
+    return float(means.idxmax())
+
+
+def _values(results: pd.DataFrame, arm: str, column: str, lam: float | None = None) -> pd.Series:
+    rows = _headline(results, arm)
+    if lam is not None:
+        rows = rows[rows["lam"] == lam]
+    return rows[column].astype(float)
+
+
+def _spread(values: pd.Series) -> str:
+    std = values.std() if len(values) > 1 else math.nan
+    return mean_std(values.mean(), std)
+
+
+def _noise(*samples: pd.Series) -> float:
+    """Twice the larger standard deviation over seeds (NaN with a single seed)."""
+    if any(len(s) < 2 for s in samples):
+        return math.nan
+    return _NOISE_STDS * max(float(s.std()) for s in samples)
+
+
+def _compare(question: str, a: pd.Series, b: pd.Series, note: str = "") -> Verdict:
+    """``a`` above ``b``: yes, no, or tie within the seed noise; n/a without one of them or with one seed."""
+    seeds = min(len(a), len(b))
+    if seeds == 0:
+        return verdict(question, None, "not run")
+    difference, noise = a.mean() - b.mean(), _noise(a, b)
+    evidence = f"{_spread(a)} vs {_spread(b)}, {seeds} seed{'s' if seeds > 1 else ''}{note}"
+    if math.isnan(noise):
+        return verdict(question, None, evidence + ", no noise estimate")
+    answer = "tie" if abs(difference) <= noise else ("yes" if difference > 0 else "no")
+    return verdict(question, answer, evidence + f", noise {noise:.3f}")
+
+
+def comparison_verdicts(results: pd.DataFrame, runs: Sequence[Run]) -> list[Verdict]:
+    """The verdicts of a comparison, per data set and model (in the order of ``runs``), as the module says,
+    plus the facts that hold whatever the numbers: every run finished, the fixed arm loses nothing when
+    rounded, the rounded l12 network has the fixed network's parameter count."""
+    out = [verdict("every run finished", len(results) == len(runs), f"{len(results)} of {len(runs)}")]
+    pairs = list(dict.fromkeys((r.config.dataset, r.config.model) for r in runs))
+    for dataset, model in pairs:
+        part = results[(results["dataset"] == dataset) & (results["model"] == model)] if not results.empty else results
+        where = f"{dataset}, {model}: "
+        if part.empty:
+            out.append(verdict(where + "results", None, "no finished run"))
+            continue
+        lam = choose_lam(part)
+        note = f"; lam {lam:g} chosen on validation" if lam is not None else ""
+        l12_hard = _values(part, "l12", "test_acc_hard", lam)
+        fixed_hard = _values(part, "fixed", "test_acc_hard")
+        out.append(_compare(where + "rounded l12 beats fixed", l12_hard, fixed_hard, note))
+        out.append(_compare(where + "fixed beats no shuffle", fixed_hard, _values(part, "none", "test_acc_hard")))
+        relaxed_soft = _values(part, "relaxed", "test_acc_soft")
+        out.append(_compare(where + "rounding keeps the relaxation's accuracy (rounded above soft)",
+                            _values(part, "relaxed", "test_acc_hard"), relaxed_soft))
+        l12_change = _values(part, "l12", "rounding_change", lam)
+        l12_soft = _values(part, "l12", "test_acc_soft", lam)
+        noise = _noise(l12_soft)
+        evidence = f"change {_spread(l12_change)}, {len(l12_change)} seed(s){note}"
+        if l12_change.empty:
+            out.append(verdict(where + "rounding changes l12's accuracy by less than the seed noise", None, "not run"))
+        elif math.isnan(noise):
+            out.append(verdict(where + "rounding changes l12's accuracy by less than the seed noise", None,
+                               evidence + ", no noise estimate"))
+        else:
+            out.append(verdict(where + "rounding changes l12's accuracy by less than the seed noise",
+                               abs(l12_change.mean()) < noise, evidence + f", noise {noise:.3f}"))
+        fixed_change = _values(part, "fixed", "rounding_change")
+        out.append(verdict(where + "fixed arm changes by exactly 0 when rounded",
+                           bool((fixed_change == 0).all()) if len(fixed_change) else None,
+                           f"{len(fixed_change)} run(s)"))
+        params = {arm: _values(part, arm, "num_parameters_inference") for arm in ("l12", "fixed")}
+        same = (None if params["l12"].empty or params["fixed"].empty
+                else bool(params["l12"].max() == params["fixed"].max() == params["l12"].min()))
+        out.append(verdict(where + "rounded l12 has the fixed network's parameter count", same,
+                           " vs ".join(f"{int(p.max())}" for p in params.values() if len(p))))
+    return out
+
+
+def _first_runs(runs: Sequence[Run]) -> list[Run]:
+    first = runs[0].config
+    return [r for r in runs if (r.config.seed, r.config.model, r.config.dataset) == (first.seed, first.model,
+                                                                                        first.dataset)]
+
+
+def training_curves_figure(runs: Sequence[Run], name: str, figures_dir: str | os.PathLike[str]) -> Any:
+    """Validation accuracy and total penalty per epoch of every run of the first seed, data set and model."""
+    first = _first_runs(runs)
+    several_inits = len({r.config.shuffle_init for r in first if r.config.shuffle == "learned"}) > 1
+    labels = {r.name: r.arm + (f" lam={r.config.lam}" if r.arm == "l12" else "")
+              + (f" ({r.config.shuffle_init})" if r.config.shuffle == "learned" and several_inits else "")
+              for r in first}
+    curves = {labels[key]: history for key, history in histories(first).items()}
+    c = first[0].config
+    fig = plot_training_curves(curves, title=f"{c.dataset}, {c.model}, seed {c.seed}")
+    return save_figure(fig, name, figures_dir)
+
+
+def _first_l12(runs: Sequence[Run]) -> Run | None:
+    return next((r for r in runs if r.arm == "l12" and (r.folder / "result.json").is_file()), None)
+
+
+def layer_penalties_figure(runs: Sequence[Run], name: str, figures_dir: str | os.PathLike[str]) -> Any:
+    """``P(M_l)`` of every learned shuffle of the first finished l12 run per epoch (None without one)."""
+    run = _first_l12(runs)
+    if run is None:
+        return None
+    c = run.config
+    fig = plot_layer_penalties(layer_penalty_tables([run])[run.name],
+                               title=f"l12 (lam={c.lam}), {c.model}, seed {c.seed}")
+    return save_figure(fig, name, figures_dir)
+
+
+def learned_permutations_figure(runs: Sequence[Run], name: str, figures_dir: str | os.PathLike[str]) -> Any:
+    """The rounded permutations of the first finished l12 run against ShuffleNet's fixed ones (None without)."""
+    run = _first_l12(runs)
+    if run is None:
+        return None
+    learned = pd.read_json(run.folder / "result.json", typ="series")["permutations"]
+    c = run.config
+    fig = plot_learned_permutations(learned, fixed_shuffle_permutations(c),
+                                    title=f"l12 (lam={c.lam}), {c.model}, seed {c.seed}")
+    return save_figure(fig, name, figures_dir)
+
+
+def speed_table(runs: Sequence[Run], repeats: int) -> pd.DataFrame:
+    """:func:`aslib.speed.measure_speed` of each model of ``runs`` (its first run's architecture), one row each."""
+    rows = []
+    for model in dict.fromkeys(r.config.model for r in runs):
+        config = next(r.config for r in runs if r.config.model == model)
+        speed = measure_speed(speed_config_for(config, repeats=repeats, warmup=2, show_progress=False, device="auto"))
+        rows.append({"model": model, **speed})
+    return pd.DataFrame(rows)
+
+
+def save_comparison(output_dir: str | os.PathLike[str], stem: str, *, runs: Sequence[Run], results: pd.DataFrame,
+                    summary: pd.DataFrame, speed: pd.DataFrame, verdicts: Sequence[Verdict], device: str,
+                    datasets: Sequence[str], models: Sequence[str]) -> Path:
+    """Write ``<stem>_runs.csv``, ``<stem>_summary.csv``, ``<stem>_speed.csv`` and ``<stem>.json`` (with the
+    verdicts, and under ``"checks"`` whether each of :data:`FACTS` held everywhere) into ``output_dir``; returns the JSON's path."""
+    save_table(output_dir, f"{stem}_runs", results)
+    save_table(output_dir, f"{stem}_summary", summary)
+    save_table(output_dir, f"{stem}_speed", speed)
+    return save_results(output_dir, stem, {
+        "profile": Path(output_dir).name, "device": device, "datasets": list(datasets), "models": list(models),
+        "runs": len(runs), "finished": len(results), "verdicts": verdicts_to_results(verdicts),
+        "checks": {fact: all(v.answer == "yes" for v in verdicts if v.question.endswith(fact)) for fact in FACTS},
+        "summary": summary.to_dict(orient="records"), "speed": speed.to_dict(orient="records"),
+    })

@@ -1,0 +1,242 @@
+"""The configuration of one training run (:class:`TrainConfig`) and its command line.
+
+Every field of :class:`TrainConfig` is a command-line option of ``python -m aslib.train`` (``--field-name``,
+its help text and choices read from the field), so the two cannot drift apart. :func:`config_changes` says
+in which fields a saved run differs from a configuration (what decides whether it may be resumed or reused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aslib.data import DATASETS
+from aslib.layers import INITS, PARAMETERISATIONS, SHUFFLE_KINDS
+from aslib.models import MODEL_NAMES
+
+__all__ = ["AMP_DTYPES", "MODEL_ARGUMENTS_SET_HERE", "RESUMABLE_CHANGES", "TrainConfig", "build_parser", "config_changes",
+           "parse_args"]
+
+AMP_DTYPES = ("bfloat16", "float16")
+#: Builder arguments that the data set or TrainConfig's own fields decide (``model_kwargs`` may not set them).
+MODEL_ARGUMENTS_SET_HERE = ("num_classes", "in_channels", "stem", "shuffle", "shuffle_init", "shuffle_noise",
+                            "shuffle_seed", "shuffle_parameterisation", "stages_repeats")
+#: Fields that may change when a run is resumed or reused: they do not change what is computed.
+RESUMABLE_CHANGES = ("output_dir", "show_progress", "num_workers", "checkpoint", "device")
+
+
+def _option(text: str, choices: Sequence[Any] | None = None) -> dict[str, Any]:
+    """Field metadata read by the command line: the help text and, for a choice, the valid values."""
+    return {"help": text, "choices": tuple(choices) if choices is not None else None}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on. Every field is also a command-line option (``--field-name``)."""
+
+    # data
+    dataset: str = field(default="digits", metadata=_option("data set", DATASETS))
+    data_root: str = field(default="data", metadata=_option("data folder (see data/README.md)"))
+    val_fraction: float = field(default=0.1, metadata=_option("fraction of the training set held out for validation"))
+    split_seed: int = field(default=0, metadata=_option("seed of the validation split"))
+    augment: bool = field(default=True, metadata=_option("random crops and flips (CIFAR, ImageNet)"))
+    max_train_samples: int | None = field(default=None, metadata=_option(
+        "use only this many training examples (quick runs)"))
+    image_size: int = field(default=224, metadata=_option("ImageNet crop size"))
+    verify_checksums: bool = field(default=True, metadata=_option("check CIFAR files' md5 sums"))
+    # model
+    model: str = field(default="shufflenet_v1_g3", metadata=_option("architecture", MODEL_NAMES))
+    shuffle: str = field(default="learned", metadata=_option(
+        "channel shuffle: fixed (ShuffleNet), learned (AutoShuffleNet), none, random", SHUFFLE_KINDS))
+    shuffle_init: str = field(default="uniform", metadata=_option(
+        "start of learned shuffles (from 'shuffle', the penalty keeps M at ShuffleNet's permutation)", INITS))
+    shuffle_noise: float = field(default=0.1, metadata=_option(
+        "mix a random doubly stochastic matrix into the learned shuffles' start (moves 'uniform' off the "
+        "penalty's stationary point)"))
+    shuffle_parameterisation: str = field(default="projected", metadata=_option(
+        "learned shuffles hold M itself, projected on the doubly stochastic matrices (projected), or logits "
+        "through Sinkhorn's normalisation (sinkhorn)", PARAMETERISATIONS))
+    stages_repeats: tuple[int, ...] = field(default=(4, 8, 4), metadata=_option("units per stage (3 numbers)"))
+    model_kwargs: dict[str, Any] = field(default_factory=dict, metadata=_option(
+        "further builder arguments as JSON, e.g. '{\"width\": 0.25}' (v1) or "
+        "'{\"stages_out_channels\": [8, 16, 32, 64, 128]}' (v2)"))
+    # optimisation
+    epochs: int = field(default=10, metadata=_option("training epochs"))
+    batch_size: int = field(default=64, metadata=_option("global batch size (split over processes)"))
+    eval_batch_size: int = field(default=256, metadata=_option("batch size for evaluation"))
+    lr: float = field(default=0.1, metadata=_option("peak learning rate (cosine schedule to 0)"))
+    momentum: float = field(default=0.9, metadata=_option("SGD momentum"))
+    nesterov: bool = field(default=True, metadata=_option("Nesterov momentum"))
+    weight_decay: float = field(default=5e-4, metadata=_option(
+        "weight decay of conv and linear weights (never of the shuffle matrices)"))
+    decay_norm_and_bias: bool = field(default=False, metadata=_option("also decay BatchNorm parameters and biases"))
+    lam: float = field(default=0.03, metadata=_option("weight of the l1-2 penalty (0: convex relaxation)"))
+    lam_warmup_epochs: float = field(default=0.0, metadata=_option("ramp lam linearly from 0 over this many epochs"))
+    projection_sweeps: int = field(default=1, metadata=_option(
+        "column/row normalisations per projection after each step"))
+    harden_after: int = field(default=0, metadata=_option(
+        "freeze a learned shuffle to its permutation once it was settled (penalty below the rounding threshold, "
+        "same rounded permutation) at this many consecutive epoch ends (0: only at the end)"))
+    recalibration_batches: int = field(default=50, metadata=_option(
+        "training batches to re-estimate BatchNorm statistics after rounding (0: keep them)"))
+    # run
+    seed: int = field(default=0, metadata=_option("seed of initialisation, data order and augmentation"))
+    device: str = field(default="auto", metadata=_option("auto, cpu, cuda or cuda:N"))
+    amp: bool = field(default=True, metadata=_option("mixed precision on CUDA (ignored on CPU)"))
+    amp_dtype: str = field(default="bfloat16", metadata=_option(
+        "autocast dtype; float16 adds a gradient scaler", AMP_DTYPES))
+    output_dir: str = field(default="runs/train", metadata=_option(
+        "folder of checkpoint.pt, history.csv, result.json, model.pt"))
+    checkpoint: bool = field(default=True, metadata=_option("write a checkpoint after every epoch"))
+    num_workers: int = field(default=0, metadata=_option("data loader worker processes"))
+    show_progress: bool = field(default=True, metadata=_option("progress bars"))
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stages_repeats, list):
+            object.__setattr__(self, "stages_repeats", tuple(self.stages_repeats))
+        for name in ("dataset", "model", "shuffle", "shuffle_init", "shuffle_parameterisation", "amp_dtype"):
+            choices = TrainConfig.__dataclass_fields__[name].metadata["choices"]
+            if getattr(self, name) not in choices:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(map(str, choices))}")
+        for name in ("data_root", "device", "output_dir"):
+            _of_type(self, name, str)
+        for name in ("augment", "verify_checksums", "nesterov", "decay_norm_and_bias", "amp", "checkpoint",
+                     "show_progress"):
+            _of_type(self, name, bool)
+        for name, low in (("split_seed", 0), ("image_size", 1), ("epochs", 1), ("batch_size", 1),
+                          ("eval_batch_size", 1), ("projection_sweeps", 1), ("recalibration_batches", 0),
+                          ("harden_after", 0),
+                          ("seed", 0), ("num_workers", 0)):
+            _at_least(name, _integer(self, name), low)
+        if self.max_train_samples is not None:
+            _at_least("max_train_samples", _integer(self, "max_train_samples"), 1)
+        for name in ("lr", "weight_decay", "lam", "lam_warmup_epochs", "shuffle_noise", "val_fraction", "momentum"):
+            _at_least(name, _real(self, name), 0.0)
+        if self.shuffle_noise > 1:
+            raise ValueError(f"shuffle_noise must be <= 1, got {self.shuffle_noise!r}")
+        for name, high in (("val_fraction", 1.0), ("momentum", 1.0), ("seed", 2**32)):
+            if getattr(self, name) >= high:  # numpy seeds stop below 2**32
+                raise ValueError(f"{name} must be < {high}, got {getattr(self, name)!r}")
+        repeats = self.stages_repeats
+        if (not isinstance(repeats, tuple) or len(repeats) != 3
+                or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in repeats)):
+            raise ValueError(f"stages_repeats needs 3 positive integers, got {repeats!r}")
+        _of_type(self, "model_kwargs", dict)
+        clash = sorted(set(self.model_kwargs) & set(MODEL_ARGUMENTS_SET_HERE))
+        if clash:
+            raise ValueError(f"model_kwargs may not set {', '.join(clash)}: the data set or a TrainConfig field does")
+        object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as plain values (tuples as lists), e.g. for JSON."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {', '.join(unknown)}")
+        return cls(**values)
+
+
+def _of_type(config: TrainConfig, name: str, kind: type) -> None:
+    if not isinstance(getattr(config, name), kind):
+        raise ValueError(f"{name} must be of type {kind.__name__}, got {getattr(config, name)!r}")
+
+
+def _integer(config: TrainConfig, name: str) -> int:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be of type int, got {value!r}")
+    return value
+
+
+def _real(config: TrainConfig, name: str) -> float:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be of type float, got {value!r}")
+    return value
+
+
+def _at_least(name: str, value: float, low: float) -> None:
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value!r}")
+
+
+_DEFAULTS = TrainConfig().to_dict()
+
+
+def config_changes(saved: dict[str, Any], config: TrainConfig) -> list[str]:
+    """The fields (as ``"name: old -> new"``) in which ``config`` computes something other than the saved
+    configuration (``TrainConfig.to_dict`` form); fields that cannot change a result
+    (:data:`RESUMABLE_CHANGES`) are ignored, and a field the saved configuration lacks (it predates the field)
+    counts as having had its default."""
+    now = config.to_dict()
+    was = {**_DEFAULTS, **saved}
+    return [f"{k}: {was.get(k)!r} -> {now[k]!r}" for k in sorted(now)
+            if k not in RESUMABLE_CHANGES and was.get(k) != now[k]]
+
+
+# --- command line ------------------------------------------------------------------------------------
+
+
+def _parse_optional_int(text: str) -> int | None:
+    return None if text.lower() == "none" else int(text)
+
+
+def _parse_json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from err
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object, e.g. '{\"width\": 0.5}'")
+    return value
+
+
+#: How the command line reads the fields that are not plain ``str``/``int``/``float``.
+_SPECIAL_ARGUMENTS: dict[str, dict[str, Any]] = {
+    "stages_repeats": {"type": int, "nargs": "+"},
+    "model_kwargs": {"type": _parse_json_object, "metavar": "JSON"},
+    "max_train_samples": {"type": _parse_optional_int, "metavar": "INT|none"},
+}
+
+
+def build_parser(description: str = "Train, round and evaluate one ShuffleNet / AutoShuffleNet.") -> argparse.ArgumentParser:
+    """One option per :class:`TrainConfig` field (type from its default, help and choices from its metadata),
+    plus ``--resume``."""
+    parser = argparse.ArgumentParser(prog="python -m aslib.train", description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        default = getattr(defaults, f.name)
+        kwargs: dict[str, Any] = {"dest": f.name, "default": default, "help": f.metadata["help"]}
+        if f.metadata["choices"] is not None:
+            kwargs["choices"] = f.metadata["choices"]
+        if isinstance(default, bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs.update(_SPECIAL_ARGUMENTS.get(f.name, {"type": type(default)}))
+        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+    parser.add_argument("--resume", action="store_true", help="continue from <output-dir>/checkpoint.pt when it exists")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, bool]:
+    """``(config, resume)`` from command-line arguments; a bad value exits with a message naming it."""
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    resume = args.pop("resume")
+    args["stages_repeats"] = tuple(args["stages_repeats"])
+    try:
+        return TrainConfig(**args), resume
+    except ValueError as err:
+        parser.error(str(err))
+        raise  # unreachable: parser.error exits

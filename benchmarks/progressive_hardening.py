@@ -1,0 +1,70 @@
+"""Progressive hardening (``TrainConfig.harden_after``): training time and accuracy with and without it.
+
+Trains the same l12 runs (same seeds, data and recipe) once with learned shuffles kept soft to the end and
+once frozen to their permutation after ``--harden-after`` settled epoch ends, and prints per setting the
+whole run's training seconds and the test accuracy after rounding (mean ± std over seeds), the fixed
+shuffle's run for reference, and when each shuffle was frozen. Example (digits, the quick profile's model)::
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/progressive_hardening.py --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import tempfile
+
+import torch
+
+from aslib.config import TrainConfig
+from aslib.runtime import describe_device
+from aslib.train import train
+
+
+def _mean_std(values: list[float], digits: int = 3) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return f"{statistics.mean(values):.{digits}f} ± {std:.{digits}f}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--model", default="shufflenet_v1_g3")
+    parser.add_argument("--model-kwargs", default='{"width": 0.25}', help="JSON")
+    parser.add_argument("--stages-repeats", type=int, nargs=3, default=[1, 1, 1])
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--lams", type=float, nargs="+", default=[0.01, 0.03])
+    parser.add_argument("--harden-after", type=int, default=2)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--max-train-samples", type=int, default=None)
+    parser.add_argument("--data-root", default="data")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    base = TrainConfig(dataset=args.dataset, data_root=args.data_root, model=args.model,
+                       model_kwargs=json.loads(args.model_kwargs), stages_repeats=tuple(args.stages_repeats),
+                       epochs=args.epochs, max_train_samples=args.max_train_samples, shuffle_init="uniform",
+                       show_progress=False, checkpoint=False)
+    print(f"{args.dataset}, {args.model} {args.model_kwargs}, {args.epochs} epochs, seeds {args.seeds}, "
+          f"{describe_device('cpu')}")
+    settings = [("fixed", dataclasses.replace(base, shuffle="fixed", lam=0.0))]
+    for lam in args.lams:
+        settings.append((f"l12 lam={lam} soft to the end", dataclasses.replace(base, lam=lam)))
+        settings.append((f"l12 lam={lam} harden_after={args.harden_after}",
+                         dataclasses.replace(base, lam=lam, harden_after=args.harden_after)))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, config in settings:
+            seconds, accuracy, frozen = [], [], []
+            for seed in args.seeds:
+                result = train(dataclasses.replace(config, seed=seed, output_dir=f"{tmp}/{len(seconds)}"))
+                seconds.append(result.seconds)
+                accuracy.append(result.test_acc_hard)
+                frozen.append(result.hardened_epochs)
+            print(f"{name:36s} train s {_mean_std(seconds, 2):>14s}  test acc (rounded) {_mean_std(accuracy)}"
+                  + (f"  frozen after epoch {frozen}" if config.harden_after else ""))
+
+
+if __name__ == "__main__":
+    main()
