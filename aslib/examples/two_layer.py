@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from aslib.examples.solver import SolveResult, SolverConfig, apply_overrides, solve_permutation
+from aslib.solver import OptimizeResult as SolveResult, SolverConfig, apply_overrides, solve_permutation
 from aslib.penalty import l12_penalty, permutation_matrix
 from aslib.runtime import resolve_device
 
