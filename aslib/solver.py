@@ -11,7 +11,7 @@ The problem is ``min_{M in Pi_n} f(M)`` for a batch of independent instances. It
   .. math::
       M \leftarrow \mathrm{normalise}(M \odot \exp(-\eta G)),
 
-  ``normalise`` being ``sweeps`` Sinkhorn sweeps (:func:`aslib.penalty.project_doubly_stochastic`). The
+  ``normalise`` being ``sweeps`` Sinkhorn sweeps (:func:`aslib.penalty.normalise_rows_and_columns`). The
   step is multiplicative, so ``M`` stays strictly positive and cannot collapse to ``J/n`` however large the
   gradient; dividing ``grad f`` by its own largest centred entry makes ``eta`` and ``lam`` independent of the
   scale and sign of the problem (``f`` and ``c f`` give the same iterates for any ``c > 0``).
@@ -35,9 +35,11 @@ Stopping (``settle_tol`` set): every ``check_every`` steps each start's row-wise
 the error bound (:func:`aslib.penalty.permutation_error_bound`), ``P(M) < ROUNDING_THRESHOLD`` on ``D_n``
 makes ``R`` a permutation and the unique Hungarian rounding, with ``sum_ij |M_ij - R_ij| <= 2 P(M)``; a
 start is *settled*, and stops moving, once ``P(M) <= settle_tol`` and ``R`` is the same as at the previous
-check. An instance ends when all its starts are settled, or as soon as one start's rounded loss reaches the
-caller's ``lower_bound`` (a certificate of optimality, e.g. 0 for an exact graph match); the solve ends
-when every instance has ended or after ``iters`` steps. No Hungarian solve runs inside the loop: starts
+check. An instance ends when all its starts are settled, when its starts agree (every start's ``P(M)``
+below the threshold, so its argmax is its rounding, all roundings one permutation, unchanged since the
+previous check), or as soon as one start's rounded loss reaches the caller's ``lower_bound`` (a
+certificate of optimality, e.g. 0 for an exact graph match); the solve ends when every instance has ended
+or after ``iters`` steps. No Hungarian solve runs inside the loop: starts
 still unsettled at the end are rounded once (row argmax where the bound proves it is the Hungarian answer).
 
 The answer of each instance is the start whose rounded permutation has the smallest loss.
@@ -56,6 +58,7 @@ from aslib.checks import check_fraction, check_nonnegative, check_positive, chec
 from aslib.penalty import (
     ROUNDING_THRESHOLD,
     l12_penalty,
+    normalise_rows_and_columns,
     permutation_matrix,
     project_doubly_stochastic,
     round_to_permutation,
@@ -204,15 +207,22 @@ def _distinct(perms: torch.Tensor) -> torch.Tensor:
 
 def _centre(X: torch.Tensor) -> torch.Tensor:
     """``X`` minus its row and column means plus its overall mean: the part of ``X`` that moves within ``D_n``."""
-    return X - X.mean(-1, keepdim=True) - X.mean(-2, keepdim=True) + X.mean((-2, -1), keepdim=True)
+    row_means = X.mean(-1, keepdim=True)
+    return X - row_means - X.mean(-2, keepdim=True) + row_means.mean(-2, keepdim=True)
 
 
-def _penalty_and_gradient(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``P(M)`` and ``grad P = 2 - M / ||M_i||_2 - M / ||M^j||_2`` for ``M > 0`` (closed form, no autograd)."""
-    rows = torch.linalg.vector_norm(M, dim=-1, keepdim=True)
-    cols = torch.linalg.vector_norm(M, dim=-2, keepdim=True)
-    penalty = 2.0 * M.sum((-2, -1)) - rows.sum((-2, -1)) - cols.sum((-2, -1))
-    return penalty, 2.0 - M / rows - M / cols
+def _mirror_step(M: torch.Tensor, grad: torch.Tensor, lam: float, step: float, sweeps: int) -> torch.Tensor:
+    """One penalised mirror step from ``M > 0`` (module docstring), with the closed-form
+    ``grad P = 2 - M / ||M_i||_2 - M / ||M^j||_2``. The penalty's part is not centred: a multiplicative
+    factor constant along a row or a column is undone by the normalisation, so centring would not change
+    the step (exactly so with enough sweeps), only cost time."""
+    grad = _centre(grad)
+    direction = grad / grad.abs().amax((-2, -1), keepdim=True).clamp_min(torch.finfo(grad.dtype).tiny)
+    if lam > 0:
+        rows = torch.linalg.vector_norm(M, dim=-1, keepdim=True)
+        cols = torch.linalg.vector_norm(M, dim=-2, keepdim=True)
+        direction = direction - lam * (M / rows + M / cols)
+    return normalise_rows_and_columns((M * torch.exp(-step * direction)).clamp_min(_MIRROR_FLOOR), sweeps)
 
 
 def random_starts(config: SolverConfig, shape: tuple[int, ...], generator: torch.Generator | None,
@@ -260,8 +270,8 @@ def solve_permutation(
         scipy's ``OptimizeResult`` for the batch: ``col_ind (batch, n)`` the best start's permutation
         (``R[i, col_ind[i]] = 1``), ``fun (batch,)`` its loss, ``M (batch, n, n)`` its final relaxed matrix,
         ``loss_history`` and ``penalty_history`` ``(records, batch)`` its ``f(M_t)`` and ``P(M_t)``,
-        ``nit`` the steps run, ``certified (batch,)`` whether ``lower_bound`` was reached, ``settled
-        (batch,)`` the number of settled starts, ``seconds`` the wall time, and ``perm`` and
+        ``nit`` the steps run, ``certified (batch,)`` whether ``lower_bound`` was reached, ``agreed (batch,)``
+        whether the starts agreed, ``settled (batch,)`` the number of settled starts, ``seconds`` the wall time, and ``perm`` and
         ``rounded_loss``, the same tensors as ``col_ind`` and ``fun`` under the names the two-layer
         example reads.
     """
@@ -287,23 +297,31 @@ class _Stopping:
         self.previous = torch.full((*shape, 1), -1, dtype=torch.long, device=device)
         self.settled = torch.zeros(shape, dtype=torch.bool, device=device)
         self.certified = torch.zeros(shape[0], dtype=torch.bool, device=device)
+        self.agreed = torch.zeros(shape[0], dtype=torch.bool, device=device)
+        #: ``(batch, restarts, 1, 1)``, 1 for starts that still move, once some start has stopped; else None
+        self.moving: torch.Tensor | None = None
 
-    def update(self, M: torch.Tensor, penalty: torch.Tensor) -> bool:
+    def update(self, M: torch.Tensor) -> bool:
         """Read the roundings of ``M``, settle starts, and say whether every instance has ended."""
         perms = M.argmax(-1)
         unchanged = (perms == self.previous).all(-1)
-        candidate = (penalty <= self.tol) & _distinct(perms)
+        penalty = l12_penalty(M, check_finite=False)
+        rounded_by_argmax = (penalty < ROUNDING_THRESHOLD) & _distinct(perms)
+        candidate = rounded_by_argmax & (penalty <= self.tol)
         self.settled |= candidate & unchanged
         self.previous = perms
         if self.bound is not None and bool(candidate.any()):
             rounded = self.loss_fn(torch.nn.functional.one_hot(perms, perms.shape[-1]).to(self.dtype))
             reached = candidate & (rounded <= self.bound + 1e-6 * self.bound.abs().clamp_min(1.0))
             self.certified |= reached.any(-1)
-        return bool((self.certified | self.settled.all(-1)).all())
-
-    def frozen(self) -> torch.Tensor:
-        """``(batch, restarts, 1, 1)``: starts that no longer move (settled, or of an ended instance)."""
-        return (self.settled | self.certified.unsqueeze(-1))[..., None, None]
+        if perms.shape[1] > 1:  # starts agree: every start rounds, stably, to one and the same permutation
+            same = (perms == perms[:, :1]).all(-1)
+            self.agreed |= (rounded_by_argmax & unchanged & same).all(-1)
+        ended = self.certified | self.agreed
+        frozen = self.settled | ended.unsqueeze(-1)
+        if bool(frozen.any()):
+            self.moving = (~frozen)[..., None, None].to(self.dtype)
+        return bool((ended | self.settled.all(-1)).all())
 
 
 def _solve(loss_fn: LossFn, batch: int, n: int, config: SolverConfig, step_scale: torch.Tensor | float,
@@ -330,6 +348,7 @@ def _solve(loss_fn: LossFn, batch: int, n: int, config: SolverConfig, step_scale
     t = 0
     for t in progress(range(config.iters), enabled=show_progress, desc=config.parameterisation):
         lam_t = config.lam_at(t)
+        record = t % config.record_every == 0 or t == config.iters - 1
         if config.parameterisation == "sinkhorn":
             M = sinkhorn(X, config.sinkhorn_iters, config.tau_at(t))
             loss = loss_fn(M)
@@ -339,14 +358,11 @@ def _solve(loss_fn: LossFn, batch: int, n: int, config: SolverConfig, step_scale
             penalty = l12_penalty(M.detach(), check_finite=False)
         elif config.parameterisation == "mirror":
             M = X
-            loss, grad = _value_and_gradient(loss_fn, gradient, M)
-            penalty, grad_penalty = _penalty_and_gradient(M)
-            grad = _centre(grad)
-            direction = grad / grad.abs().amax((-2, -1), keepdim=True).clamp_min(torch.finfo(dtype).tiny)
-            if lam_t > 0:
-                direction = direction + lam_t * _centre(grad_penalty)
-            X = project_doubly_stochastic((M * torch.exp(-config.step * direction)).clamp_min(_MIRROR_FLOOR),
-                                          config.sweeps, check_finite=False)
+            grad = _gradient(loss_fn, gradient, M)
+            X = _mirror_step(M, grad, lam_t, config.step, config.sweeps)
+            if record:
+                with torch.no_grad():
+                    loss, penalty = loss_fn(M), l12_penalty(M, check_finite=False)
         else:  # autograd through l12_penalty: its subgradient at the exact zeros the clamp leaves is 0
             M = X.detach().requires_grad_(True)
             loss = loss_fn(M)
@@ -355,12 +371,14 @@ def _solve(loss_fn: LossFn, batch: int, n: int, config: SolverConfig, step_scale
             (grad,) = torch.autograd.grad(objective, M)
             with torch.no_grad():
                 X = project_doubly_stochastic(M - config.step * scale * grad, config.sweeps, check_finite=False)
-        if t % config.record_every == 0 or t == config.iters - 1:
+        if record:
             losses.append(loss.detach())
             penalties.append(penalty.detach())
         if stopping is not None:
-            X = torch.where(stopping.frozen(), M.detach(), X.detach())
-            if (t + 1) % config.check_every == 0 and stopping.update(X, _penalty_and_gradient(X)[0]):
+            X = X.detach()
+            if stopping.moving is not None:
+                X = M.detach() + stopping.moving * (X - M.detach())
+            if (t + 1) % config.check_every == 0 and stopping.update(X):
                 break
     with torch.no_grad():
         M_final = sinkhorn(X, config.sinkhorn_iters, config.tau_end) if optimiser is not None else X
@@ -373,23 +391,22 @@ def _solve(loss_fn: LossFn, batch: int, n: int, config: SolverConfig, step_scale
     rows = torch.arange(batch, device=device)
     perm, fun = perms[rows, best], rounded[rows, best]
     settled = stopping.settled.sum(-1) if stopping is not None else torch.zeros(batch, dtype=torch.long)
-    certified = stopping.certified if stopping is not None else torch.zeros(batch, dtype=torch.bool)
+    certified, agreed = ((stopping.certified, stopping.agreed) if stopping is not None else
+                         (torch.zeros(batch, dtype=torch.bool), torch.zeros(batch, dtype=torch.bool)))
     return OptimizeResult(
         col_ind=perm, fun=fun, M=M_final[rows, best],
         loss_history=torch.stack(losses)[:, rows, best].cpu(),
         penalty_history=torch.stack(penalties)[:, rows, best].cpu(),
-        nit=t + 1, certified=certified, settled=settled, seconds=time.perf_counter() - start,
+        nit=t + 1, certified=certified, agreed=agreed, settled=settled, seconds=time.perf_counter() - start,
         perm=perm, rounded_loss=fun,
     )
 
 
-def _value_and_gradient(loss_fn: LossFn, gradient: GradientFn | None,
-                        M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``loss_fn(M)`` and its gradient, from ``gradient`` when given, else by autograd."""
+def _gradient(loss_fn: LossFn, gradient: GradientFn | None, M: torch.Tensor) -> torch.Tensor:
+    """The gradient of ``loss_fn`` at ``M``: ``gradient(M)`` when given, else by autograd."""
     if gradient is not None:
         with torch.no_grad():
-            return loss_fn(M), gradient(M)
+            return gradient(M)
     M = M.detach().requires_grad_(True)
-    loss = loss_fn(M)
-    (grad,) = torch.autograd.grad(loss.sum(), M)
-    return loss.detach(), grad
+    (grad,) = torch.autograd.grad(loss_fn(M).sum(), M)
+    return grad

@@ -200,13 +200,13 @@ def default_config(method: str) -> SolverConfig:
     """The solver settings used for ``method`` unless ``match_graphs`` is given a ``config``.
 
     ``"l12"``: :func:`aslib.qap.default_qap_config` for maximising (at most 300 mirror steps of
-    ``eta = 1``, one Sinkhorn sweep each, ``lam`` ramped from 0.003 to 0.3 over 80% of the steps, 8 random
-    starts, early stop once settled). ``"relaxed"``: the same with ``lam = 0``. ``"sinkhorn"``: 300 Adam
+    ``eta = 1``, one Sinkhorn sweep each, ``lam`` ramped from 0.003 to 1 over 80% of the steps, 8 random
+    starts, early stop once settled, agreed or certified). ``"relaxed"``: the same with ``lam = 0``. ``"sinkhorn"``: 300 Adam
     steps (learning rate 0.1) on the logits, 10 Sinkhorn iterations, ``tau`` from 1 to 0.05, 8 random
     starts. (Chosen by us on 3-regular graphs with n = 20 and 30.)
     """
     if method in ("l12", "relaxed"):
-        return default_qap_config(maximize=True, lam=0.3 if method == "l12" else 0.0)
+        return default_qap_config(maximize=True, penalised=method == "l12")
     if method == "sinkhorn":
         return SolverConfig(parameterisation="sinkhorn", iters=300, step=0.1, restarts=8, sinkhorn_iters=10)
     raise ValueError(f"method {method!r} has no solver config; use one of {METHODS[:3]}")
