@@ -100,7 +100,11 @@ def solve_qap(A: torch.Tensor, B: torch.Tensor, config: SolverConfig, *, maximiz
     frobenius = maximize and bool(torch.equal(A, A.transpose(-1, -2)) and torch.equal(B, B.transpose(-1, -2)))
     A4, B4 = A.to(dev, dtype).unsqueeze(1), B.to(dev, dtype).unsqueeze(1)
     loss, gradient = _relaxed_loss(A4, B4, maximize, frobenius)
+    # |gradient entries| <= its spectral norm <= these bounds on D_n (||M||_2 = 1 for doubly stochastic M)
+    norm_a, norm_b = (torch.linalg.matrix_norm(X.to(torch.float64), 2) for X in (A, B))
+    bound = 2.0 * (norm_a + norm_b).square() if frobenius else 2.0 * norm_a * norm_b
     return solve_permutation(loss, A.shape[0], A.shape[-1], config, gradient=gradient,
+                             step_scale=(1.0 / bound.clamp_min(1e-300)).to(dev),
                              lower_bound=0.0 if frobenius else None, initial=initial, generator=generator,
                              dtype=dtype, device=dev, show_progress=show_progress)
 

@@ -6,7 +6,10 @@ The problem is ``min_{M in Pi_n} f(M)`` for a batch of independent instances. It
 
 * ``"mirror"`` (default): entropic mirror descent on ``f(M) + lam_t * P(M)`` over ``D_n``
   (``P`` is :func:`aslib.penalty.l12_penalty`). With ``G = C(grad f) / max|C(grad f)| + lam_t C(grad P)``,
-  where ``C(X) = X - row means - column means + overall mean`` removes what ``D_n`` cannot feel, one step is
+  where ``C(X) = X - row means - column means + overall mean`` removes what ``D_n`` cannot feel (the
+  divisor is floored at ``1e-3 L``, ``L = 1/step_scale`` a bound on the gradient's entries that the caller
+  passes, so that rounding noise around a stationary point such as ``J/n`` is not blown up to full steps),
+  one step is
 
   .. math::
       M \leftarrow \mathrm{normalise}(M \odot \exp(-\eta G)),
@@ -42,7 +45,8 @@ certificate of optimality, e.g. 0 for an exact graph match); the solve ends when
 or after ``iters`` steps. No Hungarian solve runs inside the loop: starts
 still unsettled at the end are rounded once (row argmax where the bound proves it is the Hungarian answer).
 
-The answer of each instance is the start whose rounded permutation has the smallest loss.
+The answer of each instance is the start whose rounded permutation has the smallest loss (among equals,
+the one with the smallest penalty, i.e. nearest a vertex).
 """
 
 from __future__ import annotations
@@ -87,6 +91,8 @@ GradientFn = Callable[[torch.Tensor], torch.Tensor]
 #: Entries of a mirror iterate are kept at or above this value, so no row or column can underflow to
 #: zero in float32 (a floor far below any entry that matters for rounding).
 _MIRROR_FLOOR = 1e-30
+#: Centred gradient entries below this fraction of the caller's bound ``1/step_scale`` count as noise.
+_GRADIENT_NOISE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -211,13 +217,14 @@ def _centre(X: torch.Tensor) -> torch.Tensor:
     return X - row_means - X.mean(-2, keepdim=True) + row_means.mean(-2, keepdim=True)
 
 
-def _mirror_step(M: torch.Tensor, grad: torch.Tensor, lam: float, step: float, sweeps: int) -> torch.Tensor:
+def _mirror_step(M: torch.Tensor, grad: torch.Tensor, lam: float, step: float, sweeps: int,
+                 floor: torch.Tensor) -> torch.Tensor:
     """One penalised mirror step from ``M > 0`` (module docstring), with the closed-form
     ``grad P = 2 - M / ||M_i||_2 - M / ||M^j||_2``. The penalty's part is not centred: a multiplicative
     factor constant along a row or a column is undone by the normalisation, so centring would not change
     the step (exactly so with enough sweeps), only cost time."""
     grad = _centre(grad)
-    direction = grad / grad.abs().amax((-2, -1), keepdim=True).clamp_min(torch.finfo(grad.dtype).tiny)
+    direction = grad / torch.maximum(grad.abs().amax((-2, -1), keepdim=True), floor)
     if lam > 0:
         rows = torch.linalg.vector_norm(M, dim=-1, keepdim=True)
         cols = torch.linalg.vector_norm(M, dim=-2, keepdim=True)
@@ -258,7 +265,8 @@ def solve_permutation(
             is given.
         batch, n: number of instances and matrix size.
         config: the solver settings.
-        step_scale: ``1/L`` for each instance (``"projected"`` only), a float or a tensor ``(batch,)``.
+        step_scale: ``1/L`` for each instance, a float or a tensor ``(batch,)``: ``"projected"`` steps by
+            ``step / L``; ``"mirror"`` treats centred gradient entries below ``1e-3 L`` as rounding noise.
         gradient: the closed-form gradient of ``loss_fn`` (saves autograd's work per step); None: autograd.
         lower_bound: a value no permutation's loss goes below, a float or ``(batch,)``; a start whose
             rounded loss reaches it (within ``1e-6`` relative) certifies its instance, which then ends.
@@ -339,6 +347,7 @@ def _solve(loss_fn: LossFn, batch: int, n: int, config: SolverConfig, step_scale
     scale = torch.as_tensor(step_scale, dtype=dtype, device=device).reshape(-1, 1, 1, 1)
     if scale.shape[0] not in (1, batch):
         raise ValueError(f"step_scale must be a float or have shape ({batch},), got {tuple(scale.shape)}")
+    noise_floor = (_GRADIENT_NOISE / scale).clamp_min(torch.finfo(dtype).tiny)
     stopping = _Stopping(config, loss_fn, lower_bound, shape[:2], dtype, device) if config.settle_tol else None
     optimiser = None
     if config.parameterisation == "sinkhorn":
@@ -359,7 +368,7 @@ def _solve(loss_fn: LossFn, batch: int, n: int, config: SolverConfig, step_scale
         elif config.parameterisation == "mirror":
             M = X
             grad = _gradient(loss_fn, gradient, M)
-            X = _mirror_step(M, grad, lam_t, config.step, config.sweeps)
+            X = _mirror_step(M, grad, lam_t, config.step, config.sweeps, noise_floor)
             if record:
                 with torch.no_grad():
                     loss, penalty = loss_fn(M), l12_penalty(M, check_finite=False)
@@ -387,7 +396,9 @@ def _solve(loss_fn: LossFn, batch: int, n: int, config: SolverConfig, step_scale
             raise FloatingPointError("the solver diverged (non-finite M); lower config.step")
         perms = _round(M_final)
         rounded = loss_fn(permutation_matrix(perms, dtype))
-        best = rounded.argmin(-1)
+        # among the starts of smallest rounded loss, the one nearest a vertex (smallest penalty)
+        tied = rounded <= rounded.min(-1, keepdim=True).values
+        best = torch.where(tied, l12_penalty(M_final, check_finite=False), torch.inf).argmin(-1)
     rows = torch.arange(batch, device=device)
     perm, fun = perms[rows, best], rounded[rows, best]
     settled = stopping.settled.sum(-1) if stopping is not None else torch.zeros(batch, dtype=torch.long)

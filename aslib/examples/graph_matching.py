@@ -48,6 +48,7 @@ from aslib.qap import default_qap_config, quadratic_assignment, solve_qap
 from aslib.solver import SolverConfig, apply_overrides, solve_permutation
 from aslib.progress import progress
 from aslib.runtime import resolve_device
+from aslib.verdicts import Verdict, verdict
 
 __all__ = [
     "FAMILIES",
@@ -64,6 +65,7 @@ __all__ = [
     "plant",
     "random_regular",
     "recovery",
+    "compare_methods",
     "recovery_table",
     "summarise_recovery",
 ]
@@ -346,3 +348,28 @@ def summarise_recovery(table: pd.DataFrame) -> pd.DataFrame:
     metrics = ["recovery", "exact", "isomorphic", "disagreement", "planted_disagreement", "seconds"]
     return (table.groupby(["family", "n", "noise", "method"], sort=False)[metrics].mean()
             .reset_index())
+
+
+def compare_methods(table: pd.DataFrame, first: str, second: str, metric: str, families: tuple[str, ...] | list[str],
+                    question: str) -> Verdict:
+    """Whether ``first`` scores higher than ``second`` on ``metric`` over the same instances of ``families``
+    (rows of a :func:`recovery_table`).
+
+    Paired over instances: with ``d_i`` the difference on instance ``i`` and ``se = std(d) / sqrt(k)`` over
+    ``k`` instances, the answer is "yes" when ``mean(d) > 2 se``, "no" when ``mean(d) < -2 se`` and "tie"
+    otherwise (also when every ``d_i`` is 0); "n/a" when a method was not run. The evidence reads
+    ``mean ± std vs mean ± std, k instances``.
+    """
+    rows = table[table["family"].isin(list(families))]
+    keys = ["family", "n", "noise", "instance"]
+    scores = {m: rows[rows["method"] == m].set_index(keys)[metric].astype(float) for m in (first, second)}
+    if any(s.empty for s in scores.values()):
+        return verdict(question, None, f"{first if scores[first].empty else second} not run")
+    a, b = scores[first].align(scores[second], join="inner")
+    d = (a - b).to_numpy()
+    k = len(d)
+    se = float(d.std(ddof=1)) / np.sqrt(k) if k > 1 else 0.0
+    mean = float(d.mean())
+    answer = "yes" if mean > 2 * se and mean > 0 else "no" if mean < -2 * se and mean < 0 else "tie"
+    std = (lambda x: float(x.std(ddof=1)) if k > 1 else 0.0)
+    return verdict(question, answer, f"{a.mean():.2f} ± {std(a):.2f} vs {b.mean():.2f} ± {std(b):.2f}, {k} instances")
