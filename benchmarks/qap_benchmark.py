@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> None:
     device = describe_device("cpu")
     print(f"device: {device}; one instance at a time; seed {args.seed}")
     print(summary.to_string(index=False))
+    ms = summary.pivot_table(index="family", columns="method", values="ms", sort=False)
+    print("l12 time / one FAQ call: " + ", ".join(f"{family} {row['l12'] / row['faq (1 call)']:.0f}x"
+                                                   for family, row in ms.iterrows()))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         summary.assign(device=device, seed=args.seed).to_csv(args.out, index=False)
