@@ -41,7 +41,7 @@ import torch
 from scipy.optimize import OptimizeResult
 
 from aslib.checks import as_generator, check_positive_int
-from aslib.penalty import check_square, random_doubly_stochastic
+from aslib.penalty import ROUNDING_THRESHOLD, check_square, random_doubly_stochastic
 from aslib.runtime import resolve_device
 from aslib.solver import SolverConfig, random_starts, solve_permutation
 
@@ -111,13 +111,11 @@ def solve_qap(A: torch.Tensor, B: torch.Tensor, config: SolverConfig, *, maximiz
 
 def _as_matrix(X: Any, name: str) -> torch.Tensor:
     """A numpy array or torch tensor as a float64 CPU tensor of shape ``(n, n)``, or a ``ValueError``."""
-    if isinstance(X, torch.Tensor):
-        X = X.detach().cpu()
-    else:
-        X = torch.from_numpy(np.asarray(X))
-    if X.dtype == torch.bool or not (X.is_floating_point() or X.dtype in (torch.int32, torch.int64, torch.int16)):
-        raise ValueError(f"{name} must hold real numbers, got dtype {X.dtype}")
-    X = X.to(torch.float64)
+    dtype = X.dtype if isinstance(X, torch.Tensor) else np.asarray(X).dtype
+    kind = ("c" if X.is_complex() else "b" if X.dtype == torch.bool else "f") if isinstance(X, torch.Tensor) else dtype.kind
+    if kind not in "iuf":
+        raise ValueError(f"{name} must hold real numbers (integer or float), got {dtype}")
+    X = (X.detach().cpu() if isinstance(X, torch.Tensor) else torch.from_numpy(np.asarray(X))).to(torch.float64)
     if X.ndim != 2:
         raise ValueError(f"{name} must be a square matrix (n, n), got shape {tuple(X.shape)}")
     check_square(X, name)
@@ -134,8 +132,8 @@ def _penalty_method(penalised: bool) -> Callable[..., OptimizeResult]:
                rng: Any = None, maxiter: int | None = None, tol: float | None = None, restarts: int | None = None,
                lam: float | None = None, device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.float64) -> OptimizeResult:
-        if not penalised and lam is not None:
-            raise ValueError("the 'relaxed' method has no penalty: lam is not an option")
+        if tol is not None and not (isinstance(tol, (int, float)) and 0 < tol < ROUNDING_THRESHOLD):
+            raise ValueError(f"tol must lie in (0, {ROUNDING_THRESHOLD:.4f}) (below it the error bound holds), got {tol!r}")
         config = default_qap_config(bool(maximize), penalised)
         overrides = {"iters": maxiter, "settle_tol": tol, "restarts": restarts, "lam": lam}
         config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
@@ -166,7 +164,7 @@ def _penalty_method(penalised: bool) -> Callable[..., OptimizeResult]:
 
 def _scipy_method(name: str) -> Callable[..., OptimizeResult]:
     def method(A: torch.Tensor, B: torch.Tensor, *, restarts: int = 1, rng: Any = None, P0: Any = None,
-               **options: Any) -> OptimizeResult:
+               **options: Any) -> OptimizeResult:  # P0 is only in _OPTIONS["faq"]
         restarts = check_positive_int(restarts, "restarts")
         rng = np.random.default_rng(rng)
         a, b = A.numpy(), B.numpy()
@@ -190,6 +188,13 @@ def _scipy_method(name: str) -> Callable[..., OptimizeResult]:
 _METHODS: dict[str, Callable[..., OptimizeResult]] = {
     "l12": _penalty_method(True), "relaxed": _penalty_method(False),
     "faq": _scipy_method("faq"), "2opt": _scipy_method("2opt"),
+}
+_PENALTY_OPTIONS = frozenset({"maximize", "P0", "rng", "maxiter", "tol", "restarts", "device", "dtype"})
+#: The options each method accepts (scipy's own, plus ``restarts``; scipy only warns about others).
+_OPTIONS: dict[str, frozenset[str]] = {
+    "l12": _PENALTY_OPTIONS | {"lam"}, "relaxed": _PENALTY_OPTIONS,
+    "faq": frozenset({"maximize", "partial_match", "rng", "P0", "shuffle_input", "maxiter", "tol", "restarts"}),
+    "2opt": frozenset({"maximize", "partial_match", "rng", "partial_guess", "restarts"}),
 }
 
 
@@ -222,9 +227,7 @@ def quadratic_assignment(A: Any, B: Any, method: str = "l12", options: dict[str,
     if method not in _METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {QAP_METHODS}")
     options = dict(options or {})
-    try:
-        return _METHODS[method](A, B, **options)
-    except TypeError as err:
-        if "unexpected keyword" in str(err):
-            raise ValueError(f"unknown option for method {method!r}: {err}") from err
-        raise
+    unknown = sorted(set(options) - _OPTIONS[method])
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for method {method!r}; it accepts {sorted(_OPTIONS[method])}")
+    return _METHODS[method](A, B, **options)

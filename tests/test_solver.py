@@ -134,10 +134,20 @@ def test_bad_input_is_refused_with_a_clear_error():
     cases = [((A[:, :3], A[:, :3]), "square"), ((A, np.eye(5)), "same shape"), ((A, nan), "NaN"),
              ((inf, A), "NaN or inf"), ((A, A, "simplex"), "unknown method"),
              ((A, A, "l12", {"bogus": 1}), "unknown option"), ((A, A, "l12", {"P0": np.ones((4, 4))}), "P0"),
-             ((A, A, "l12", {"tol": 2.0}), "settle_tol"), ((A, A, "relaxed", {"lam": 1.0}), "no penalty"),
+             ((A, A, "l12", {"tol": 2.0}), "tol must lie"), ((A, A, "relaxed", {"lam": 1.0}), "unknown option"),
+             ((A, A, "faq", {"lam": 1.0}), "unknown option"), ((A, A.astype(complex)), "real numbers"),
              ((A, A, "faq", {"restarts": 0}), "restarts"), ((np.ones((2, 4, 4)), np.ones((2, 4, 4))), "square matrix")]
     for args, message in cases:
         with pytest.raises(ValueError, match=message):
             aslib.quadratic_assignment(*args)
     with pytest.raises(ValueError, match="settle_tol"):
         solver.SolverConfig(parameterisation="sinkhorn", settle_tol=0.1)
+
+
+def test_a_start_at_the_answer_is_certified_at_the_first_check():
+    inst = gm.random_regular(24, 3, batch=1, seed=2)
+    P0 = np.eye(24)[inst.perm[0].numpy()]  # the planted permutation matrix: an isomorphism
+    res = aslib.quadratic_assignment(inst.A[0], inst.B[0], options={"maximize": True, "P0": P0,
+                                                                    "rng": np.random.default_rng(0)})
+    assert res.certified and res.nit == 10  # the first check (every 10 steps) ends the solve
+    assert np.array_equal(res.col_ind, inst.perm[0].numpy())
