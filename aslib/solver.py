@@ -5,7 +5,7 @@ The problem is ``min_{M in Pi_n} f(M)`` for a batch of independent instances. It
 (:data:`SOLVER_PARAMETERISATIONS`):
 
 * ``"mirror"`` (default): entropic mirror descent on ``f(M) + lam_t * P(M)`` over ``D_n``
-  (``P`` is :func:`aslib.penalty.l12_penalty`). With ``G = C(grad f) / max|C(grad f)| + lam_t C(grad P)``,
+  (``P`` is :func:`aslib.penalty.l12_penalty`). With ``G = C(grad f) / max|C(grad f)| + lam_t grad P``,
   where ``C(X) = X - row means - column means + overall mean`` removes what ``D_n`` cannot feel (the
   divisor is floored at ``1e-3 L``, ``L = 1/step_scale`` a bound on the gradient's entries that the caller
   passes, so that rounding noise around a stationary point such as ``J/n`` is not blown up to full steps),
