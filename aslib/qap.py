@@ -104,6 +104,7 @@ def solve_qap(A: torch.Tensor, B: torch.Tensor, config: SolverConfig, *, maximiz
     norm_a, norm_b = (torch.linalg.matrix_norm(X.to(torch.float64), 2) for X in (A, B))
     bound = 2.0 * (norm_a + norm_b).square() if frobenius else 2.0 * norm_a * norm_b
     return solve_permutation(loss, A.shape[0], A.shape[-1], config, gradient=gradient,
+                             select=lambda index: _relaxed_loss(A4[index], B4[index], maximize, frobenius),
                              step_scale=(1.0 / bound.clamp_min(1e-300)).to(dev),
                              lower_bound=0.0 if frobenius else None, initial=initial, generator=generator,
                              dtype=dtype, device=dev, show_progress=show_progress)

@@ -75,6 +75,7 @@ __all__ = [
     "GradientFn",
     "LossFn",
     "OptimizeResult",
+    "SelectFn",
     "SolverConfig",
     "apply_overrides",
     "random_starts",
@@ -87,6 +88,8 @@ SOLVER_PARAMETERISATIONS: tuple[str, ...] = ("mirror", "projected", "sinkhorn")
 LossFn = Callable[[torch.Tensor], torch.Tensor]
 #: ``gradient(M)``: the gradient of ``loss_fn`` at ``M``, shape ``(batch, restarts, n, n)``.
 GradientFn = Callable[[torch.Tensor], torch.Tensor]
+#: ``select(index)``: the loss and gradient (or None) of the instances ``index`` only.
+SelectFn = Callable[[torch.Tensor], tuple[LossFn, "GradientFn | None"]]
 
 #: Entries of a mirror iterate are kept at or above this value, so no row or column can underflow to
 #: zero in float32 (a floor far below any entry that matters for rounding).
@@ -251,6 +254,7 @@ def solve_permutation(
     *,
     step_scale: torch.Tensor | float = 1.0,
     gradient: GradientFn | None = None,
+    select: SelectFn | None = None,
     lower_bound: torch.Tensor | float | None = None,
     initial: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
@@ -268,6 +272,9 @@ def solve_permutation(
         step_scale: ``1/L`` for each instance, a float or a tensor ``(batch,)``: ``"projected"`` steps by
             ``step / L``; ``"mirror"`` treats centred gradient entries below ``1e-3 L`` as rounding noise.
         gradient: the closed-form gradient of ``loss_fn`` (saves autograd's work per step); None: autograd.
+        select: ``select(index)`` returns ``(loss_fn, gradient)`` for the instances ``index`` (a long tensor)
+            alone; with it (``"mirror"``, ``settle_tol`` set) instances that have ended leave the batch, so a
+            batch no longer pays for them while its slowest instance runs on.
         lower_bound: a value no permutation's loss goes below, a float or ``(batch,)``; a start whose
             rounded loss reaches it (within ``1e-6`` relative) certifies its instance, which then ends.
         initial: ``(batch, restarts, n, n)`` starting matrices (points of ``D_n``; ``"sinkhorn"``: logits)
@@ -288,8 +295,8 @@ def solve_permutation(
     if device.type == "cpu" and config.cpu_threads is not None:
         torch.set_num_threads(config.cpu_threads)
     try:
-        return _solve(loss_fn, batch, n, config, step_scale, gradient, lower_bound, initial, generator, dtype,
-                      device, show_progress)
+        return _solve(loss_fn, batch, n, config, step_scale, gradient, select, lower_bound, initial, generator,
+                      dtype, device, show_progress)
     finally:
         torch.set_num_threads(threads)
 
@@ -306,6 +313,7 @@ class _Stopping:
         self.settled = torch.zeros(shape, dtype=torch.bool, device=device)
         self.certified = torch.zeros(shape[0], dtype=torch.bool, device=device)
         self.agreed = torch.zeros(shape[0], dtype=torch.bool, device=device)
+        self.ended = torch.zeros(shape[0], dtype=torch.bool, device=device)
         #: ``(batch, restarts, 1, 1)``, 1 for starts that still move, once some start has stopped; else None
         self.moving: torch.Tensor | None = None
 
@@ -325,16 +333,16 @@ class _Stopping:
         if perms.shape[1] > 1:  # starts agree: every start rounds, stably, to one and the same permutation
             same = (perms == perms[:, :1]).all(-1)
             self.agreed |= (rounded_by_argmax & unchanged & same).all(-1)
-        ended = self.certified | self.agreed
-        frozen = self.settled | ended.unsqueeze(-1)
+        self.ended = self.certified | self.agreed | self.settled.all(-1)
+        frozen = self.settled | self.ended.unsqueeze(-1)
         if bool(frozen.any()):
             self.moving = (~frozen)[..., None, None].to(self.dtype)
-        return bool((ended | self.settled.all(-1)).all())
+        return bool(self.ended.all())
 
 
 def _solve(loss_fn: LossFn, batch: int, n: int, config: SolverConfig, step_scale: torch.Tensor | float,
-           gradient: GradientFn | None, lower_bound: torch.Tensor | float | None, initial: torch.Tensor | None,
-           generator: torch.Generator | None, dtype: torch.dtype, device: torch.device,
+           gradient: GradientFn | None, select: SelectFn | None, lower_bound: torch.Tensor | float | None,
+           initial: torch.Tensor | None, generator: torch.Generator | None, dtype: torch.dtype, device: torch.device,
            show_progress: bool) -> OptimizeResult:
     start = time.perf_counter()
     shape = (batch, config.restarts, n, n)
@@ -354,6 +362,7 @@ def _solve(loss_fn: LossFn, batch: int, n: int, config: SolverConfig, step_scale
         X.requires_grad_(True)
         optimiser = torch.optim.Adam([X], lr=config.step)
     losses, penalties = [], []
+    active, part_fns, part_floor = None, (loss_fn, gradient), noise_floor
     t = 0
     for t in progress(range(config.iters), enabled=show_progress, desc=config.parameterisation):
         lam_t = config.lam_at(t)
@@ -367,8 +376,12 @@ def _solve(loss_fn: LossFn, batch: int, n: int, config: SolverConfig, step_scale
             penalty = l12_penalty(M.detach(), check_finite=False)
         elif config.parameterisation == "mirror":
             M = X
-            grad = _gradient(loss_fn, gradient, M)
-            X = _mirror_step(M, grad, lam_t, config.step, config.sweeps, noise_floor)
+            part = M if active is None else M[active]
+            new = _mirror_step(part, _gradient(*part_fns, part), lam_t, config.step, config.sweeps, part_floor)
+            if stopping is not None and stopping.moving is not None:
+                keep = stopping.moving if active is None else stopping.moving[active]
+                new = part + keep * (new - part)
+            X = new if active is None else M.index_copy(0, active, new)
             if record:
                 with torch.no_grad():
                     loss, penalty = loss_fn(M), l12_penalty(M, check_finite=False)
@@ -385,10 +398,15 @@ def _solve(loss_fn: LossFn, batch: int, n: int, config: SolverConfig, step_scale
             penalties.append(penalty.detach())
         if stopping is not None:
             X = X.detach()
-            if stopping.moving is not None:
+            if stopping.moving is not None and config.parameterisation != "mirror":
                 X = M.detach() + stopping.moving * (X - M.detach())
-            if (t + 1) % config.check_every == 0 and stopping.update(X):
-                break
+            if (t + 1) % config.check_every == 0:
+                if stopping.update(X):
+                    break
+                if select is not None and config.parameterisation == "mirror" and bool(stopping.ended.any()):
+                    active = (~stopping.ended).nonzero().squeeze(-1)  # ended instances leave the batch
+                    part_fns = select(active)
+                    part_floor = noise_floor[active] if noise_floor.shape[0] == batch else noise_floor
     with torch.no_grad():
         M_final = sinkhorn(X, config.sinkhorn_iters, config.tau_end) if optimiser is not None else X
         M_final = M_final.detach()

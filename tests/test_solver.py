@@ -151,3 +151,25 @@ def test_a_start_at_the_answer_is_certified_at_the_first_check():
                                                                     "rng": np.random.default_rng(0)})
     assert res.certified and res.nit == 10  # the first check (every 10 steps) ends the solve
     assert np.array_equal(res.col_ind, inst.perm[0].numpy())
+
+
+def test_ended_instances_leave_the_batch_without_changing_any_answer():
+    from aslib.qap import _relaxed_loss, default_qap_config
+
+    inst = gm.random_regular(16, 3, batch=4, seed=3)
+    A4, B4 = inst.A.unsqueeze(1), inst.B.unsqueeze(1)
+    loss, gradient = _relaxed_loss(A4, B4, True, True)
+    config = default_qap_config(maximize=True)
+    selected = []
+
+    def select(index):
+        selected.append(index.tolist())
+        return _relaxed_loss(A4[index], B4[index], True, True)
+
+    kept = solver.solve_permutation(loss, 4, 16, config, gradient=gradient, lower_bound=0.0,
+                                    generator=torch.Generator().manual_seed(0))
+    dropped = solver.solve_permutation(loss, 4, 16, config, gradient=gradient, select=select, lower_bound=0.0,
+                                       generator=torch.Generator().manual_seed(0))
+    assert selected and len(selected[-1]) < 4  # some instance ended before the others and left the batch
+    assert torch.equal(kept.col_ind, dropped.col_ind) and torch.equal(kept.M, dropped.M)
+    assert kept.nit == dropped.nit and torch.equal(kept.certified, dropped.certified)
