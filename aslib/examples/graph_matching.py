@@ -201,7 +201,7 @@ def recovery(perm: torch.Tensor, planted: torch.Tensor) -> torch.Tensor:
 def default_config(method: str) -> SolverConfig:
     """The solver settings used for ``method`` unless ``match_graphs`` is given a ``config``.
 
-    ``"l12"``: :func:`aslib.qap.default_qap_config` for maximising (at most 300 mirror steps of
+    ``"l12"``: :func:`aslib.qap.default_qap_config` for maximising (at most 450 mirror steps of
     ``eta = 1``, one Sinkhorn sweep each, ``lam`` ramped from 0.003 to 1 over 80% of the steps, 8 random
     starts, early stop once settled, agreed or certified). ``"relaxed"``: the same with ``lam = 0``. ``"sinkhorn"``: 300 Adam
     steps (learning rate 0.1) on the logits, 10 Sinkhorn iterations, ``tau`` from 1 to 0.05, 8 random
