@@ -212,7 +212,7 @@ def quadratic_assignment(A: Any, B: Any, method: str = "l12", options: dict[str,
             kept, FAQ's later ones from ``P0="randomized"``), ``lam`` (final penalty weight), ``device`` and
             ``dtype`` (where and in what precision the penalty method runs; float64 by default: in
             ``benchmarks/qap_benchmark.py``'s instances float32 gave the same answer on all 10 noisy
-            Erdos-Renyi and 10 planted instances, on 5 of 10 regular graphs, and on none of 10 flow x
+            Erdos-Renyi and 10 planted instances, on 8 of 10 regular graphs, and on none of 10 flow x
             distance instances, whose many local optima turn rounding differences into other answers). For ``"l12"``: ``maxiter`` caps
             the mirror steps per start, ``tol`` is the penalty below which a start with an unchanged
             rounding is settled (so ``sum |M - R| <= 2 tol``), ``P0`` ``"barycenter"`` (random starts near
