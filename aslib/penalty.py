@@ -27,6 +27,7 @@ __all__ = [
     "lipschitz_constant",
     "lp_penalty",
     "max_row_deficit",
+    "normalise_rows_and_columns",
     "penalty_at_uniform",
     "permutation_error_bound",
     "permutation_matrix",
@@ -160,7 +161,13 @@ def project_doubly_stochastic(
         with torch.no_grad():
             M.copy_(project_doubly_stochastic(M.detach(), sweeps, check_finite=False))
         return M
-    X = _fill_empty(_fill_empty(M.clamp_min(0.0), -1), -2)
+    return normalise_rows_and_columns(_fill_empty(_fill_empty(M.clamp_min(0.0), -1), -2), sweeps)
+
+
+def normalise_rows_and_columns(X: torch.Tensor, sweeps: int = 1) -> torch.Tensor:
+    """``sweeps`` Sinkhorn sweeps on a positive ``X (..., n, n)``: divide every column by its sum, then every
+    row. Rows then sum to 1 exactly (up to rounding) and columns converge to 1. No checks: for callers that
+    keep ``X > 0`` (the mirror step of :mod:`aslib.solver`); others use :func:`project_doubly_stochastic`."""
     for _ in range(sweeps):
         X = X / X.sum(-2, keepdim=True)
         X = X / X.sum(-1, keepdim=True)

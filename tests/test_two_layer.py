@@ -143,10 +143,10 @@ def test_solvers_return_permutations_with_their_closed_form_loss(setup):
     problem = tl.make_teacher_student(m=4, d=4, batch=6, seed=1, setup=setup)
     results = {method: tl.learn_permutation(problem, method, seed=0, iters=200) for method in tl.METHODS}
     for method, result in results.items():
-        expected = tl.population_loss(problem, permutation_matrix(result.perm, torch.float64))
-        assert torch.allclose(result.rounded_loss, expected), method
-        recovered = (result.perm == problem.perm).all(-1)
-        assert torch.equal(recovered, result.rounded_loss < 1e-9), method  # a distinct: only P has loss 0
+        expected = tl.population_loss(problem, permutation_matrix(result.col_ind, torch.float64))
+        assert torch.allclose(result.fun, expected), method
+        recovered = (result.col_ind == problem.perm).all(-1)
+        assert torch.equal(recovered, result.fun < 1e-9), method  # a distinct: only P has loss 0
     # The penalty drives the relaxed matrix towards a permutation; without it M stays fractional.
     assert l12_penalty(results["l12"].M).mean() < l12_penalty(results["relaxed"].M).mean()
 
@@ -157,9 +157,9 @@ def test_restarts_return_the_best_of_the_same_independent_starts():
     k = 3
     together = tl.learn_permutation(problem, "l12", restarts=k, seed=11, iters=150)
     apart = tl.learn_permutation(problem.repeat(k), "l12", seed=11, iters=150)
-    best = apart.rounded_loss.reshape(4, k).min(-1)
-    assert torch.allclose(together.rounded_loss, best.values)
-    assert torch.equal(together.perm, apart.perm.reshape(4, k, 5)[torch.arange(4), best.indices])
+    best = apart.fun.reshape(4, k).min(-1)
+    assert torch.allclose(together.fun, best.values)
+    assert torch.equal(together.col_ind, apart.col_ind.reshape(4, k, 5)[torch.arange(4), best.indices])
 
 
 def test_comparison_table_and_best_of():

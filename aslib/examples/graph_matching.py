@@ -14,43 +14,46 @@ tells nothing about the matching. That is the paper's argument for the l1-2 pena
 Instances carry a planted permutation: ``B[perm[i], perm[j]] = A'[i, j]`` where ``A'`` is ``A`` with
 noise, so ``A M* = M* B`` for ``M* = permutation_matrix(perm)`` when there is no noise.
 
-Methods of :func:`match_graphs` (all return the same :class:`MatchResult`):
+Methods of :func:`match_graphs` (all return scipy's ``OptimizeResult``):
 
-* ``"l12"``: the paper's method, projected gradient on ``f + lam_t P`` over ``D_n``
-  (:mod:`aslib.examples.solver`, parameterisation ``"projected"``) with the step ``2 / L``,
-  ``L = 2 (||A||_2 + ||B||_2)^2`` the smoothness constant of ``f``, ``lam_t`` ramped geometrically
-  from ``lam / 100`` to ``lam`` over the first 80% of the iterations, and ``restarts`` random starts near
-  ``J/n``, keeping the one whose rounded permutation has the smallest ``f`` (:func:`default_config`).
-* ``"relaxed"``: the same solver with ``lam = 0`` (the convex relaxation, then Hungarian rounding).
+* ``"l12"``: the paper's method, ``f + lam_t P`` over ``D_n`` by the penalised mirror descent of
+  :mod:`aslib.solver` (:func:`aslib.qap.solve_qap` with ``maximize=True``, whose relaxed loss is ``f``),
+  with ``lam_t`` ramped geometrically from ``lam / 100`` to ``lam`` over 80% of the steps and ``restarts``
+  random starts near ``J/n``, keeping the one whose rounded permutation has the smallest ``f``; an instance
+  ends early once every start has settled on its rounding or one start matches exactly (``f = 0``)
+  (:func:`default_config`).
+* ``"relaxed"``: the same solver with ``lam = 0`` (the convex relaxation, then rounding).
 * ``"sinkhorn"``: ``M = sinkhorn(X, tau)`` with Adam on the logits and ``tau`` annealed, no penalty.
-* ``"faq"`` and ``"2opt"``: ``scipy.optimize.quadratic_assignment`` with ``maximize=True`` (for a
-  permutation ``||A M - M B||^2 = ||A||^2 + ||B||^2 - 2 tr(A^T M B M^T)``, so minimising ``f`` is
-  maximising scipy's objective); ``restarts`` calls, keeping the best: FAQ's first from scipy's default
-  start (the barycenter ``J/n``) and the others from random permutation matrices; every 2-opt call from
-  a random permutation.
+* ``"faq"`` and ``"2opt"``: ``scipy.optimize.quadratic_assignment`` with ``maximize=True`` through
+  :func:`aslib.qap.quadratic_assignment` (for a permutation ``||A M - M B||^2 = ||A||^2 + ||B||^2 -
+  2 tr(A^T M B M^T)``, so minimising ``f`` is maximising scipy's objective); ``restarts`` calls, keeping
+  the best: FAQ's first from scipy's default start (the barycenter ``J/n``) and the others from random
+  doubly stochastic matrices; every 2-opt call from a random permutation.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
 import pandas as pd
 import torch
-from scipy.optimize import quadratic_assignment
+from scipy.optimize import OptimizeResult
 
-from aslib.examples.solver import SolverConfig, apply_overrides, solve_permutation
+from aslib.checks import as_generator, check_positive_int
 from aslib.penalty import check_square, permutation_matrix
+from aslib.qap import default_qap_config, quadratic_assignment, solve_qap
+from aslib.solver import SolverConfig, apply_overrides, solve_permutation
 from aslib.progress import progress
 from aslib.runtime import resolve_device
+from aslib.verdicts import Verdict, verdict
 
 __all__ = [
     "FAMILIES",
     "METHODS",
     "GraphInstances",
-    "MatchResult",
     "default_config",
     "edge_disagreement",
     "erdos_renyi",
@@ -62,8 +65,9 @@ __all__ = [
     "plant",
     "random_regular",
     "recovery",
+    "compare_methods",
     "recovery_table",
-    "summarise",
+    "summarise_recovery",
 ]
 
 METHODS = ("l12", "relaxed", "sinkhorn", "faq", "2opt")
@@ -84,14 +88,6 @@ class GraphInstances:
     perm: torch.Tensor
 
 
-def _generator(seed: int | torch.Generator) -> torch.Generator:
-    if isinstance(seed, torch.Generator):
-        return seed
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer or a torch.Generator, got {seed!r}")
-    return torch.Generator().manual_seed(seed)
-
-
 def _symmetric_bernoulli(batch: int, n: int, p: float, gen: torch.Generator) -> torch.Tensor:
     """``(batch, n, n)`` symmetric 0/1 matrices, zero diagonal, each upper pair 1 with probability ``p``."""
     upper = (torch.rand(batch, n, n, generator=gen, dtype=torch.float64) < p).triu(1)
@@ -107,7 +103,7 @@ def plant(A: torch.Tensor, noise: float = 0.0, seed: int | torch.Generator = 0) 
     check_square(A, "A")
     if not 0.0 <= noise <= 1.0:
         raise ValueError(f"noise must lie in [0, 1], got {noise}")
-    gen = _generator(seed)
+    gen = as_generator(seed)
     A = A.to(torch.float64).reshape(-1, *A.shape[-2:])
     batch, n = A.shape[0], A.shape[-1]
     flips = _symmetric_bernoulli(batch, n, noise, gen)
@@ -124,7 +120,7 @@ def erdos_renyi(n: int, p: float = 0.2, noise: float = 0.0, batch: int = 1,
     _check_size(n, batch)
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"p must lie in [0, 1], got {p}")
-    gen = _generator(seed)
+    gen = as_generator(seed)
     return plant(_symmetric_bernoulli(batch, n, p, gen), noise, gen)
 
 
@@ -134,7 +130,7 @@ def random_regular(n: int, k: int = 3, noise: float = 0.0, batch: int = 1,
     _check_size(n, batch)
     if not (0 <= k < n and (n * k) % 2 == 0):
         raise ValueError(f"a {k}-regular graph on {n} vertices needs 0 <= k < n and n*k even")
-    gen = _generator(seed)
+    gen = as_generator(seed)
     seeds = torch.randint(0, 2**31 - 1, (batch,), generator=gen).tolist()
     A = torch.stack([
         torch.from_numpy(nx.to_numpy_array(nx.random_regular_graph(k, n, seed=s), nodelist=range(n)))
@@ -178,10 +174,8 @@ def make_instances(family: str, n: int, noise: float = 0.0, batch: int = 1,
 
 
 def _check_size(n: int, batch: int) -> None:
-    if not (isinstance(n, int) and n >= 1):
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
-    if not (isinstance(batch, int) and batch >= 1):
-        raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
+    check_positive_int(n, "n")
+    check_positive_int(batch, "batch")
 
 
 def matching_loss(A: torch.Tensor, B: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
@@ -204,48 +198,25 @@ def recovery(perm: torch.Tensor, planted: torch.Tensor) -> torch.Tensor:
     return (perm.to(planted.device) == planted).double().mean(-1)
 
 
-@dataclass
-class MatchResult:
-    """The answer of :func:`match_graphs` for a batch (a single instance keeps a batch of 1).
-
-    Attributes:
-        perm: ``(batch, n)`` permutations, ``M[i, perm[i]] = 1``: vertex ``i`` of A matches ``perm[i]`` of B.
-        M: ``(batch, n, n)`` final relaxed matrix (the permutation matrix itself for scipy's methods).
-        loss_history, penalty_history: ``(records, batch)`` ``f(M_t)`` and ``P(M_t)`` (empty for scipy).
-        loss: ``(batch,)`` ``f`` at the rounded permutation (the edge disagreement).
-        iterations: solver iterations (for scipy: the largest ``nit`` reported).
-        seconds: wall time of the whole call.
-        method: the method name.
-    """
-
-    perm: torch.Tensor
-    M: torch.Tensor
-    loss_history: torch.Tensor
-    penalty_history: torch.Tensor
-    loss: torch.Tensor
-    iterations: int
-    seconds: float
-    method: str
-    config: SolverConfig | None = field(default=None, repr=False)
-
-
 def default_config(method: str) -> SolverConfig:
     """The solver settings used for ``method`` unless ``match_graphs`` is given a ``config``.
 
-    ``"l12"``: 600 projected steps of size ``2/L``, one normalisation sweep each, ``lam`` ramped from
-    0.01 to 1 over the first 80% of the steps, 16 random starts. ``"relaxed"``: the same with ``lam = 0``.
-    ``"sinkhorn"``: 300 Adam steps (learning rate 0.1) on the logits, 10 Sinkhorn iterations, ``tau``
-    from 1 to 0.05, 8 random starts. (Chosen by us on 3-regular graphs with n = 20 and 30.)
+    ``"l12"``: :func:`aslib.qap.default_qap_config` for maximising (at most 450 mirror steps of
+    ``eta = 1``, one Sinkhorn sweep each, ``lam`` ramped from 0.003 to 1 over 80% of the steps, 8 random
+    starts, early stop once settled, agreed or certified). ``"relaxed"``: the same with ``lam = 0``. ``"sinkhorn"``: 300 Adam
+    steps (learning rate 0.1) on the logits, 10 Sinkhorn iterations, ``tau`` from 1 to 0.05, 8 random
+    starts. (Chosen by us on 3-regular graphs with n = 20 and 30.)
     """
     if method in ("l12", "relaxed"):
-        return SolverConfig(parameterisation="projected", iters=600, step=2.0, lam=1.0 if method == "l12" else 0.0,
-                            lam_start=0.01, ramp=0.8, sweeps=1, restarts=16)
+        return default_qap_config(maximize=True, penalised=method == "l12")
     if method == "sinkhorn":
         return SolverConfig(parameterisation="sinkhorn", iters=300, step=0.1, restarts=8, sinkhorn_iters=10)
     raise ValueError(f"method {method!r} has no solver config; use one of {METHODS[:3]}")
 
 
-def _validate(A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _validate(A: torch.Tensor | np.ndarray, B: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    A, B = (torch.from_numpy(np.asarray(X, dtype=np.float64)) if not isinstance(X, torch.Tensor) else X
+            for X in (A, B))
     check_square(A, "A")
     check_square(B, "B")
     if A.shape != B.shape:
@@ -255,26 +226,9 @@ def _validate(A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return A.reshape(-1, *A.shape[-2:]), B.reshape(-1, *B.shape[-2:])
 
 
-def _scipy_match(A: np.ndarray, B: np.ndarray, method: str, restarts: int,
-                 rng: np.random.Generator) -> tuple[np.ndarray, int]:
-    """Best of ``restarts`` calls of scipy's ``quadratic_assignment`` maximising ``tr(A^T M B M^T)``."""
-    n = A.shape[0]
-    best_perm, best_fun, nit = None, -np.inf, 0
-    for r in range(restarts):
-        options: dict = {"maximize": True}
-        options["rng"] = rng  # 2-opt starts from a random permutation drawn from rng
-        if method == "faq" and r > 0:
-            options["P0"] = np.eye(n)[rng.permutation(n)]
-        res = quadratic_assignment(A, B, method=method, options=options)
-        nit = max(nit, int(res.nit))
-        if res.fun > best_fun:
-            best_perm, best_fun = res.col_ind, res.fun
-    return best_perm, nit
-
-
 def match_graphs(
-    A: torch.Tensor,
-    B: torch.Tensor,
+    A: torch.Tensor | np.ndarray,
+    B: torch.Tensor | np.ndarray,
     method: str = "l12",
     *,
     lam: float | None = None,
@@ -285,53 +239,59 @@ def match_graphs(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     show_progress: bool = False,
-) -> MatchResult:
+) -> OptimizeResult:
     """Solve ``min_{M in Pi_n} ||A M - M B||_F^2`` for one instance ``(n, n)`` or a batch ``(batch, n, n)``.
 
     Args:
-        A, B: adjacency (or any real symmetric) matrices of the same shape.
+        A, B: adjacency (or any real) matrices of the same shape, torch tensors or numpy arrays.
         method: one of :data:`METHODS` (see the module docstring).
         lam: penalty weight for ``"l12"`` (overrides the config; must be ``>= 0``).
         restarts: random starts (overrides the config; for scipy's methods the number of calls).
-        iters: solver iterations (overrides the config; ignored by scipy's methods).
+        iters: most solver iterations (overrides the config; ignored by scipy's methods).
         config: solver settings for ``"l12"``, ``"relaxed"``, ``"sinkhorn"`` (else :func:`default_config`).
         seed: seeds the random starts.
         device: where the torch solvers run (``"cpu"``, ``"cuda"``, ``"auto"``); scipy runs on the CPU.
-        dtype: floating type of the torch solvers (float32 is about twice as fast as float64 on a CPU).
+        dtype: floating type of the torch solvers.
+
+    Returns:
+        scipy's ``OptimizeResult`` for the batch: ``col_ind (batch, n)`` (vertex ``i`` of A matches
+        ``col_ind[i]`` of B), ``fun (batch,)`` the edge disagreement ``f`` at it, ``M (batch, n, n)`` the final
+        relaxed matrix (the permutation matrix for scipy's methods), ``loss_history`` and ``penalty_history``
+        ``(records, batch)`` (empty for scipy's), ``nit`` (iterations; for scipy the largest total ``nit``),
+        ``seconds`` (wall time of the call), ``method`` and ``config`` (None for scipy's methods).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
     if lam is not None and not lam >= 0:  # checked before the scipy methods, which ignore it
         raise ValueError(f"lam must be >= 0, got {lam}")
-    if restarts is not None and not (isinstance(restarts, int) and restarts >= 1):
-        raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}")
+    if restarts is not None:
+        check_positive_int(restarts, "restarts")
     A, B = _validate(A, B)
-    gen = _generator(seed)
+    gen = as_generator(seed)
     start = time.perf_counter()
     if method in ("faq", "2opt"):
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-        a, b = A.detach().cpu().double().numpy(), B.detach().cpu().double().numpy()
-        results = [_scipy_match(a[i], b[i], method, restarts or 1, rng) for i in range(a.shape[0])]
-        perm = torch.from_numpy(np.stack([r[0] for r in results])).long()
-        loss = edge_disagreement(A.double().cpu(), B.double().cpu(), perm)
+        results = [quadratic_assignment(A[i], B[i], method, {"maximize": True, "restarts": restarts or 1, "rng": rng})
+                   for i in range(A.shape[0])]
+        perm = torch.from_numpy(np.stack([r.col_ind for r in results])).long()
         empty = torch.empty(0, A.shape[0], dtype=torch.float64)
-        return MatchResult(perm=perm, M=permutation_matrix(perm, torch.float64), loss_history=empty,
-                           penalty_history=empty, loss=loss, iterations=max(r[1] for r in results),
-                           seconds=time.perf_counter() - start, method=method)
+        return OptimizeResult(col_ind=perm, fun=edge_disagreement(A.double().cpu(), B.double().cpu(), perm),
+                              M=permutation_matrix(perm, torch.float64), loss_history=empty, penalty_history=empty,
+                              nit=max(int(r.nit) for r in results), seconds=time.perf_counter() - start,
+                              method=method, config=None)
     cfg = apply_overrides(config or default_config(method), method, lam=lam, restarts=restarts, iters=iters)
-    dev = resolve_device(device)
-    A = A.to(dev, dtype)
-    B = B.to(dev, dtype)
-    smooth = 2.0 * (torch.linalg.matrix_norm(A, 2) + torch.linalg.matrix_norm(B, 2)).square().clamp_min(1e-12)
-    A4, B4 = A.unsqueeze(1), B.unsqueeze(1)
-    solved = solve_permutation(
-        lambda M: matching_loss(A4, B4, M), A.shape[0], A.shape[-1], cfg,
-        step_scale=1.0 / smooth, generator=gen, dtype=dtype, device=dev, show_progress=show_progress,
-    )
-    return MatchResult(perm=solved.perm, M=solved.M, loss_history=solved.loss_history,
-                       penalty_history=solved.penalty_history, loss=solved.rounded_loss,
-                       iterations=solved.iterations, seconds=time.perf_counter() - start,
-                       method=method, config=cfg)
+    if method == "sinkhorn":
+        dev = resolve_device(device)
+        A4, B4 = A.to(dev, dtype).unsqueeze(1), B.to(dev, dtype).unsqueeze(1)
+        solved = solve_permutation(lambda M: matching_loss(A4, B4, M), A.shape[0], A.shape[-1], cfg,
+                                   generator=gen, dtype=dtype, device=dev, show_progress=show_progress)
+    else:
+        solved = solve_qap(A, B, cfg, maximize=True, generator=gen, dtype=dtype, device=device,
+                           show_progress=show_progress)
+    solved.update(seconds=time.perf_counter() - start, method=method, config=cfg)
+    for alias in ("perm", "rounded_loss"):
+        solved.pop(alias)
+    return solved
 
 
 def recovery_table(
@@ -370,8 +330,8 @@ def recovery_table(
         scipy = method in ("faq", "2opt")
         result = match_graphs(inst.A, inst.B, method, seed=seed, device=device,
                               restarts=scipy_restarts if scipy else restarts, iters=iters)
-        rec = recovery(result.perm.cpu(), inst.perm)
-        loss = result.loss.double().cpu()
+        rec = recovery(result.col_ind.cpu(), inst.perm)
+        loss = result.fun.double().cpu()
         planted = edge_disagreement(inst.A, inst.B, inst.perm)
         for b in range(instances):
             rows.append({
@@ -383,8 +343,33 @@ def recovery_table(
     return pd.DataFrame(rows)
 
 
-def summarise(table: pd.DataFrame) -> pd.DataFrame:
+def summarise_recovery(table: pd.DataFrame) -> pd.DataFrame:
     """Means over instances of a :func:`recovery_table`, one row per family, n, noise and method."""
     metrics = ["recovery", "exact", "isomorphic", "disagreement", "planted_disagreement", "seconds"]
     return (table.groupby(["family", "n", "noise", "method"], sort=False)[metrics].mean()
             .reset_index())
+
+
+def compare_methods(table: pd.DataFrame, first: str, second: str, metric: str, families: tuple[str, ...] | list[str],
+                    question: str) -> Verdict:
+    """Whether ``first`` scores higher than ``second`` on ``metric`` over the same instances of ``families``
+    (rows of a :func:`recovery_table`).
+
+    Paired over instances: with ``d_i`` the difference on instance ``i`` and ``se = std(d) / sqrt(k)`` over
+    ``k`` instances, the answer is "yes" when ``mean(d) > 2 se``, "no" when ``mean(d) < -2 se`` and "tie"
+    otherwise (also when every ``d_i`` is 0); "n/a" when a method was not run. The evidence reads
+    ``mean ± std vs mean ± std, k instances``.
+    """
+    rows = table[table["family"].isin(list(families))]
+    keys = ["family", "n", "noise", "instance"]
+    scores = {m: rows[rows["method"] == m].set_index(keys)[metric].astype(float) for m in (first, second)}
+    if any(s.empty for s in scores.values()):
+        return verdict(question, None, f"{first if scores[first].empty else second} not run")
+    a, b = scores[first].align(scores[second], join="inner")
+    d = (a - b).to_numpy()
+    k = len(d)
+    se = float(d.std(ddof=1)) / np.sqrt(k) if k > 1 else 0.0
+    mean = float(d.mean())
+    answer = "yes" if mean > 2 * se and mean > 0 else "no" if mean < -2 * se and mean < 0 else "tie"
+    std = (lambda x: float(x.std(ddof=1)) if k > 1 else 0.0)
+    return verdict(question, answer, f"{a.mean():.2f} ± {std(a):.2f} vs {b.mean():.2f} ± {std(b):.2f}, {k} instances")

@@ -35,7 +35,7 @@ Success is "the rounded permutation ``Q`` computes the teacher's function", ``L(
 teacher's energy ``E[f^2]``), i.e. ``Q = P`` up to the symmetries of the set-up (hidden units with equal
 output weights, inputs with equal columns of ``W``); for generic instances only ``Q = P`` does. The methods
 are those of graph matching: ``"l12"``, ``"relaxed"`` (``lam = 0``) and ``"sinkhorn"``, all through
-:func:`aslib.examples.solver.solve_permutation` (called in :func:`learn_permutation` only).
+:func:`aslib.solver.solve_permutation` (called in :func:`learn_permutation` only).
 """
 
 from __future__ import annotations
@@ -44,13 +44,14 @@ import math
 from dataclasses import dataclass, replace
 
 import pandas as pd
+from scipy.optimize import OptimizeResult
 import torch
 
 from aslib.checks import as_generator, check_positive_int
-from aslib.examples.solver import SolveResult, SolverConfig, apply_overrides, solve_permutation
 from aslib.penalty import check_square, l12_penalty, permutation_matrix, project_doubly_stochastic
 from aslib.progress import progress
 from aslib.runtime import resolve_device
+from aslib.solver import SolverConfig, apply_overrides, solve_permutation
 from aslib.verdicts import Verdict, verdict
 
 __all__ = [
@@ -271,11 +272,11 @@ def learn_permutation(
     seed: int | torch.Generator = 0,
     device: str | torch.device = "cpu",
     show_progress: bool = False,
-) -> SolveResult:
-    """Learn ``M`` for every instance of ``problem`` by ``method``; ``result.perm`` should equal ``problem.perm``.
+) -> OptimizeResult:
+    """Learn ``M`` for every instance of ``problem`` by ``method``; ``result.col_ind`` should equal ``problem.perm``.
 
     ``lam``, ``restarts`` and ``iters`` override the config (``lam`` only for ``"l12"``; it must be ``>= 0``).
-    ``result.rounded_loss`` is ``L`` at the rounded permutation (0 when the permutation is recovered).
+    ``result.fun`` is ``L`` at the rounded permutation (0 when the permutation is recovered).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
@@ -328,12 +329,12 @@ def comparison_table(
             config = (configs or {}).get(method)
             result = learn_permutation(problem, method, iters=iters, seed=seed, device=device,
                                        config=None if config is None else replace(config, restarts=1))
-            perm, M = result.perm.cpu(), result.M.cpu().double()
+            perm, M = result.col_ind.cpu(), result.M.cpu().double()
             columns = {
-                "success": (result.rounded_loss.cpu() <= SUCCESS_RTOL * energy).tolist(),
+                "success": (result.fun.cpu() <= SUCCESS_RTOL * energy).tolist(),
                 "exact": (perm == problem.perm).all(-1).tolist(),
                 "rows_matched": (perm == problem.perm).double().mean(-1).tolist(),
-                "rounded_loss": (result.rounded_loss.cpu() / energy).tolist(),
+                "rounded_loss": (result.fun.cpu() / energy).tolist(),
                 "relaxed_loss": (population_loss(problem, M) / energy).tolist(),
                 "penalty": l12_penalty(M).tolist(),
                 "distance": torch.linalg.matrix_norm(M - P).tolist(),

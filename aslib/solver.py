@@ -1,0 +1,438 @@
+r"""One optimisation loop for learning a permutation matrix ``M`` from a differentiable loss.
+
+The problem is ``min_{M in Pi_n} f(M)`` for a batch of independent instances. It is relaxed to
+``M in D_n`` (doubly stochastic) and solved in one of three parameterisations
+(:data:`SOLVER_PARAMETERISATIONS`):
+
+* ``"mirror"`` (default): entropic mirror descent on ``f(M) + lam_t * P(M)`` over ``D_n``
+  (``P`` is :func:`aslib.penalty.l12_penalty`). With ``G = C(grad f) / max|C(grad f)| + lam_t grad P``,
+  where ``C(X) = X - row means - column means + overall mean`` removes what ``D_n`` cannot feel (the
+  divisor is floored at ``1e-3 L``, ``L = 1/step_scale`` a bound on the gradient's entries that the caller
+  passes, so that rounding noise around a stationary point such as ``J/n`` is not blown up to full steps),
+  one step is
+
+  .. math::
+      M \leftarrow \mathrm{normalise}(M \odot \exp(-\eta G)),
+
+  ``normalise`` being ``sweeps`` Sinkhorn sweeps (:func:`aslib.penalty.normalise_rows_and_columns`). The
+  step is multiplicative, so ``M`` stays strictly positive and cannot collapse to ``J/n`` however large the
+  gradient; dividing ``grad f`` by its own largest centred entry makes ``eta`` and ``lam`` independent of the
+  scale and sign of the problem (``f`` and ``c f`` give the same iterates for any ``c > 0``).
+* ``"projected"``: the Euclidean variant. A gradient step of size ``step * step_scale`` on
+  ``f + lam_t P`` and then :func:`aslib.penalty.project_doubly_stochastic` (clamp and normalise). With
+  nonnegative data and a large step every entry is clamped to 0 and the projection returns ``J/n``; it is
+  kept for the two-layer example, whose step is set from its curvature.
+* ``"sinkhorn"`` (the baseline): ``M = sinkhorn(X, sinkhorn_iters, tau_t)`` with unconstrained logits
+  ``X`` optimised by Adam on ``f(M)`` (no penalty); ``tau_t`` anneals geometrically ``tau_start -> tau_end``.
+
+``lam_t`` (both penalised parameterisations) grows geometrically from ``lam * lam_start`` to ``lam`` over
+the first ``ramp`` fraction of the iterations and then stays at ``lam``: the loss shapes ``M`` before the
+penalty forces it to a vertex. With ``lam = 0`` this is the plain relaxation.
+
+Restarts: ``restarts`` random starts per instance run together as one batch. Starts are
+``normalise(J/n + init_noise * U / n)`` with ``U`` uniform on ``[0, 1)`` (``X0 = init_noise * N(0, 1)``
+logits for ``"sinkhorn"``), or the caller's ``initial`` matrices. ``J/n`` itself is avoided: there the
+penalty's gradient is constant, so it is stationary for ``P`` and, on regular graphs, for ``f``.
+
+Stopping (``settle_tol`` set): every ``check_every`` steps each start's row-wise argmax ``R`` is read. By
+the error bound (:func:`aslib.penalty.permutation_error_bound`), ``P(M) < ROUNDING_THRESHOLD`` on ``D_n``
+makes ``R`` a permutation and the unique Hungarian rounding, with ``sum_ij |M_ij - R_ij| <= 2 P(M)``; a
+start is *settled*, and stops moving, once ``P(M) <= settle_tol`` and ``R`` is the same as at the previous
+check. An instance ends when all its starts are settled, when its starts agree (every start's ``P(M)``
+below the threshold, so its argmax is its rounding, all roundings one permutation, unchanged since the
+previous check), or as soon as one start's rounded loss reaches the caller's ``lower_bound`` (a
+certificate of optimality, e.g. 0 for an exact graph match); the solve ends when every instance has ended
+or after ``iters`` steps. No Hungarian solve runs inside the loop: starts
+still unsettled at the end are rounded once (row argmax where the bound proves it is the Hungarian answer).
+
+The answer of each instance is the start whose rounded permutation has the smallest loss (among equals,
+the one with the smallest penalty, i.e. nearest a vertex).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+from scipy.optimize import OptimizeResult
+
+from aslib.checks import check_fraction, check_nonnegative, check_positive, check_positive_int
+from aslib.penalty import (
+    ROUNDING_THRESHOLD,
+    l12_penalty,
+    normalise_rows_and_columns,
+    permutation_matrix,
+    project_doubly_stochastic,
+    round_to_permutation,
+    sinkhorn,
+)
+from aslib.progress import progress
+
+__all__ = [
+    "SOLVER_PARAMETERISATIONS",
+    "GradientFn",
+    "LossFn",
+    "OptimizeResult",
+    "SelectFn",
+    "SolverConfig",
+    "apply_overrides",
+    "random_starts",
+    "solve_permutation",
+]
+
+SOLVER_PARAMETERISATIONS: tuple[str, ...] = ("mirror", "projected", "sinkhorn")
+
+#: ``loss_fn(M)`` maps ``M`` of shape ``(batch, restarts, n, n)`` to the loss of shape ``(batch, restarts)``.
+LossFn = Callable[[torch.Tensor], torch.Tensor]
+#: ``gradient(M)``: the gradient of ``loss_fn`` at ``M``, shape ``(batch, restarts, n, n)``.
+GradientFn = Callable[[torch.Tensor], torch.Tensor]
+#: ``select(index)``: the loss and gradient (or None) of the instances ``index`` only.
+SelectFn = Callable[[torch.Tensor], tuple[LossFn, "GradientFn | None"]]
+
+#: Entries of a mirror iterate are kept at or above this value, so no row or column can underflow to
+#: zero in float32 (a floor far below any entry that matters for rounding).
+_MIRROR_FLOOR = 1e-30
+#: Centred gradient entries below this fraction of the caller's bound ``1/step_scale`` count as noise.
+_GRADIENT_NOISE = 1e-3
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """Settings of :func:`solve_permutation` (see the module docstring for what each does).
+
+    Attributes:
+        parameterisation: one of :data:`SOLVER_PARAMETERISATIONS`.
+        iters: most optimisation steps.
+        step: ``eta`` of the mirror step; for ``"projected"`` a multiple of ``step_scale`` (``1/L``,
+            ``L`` the smoothness constant the problem passes); Adam's learning rate for ``"sinkhorn"``.
+        lam: final penalty weight (``>= 0``; 0 is the plain relaxation).
+        lam_start: the continuation starts at ``lam * lam_start``.
+        ramp: fraction of ``iters`` over which ``lam_t`` grows to ``lam``.
+        sweeps: normalisation sweeps per step.
+        restarts: random starts per instance.
+        init_noise: size of the random perturbation of the start.
+        tau_start, tau_end, sinkhorn_iters: the Sinkhorn temperature schedule and its iterations.
+        record_every: keep the loss and penalty every this many iterations.
+        settle_tol: stop a start once ``P(M) <= settle_tol`` and its rounding is unchanged between two
+            checks (must be ``< ROUNDING_THRESHOLD``); None runs every start for ``iters`` steps.
+        check_every: steps between two stopping checks.
+        cpu_threads: torch threads used by the loop on a CPU (restored afterwards), or None to leave
+            torch's setting. The default 1 is measured, not a guess: the loop's batched products of
+            small matrices gain little from intra-op threads, and when the cores are shared with other
+            processes two threads made the test suite's regular-graph solve ten times slower.
+    """
+
+    parameterisation: str = "mirror"
+    iters: int = 300
+    step: float = 1.0
+    lam: float = 0.0
+    lam_start: float = 0.01
+    ramp: float = 0.5
+    sweeps: int = 3
+    restarts: int = 1
+    init_noise: float = 1.0
+    tau_start: float = 1.0
+    tau_end: float = 0.05
+    sinkhorn_iters: int = 20
+    record_every: int = 1
+    settle_tol: float | None = None
+    check_every: int = 10
+    cpu_threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        if self.parameterisation not in SOLVER_PARAMETERISATIONS:
+            raise ValueError(
+                f"unknown parameterisation {self.parameterisation!r}; use one of {SOLVER_PARAMETERISATIONS}")
+        for name in ("iters", "restarts", "sweeps", "sinkhorn_iters", "record_every", "check_every"):
+            check_positive_int(getattr(self, name), name)
+        check_nonnegative(self.lam, "lam")
+        check_positive(self.step, "step")
+        check_fraction(self.ramp, "ramp", closed=True)
+        if not (check_positive(self.lam_start, "lam_start") <= 1):
+            raise ValueError(f"lam_start must lie in (0, 1], got {self.lam_start!r}")
+        check_positive(self.tau_start, "tau_start")
+        check_positive(self.tau_end, "tau_end")
+        check_nonnegative(self.init_noise, "init_noise")
+        if self.settle_tol is not None and not 0 < check_positive(self.settle_tol, "settle_tol") < ROUNDING_THRESHOLD:
+            raise ValueError(f"settle_tol must lie in (0, {ROUNDING_THRESHOLD:.4f}), got {self.settle_tol!r}")
+        if self.settle_tol is not None and self.parameterisation == "sinkhorn":
+            raise ValueError("settle_tol needs the matrix itself as the variable: use 'mirror' or 'projected'")
+        if self.cpu_threads is not None:
+            check_positive_int(self.cpu_threads, "cpu_threads")
+
+    def lam_at(self, t: int) -> float:
+        """The continuation ``lam_t``: geometric from ``lam * lam_start`` to ``lam`` over ``ramp * iters``."""
+        ramp_iters = self.ramp * self.iters
+        if self.lam == 0 or t >= ramp_iters:
+            return self.lam
+        return self.lam * self.lam_start ** (1.0 - t / ramp_iters)
+
+    def tau_at(self, t: int) -> float:
+        """The Sinkhorn temperature, geometric from ``tau_start`` to ``tau_end``."""
+        frac = t / max(self.iters - 1, 1)
+        return self.tau_start * (self.tau_end / self.tau_start) ** frac
+
+
+def apply_overrides(
+    config: SolverConfig, method: str, *, lam: float | None, restarts: int | None, iters: int | None
+) -> SolverConfig:
+    """The entry points' overrides on a method's config: ``"relaxed"`` always has ``lam = 0``; ``lam``
+    applies to ``"l12"`` only (and must be ``>= 0``); ``restarts`` and ``iters`` apply to every method.
+    The new config is validated by :class:`SolverConfig`."""
+    if lam is not None:
+        check_nonnegative(lam, "lam")
+    if method == "relaxed":
+        config = replace(config, lam=0.0)
+    elif method == "l12" and lam is not None:
+        config = replace(config, lam=lam)
+    if restarts is not None:
+        config = replace(config, restarts=restarts)
+    if iters is not None:
+        config = replace(config, iters=iters)
+    return config
+
+
+def _round(M: torch.Tensor) -> torch.Tensor:
+    """Hungarian rounding of row-stochastic ``M (..., n, n)``, skipping the Hungarian solve where it is known.
+
+    Where every row has an entry above 1/2 and these lie in distinct columns, the row-wise argmax is the
+    unique maximiser of ``<M, R>`` over permutations (any other permutation takes, in each row where it
+    differs, an entry ``<= 1 - max < 1/2 < max``), so it is used directly; other matrices go to
+    :func:`aslib.penalty.round_to_permutation`.
+    """
+    top, perms = M.max(-1)
+    slow = ~(_distinct(perms) & (top > 0.5).all(-1))
+    if bool(slow.any()):
+        perms[slow] = round_to_permutation(M[slow])
+    return perms
+
+
+def _distinct(perms: torch.Tensor) -> torch.Tensor:
+    """Whether each row-wise argmax ``(..., n)`` hits every column once (is a permutation), shape ``(...)``."""
+    return torch.nn.functional.one_hot(perms, perms.shape[-1]).sum(-2).eq(1).all(-1)
+
+
+def _centre(X: torch.Tensor) -> torch.Tensor:
+    """``X`` minus its row and column means plus its overall mean: the part of ``X`` that moves within ``D_n``."""
+    row_means = X.mean(-1, keepdim=True)
+    return X - row_means - X.mean(-2, keepdim=True) + row_means.mean(-2, keepdim=True)
+
+
+def _mirror_step(M: torch.Tensor, grad: torch.Tensor, lam: float, step: float, sweeps: int,
+                 floor: torch.Tensor) -> torch.Tensor:
+    """One penalised mirror step from ``M > 0`` (module docstring), with the closed-form
+    ``grad P = 2 - M / ||M_i||_2 - M / ||M^j||_2``. The penalty's part is not centred: a multiplicative
+    factor constant along a row or a column is undone by the normalisation, so centring would not change
+    the step (exactly so with enough sweeps), only cost time."""
+    grad = _centre(grad)
+    direction = grad / torch.maximum(grad.abs().amax((-2, -1), keepdim=True), floor)
+    if lam > 0:
+        rows = torch.linalg.vector_norm(M, dim=-1, keepdim=True)
+        cols = torch.linalg.vector_norm(M, dim=-2, keepdim=True)
+        direction = direction - lam * (M / rows + M / cols)
+    return normalise_rows_and_columns((M * torch.exp(-step * direction)).clamp_min(_MIRROR_FLOOR), sweeps)
+
+
+def random_starts(config: SolverConfig, shape: tuple[int, ...], generator: torch.Generator | None,
+                  dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The random starts of :func:`solve_permutation` (module docstring), drawn on the CPU, of ``shape``
+    ``(..., n, n)``: logits for ``"sinkhorn"``, a point of ``D_n`` near ``J/n`` otherwise."""
+    n = shape[-1]
+    if config.parameterisation == "sinkhorn":
+        return (config.init_noise * torch.randn(shape, generator=generator, dtype=dtype)).to(device)
+    noise = torch.rand(shape, generator=generator, dtype=dtype).to(device)
+    return project_doubly_stochastic((1.0 + config.init_noise * noise) / n, config.sweeps, check_finite=False)
+
+
+def solve_permutation(
+    loss_fn: LossFn,
+    batch: int,
+    n: int,
+    config: SolverConfig,
+    *,
+    step_scale: torch.Tensor | float = 1.0,
+    gradient: GradientFn | None = None,
+    select: SelectFn | None = None,
+    lower_bound: torch.Tensor | float | None = None,
+    initial: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+    show_progress: bool = False,
+) -> OptimizeResult:
+    """Minimise ``loss_fn`` over permutations by the relaxation in ``config`` (module docstring).
+
+    Args:
+        loss_fn: ``M (batch, restarts, n, n) -> (batch, restarts)``, differentiable unless ``gradient``
+            is given.
+        batch, n: number of instances and matrix size.
+        config: the solver settings.
+        step_scale: ``1/L`` for each instance, a float or a tensor ``(batch,)``: ``"projected"`` steps by
+            ``step / L``; ``"mirror"`` treats centred gradient entries below ``1e-3 L`` as rounding noise.
+        gradient: the closed-form gradient of ``loss_fn`` (saves autograd's work per step); None: autograd.
+        select: ``select(index)`` returns ``(loss_fn, gradient)`` for the instances ``index`` (a long tensor)
+            alone; with it (``"mirror"``, ``settle_tol`` set) instances that have ended leave the batch, so a
+            batch no longer pays for them while its slowest instance runs on.
+        lower_bound: a value no permutation's loss goes below, a float or ``(batch,)``; a start whose
+            rounded loss reaches it (within ``1e-6`` relative) certifies its instance, which then ends.
+        initial: ``(batch, restarts, n, n)`` starting matrices (points of ``D_n``; ``"sinkhorn"``: logits)
+            in place of the random starts.
+        generator: seeds the random starts (drawn on the CPU, so CPU and CUDA runs start alike).
+
+    Returns:
+        scipy's ``OptimizeResult`` for the batch: ``col_ind (batch, n)`` the best start's permutation
+        (``R[i, col_ind[i]] = 1``), ``fun (batch,)`` its loss, ``M (batch, n, n)`` its final relaxed matrix,
+        ``loss_history`` and ``penalty_history`` ``(records, batch)`` its ``f(M_t)`` and ``P(M_t)``,
+        ``nit`` the steps run, ``certified (batch,)`` whether ``lower_bound`` was reached, ``agreed (batch,)``
+        whether the starts agreed, ``settled (batch,)`` the number of settled starts, ``seconds`` the wall time.
+    """
+    device = torch.device(device)
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and config.cpu_threads is not None:
+        torch.set_num_threads(config.cpu_threads)
+    try:
+        return _solve(loss_fn, batch, n, config, step_scale, gradient, select, lower_bound, initial, generator,
+                      dtype, device, show_progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+class _Stopping:
+    """Bookkeeping of the stopping rule (module docstring) for ``(batch, restarts)`` starts."""
+
+    def __init__(self, config: SolverConfig, loss_fn: LossFn, lower_bound: torch.Tensor | float | None,
+                 shape: tuple[int, int], dtype: torch.dtype, device: torch.device) -> None:
+        self.tol, self.loss_fn, self.dtype = config.settle_tol, loss_fn, dtype
+        self.bound = (None if lower_bound is None else
+                      torch.as_tensor(lower_bound, dtype=dtype, device=device).reshape(-1, 1))
+        self.previous = torch.full((*shape, 1), -1, dtype=torch.long, device=device)
+        self.settled = torch.zeros(shape, dtype=torch.bool, device=device)
+        self.certified = torch.zeros(shape[0], dtype=torch.bool, device=device)
+        self.agreed = torch.zeros(shape[0], dtype=torch.bool, device=device)
+        self.ended = torch.zeros(shape[0], dtype=torch.bool, device=device)
+        #: ``(batch, restarts, 1, 1)``, 1 for starts that still move, once some start has stopped; else None
+        self.moving: torch.Tensor | None = None
+
+    def update(self, M: torch.Tensor) -> bool:
+        """Read the roundings of ``M``, settle starts, and say whether every instance has ended."""
+        perms = M.argmax(-1)
+        unchanged = (perms == self.previous).all(-1)
+        penalty = l12_penalty(M, check_finite=False)
+        rounded_by_argmax = (penalty < ROUNDING_THRESHOLD) & _distinct(perms)
+        candidate = rounded_by_argmax & (penalty <= self.tol)
+        self.settled |= candidate & unchanged
+        self.previous = perms
+        if self.bound is not None and bool(candidate.any()):
+            rounded = self.loss_fn(torch.nn.functional.one_hot(perms, perms.shape[-1]).to(self.dtype))
+            reached = candidate & (rounded <= self.bound + 1e-6 * self.bound.abs().clamp_min(1.0))
+            self.certified |= reached.any(-1)
+        if perms.shape[1] > 1:  # starts agree: every start rounds, stably, to one and the same permutation
+            same = (perms == perms[:, :1]).all(-1)
+            self.agreed |= (rounded_by_argmax & unchanged & same).all(-1)
+        self.ended = self.certified | self.agreed | self.settled.all(-1)
+        frozen = self.settled | self.ended.unsqueeze(-1)
+        if bool(frozen.any()):
+            self.moving = (~frozen)[..., None, None].to(self.dtype)
+        return bool(self.ended.all())
+
+
+def _solve(loss_fn: LossFn, batch: int, n: int, config: SolverConfig, step_scale: torch.Tensor | float,
+           gradient: GradientFn | None, select: SelectFn | None, lower_bound: torch.Tensor | float | None,
+           initial: torch.Tensor | None, generator: torch.Generator | None, dtype: torch.dtype, device: torch.device,
+           show_progress: bool) -> OptimizeResult:
+    start = time.perf_counter()
+    shape = (batch, config.restarts, n, n)
+    if initial is not None:
+        if tuple(initial.shape) != shape:
+            raise ValueError(f"initial must have shape {shape}, got {tuple(initial.shape)}")
+        X = initial.to(device, dtype)
+    else:
+        X = random_starts(config, shape, generator, dtype, device)
+    scale = torch.as_tensor(step_scale, dtype=dtype, device=device).reshape(-1, 1, 1, 1)
+    if scale.shape[0] not in (1, batch):
+        raise ValueError(f"step_scale must be a float or have shape ({batch},), got {tuple(scale.shape)}")
+    noise_floor = (_GRADIENT_NOISE / scale).clamp_min(torch.finfo(dtype).tiny)
+    stopping = _Stopping(config, loss_fn, lower_bound, shape[:2], dtype, device) if config.settle_tol else None
+    optimiser = None
+    if config.parameterisation == "sinkhorn":
+        X.requires_grad_(True)
+        optimiser = torch.optim.Adam([X], lr=config.step)
+    losses, penalties = [], []
+    active, part_fns, part_floor = None, (loss_fn, gradient), noise_floor
+    t = 0
+    for t in progress(range(config.iters), enabled=show_progress, desc=config.parameterisation):
+        lam_t = config.lam_at(t)
+        record = t % config.record_every == 0 or t == config.iters - 1
+        if config.parameterisation == "sinkhorn":
+            M = sinkhorn(X, config.sinkhorn_iters, config.tau_at(t))
+            loss = loss_fn(M)
+            optimiser.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            optimiser.step()
+            penalty = l12_penalty(M.detach(), check_finite=False)
+        elif config.parameterisation == "mirror":
+            M = X
+            part = M if active is None else M[active]
+            new = _mirror_step(part, _gradient(*part_fns, part), lam_t, config.step, config.sweeps, part_floor)
+            if stopping is not None and stopping.moving is not None:
+                keep = stopping.moving if active is None else stopping.moving[active]
+                new = part + keep * (new - part)
+            X = new if active is None else M.index_copy(0, active, new)
+            if record:
+                with torch.no_grad():
+                    loss, penalty = loss_fn(M), l12_penalty(M, check_finite=False)
+        else:  # autograd through l12_penalty: its subgradient at the exact zeros the clamp leaves is 0
+            M = X.detach().requires_grad_(True)
+            loss = loss_fn(M)
+            penalty = l12_penalty(M, check_finite=False)
+            objective = loss.sum() + lam_t * penalty.sum() if lam_t > 0 else loss.sum()
+            (grad,) = torch.autograd.grad(objective, M)
+            with torch.no_grad():
+                X = project_doubly_stochastic(M - config.step * scale * grad, config.sweeps, check_finite=False)
+        if record:
+            losses.append(loss.detach())
+            penalties.append(penalty.detach())
+        if stopping is not None:
+            X = X.detach()
+            if stopping.moving is not None and config.parameterisation != "mirror":
+                X = M.detach() + stopping.moving * (X - M.detach())
+            if (t + 1) % config.check_every == 0:
+                if stopping.update(X):
+                    break
+                if select is not None and config.parameterisation == "mirror" and bool(stopping.ended.any()):
+                    active = (~stopping.ended).nonzero().squeeze(-1)  # ended instances leave the batch
+                    part_fns = select(active)
+                    part_floor = noise_floor[active] if noise_floor.shape[0] == batch else noise_floor
+    with torch.no_grad():
+        M_final = sinkhorn(X, config.sinkhorn_iters, config.tau_end) if optimiser is not None else X
+        M_final = M_final.detach()
+        if not bool(torch.isfinite(M_final).all()):
+            raise FloatingPointError("the solver diverged (non-finite M); lower config.step")
+        perms = _round(M_final)
+        rounded = loss_fn(permutation_matrix(perms, dtype))
+        # among the starts of smallest rounded loss, the one nearest a vertex (smallest penalty)
+        tied = rounded <= rounded.min(-1, keepdim=True).values
+        best = torch.where(tied, l12_penalty(M_final, check_finite=False), torch.inf).argmin(-1)
+    rows = torch.arange(batch, device=device)
+    perm, fun = perms[rows, best], rounded[rows, best]
+    settled = stopping.settled.sum(-1) if stopping is not None else torch.zeros(batch, dtype=torch.long)
+    certified, agreed = ((stopping.certified, stopping.agreed) if stopping is not None else
+                         (torch.zeros(batch, dtype=torch.bool), torch.zeros(batch, dtype=torch.bool)))
+    return OptimizeResult(
+        col_ind=perm, fun=fun, M=M_final[rows, best],
+        loss_history=torch.stack(losses)[:, rows, best].cpu(),
+        penalty_history=torch.stack(penalties)[:, rows, best].cpu(),
+        nit=t + 1, certified=certified, agreed=agreed, settled=settled, seconds=time.perf_counter() - start,
+    )
+
+
+def _gradient(loss_fn: LossFn, gradient: GradientFn | None, M: torch.Tensor) -> torch.Tensor:
+    """The gradient of ``loss_fn`` at ``M``: ``gradient(M)`` when given, else by autograd."""
+    if gradient is not None:
+        with torch.no_grad():
+            return gradient(M)
+    M = M.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(loss_fn(M).sum(), M)
+    return grad

@@ -1,0 +1,175 @@
+"""The permutation solver and the scipy-compatible quadratic assignment front end, against brute force and scipy."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import scipy.optimize
+import torch
+
+import aslib
+from aslib import solver
+from aslib.examples import graph_matching as gm
+from aslib.qap import solve_qap
+
+
+def brute_force(A: np.ndarray, B: np.ndarray, maximize: bool) -> float:
+    """The optimum of tr(A^T P B P^T) over all n! permutations, from the definition."""
+    values = [float(np.trace(A.T @ np.eye(len(A))[list(p)] @ B @ np.eye(len(A))[list(p)].T))
+              for p in itertools.permutations(range(len(A)))]
+    return max(values) if maximize else min(values)
+
+
+def trace_objective(A: np.ndarray, B: np.ndarray, col_ind: np.ndarray) -> float:
+    P = np.eye(len(A))[col_ind]
+    return float(np.trace(A.T @ P @ B @ P.T))
+
+
+@pytest.mark.parametrize("maximize", [False, True])
+def test_l12_beats_a_random_permutation_on_small_weighted_asymmetric_problems(maximize):
+    # A local method: it need not reach the brute-force optimum here, but its answer must be a permutation
+    # with the stated objective and better than the average permutation (a collapse to J/n would not be).
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        A, B = rng.normal(size=(6, 6)) * 50.0, rng.exponential(size=(6, 6))  # asymmetric, any sign and scale
+        res = aslib.quadratic_assignment(A, B, options={"maximize": maximize, "rng": 0, "restarts": 16})
+        assert isinstance(res, scipy.optimize.OptimizeResult)
+        assert sorted(res.col_ind.tolist()) == list(range(6))
+        assert res.fun == pytest.approx(trace_objective(A, B, res.col_ind))
+        values = [trace_objective(A, B, np.array(p)) for p in itertools.permutations(range(6))]
+        assert (res.fun > np.mean(values)) if maximize else (res.fun < np.mean(values))
+        if not maximize:  # spread starts (default_qap_config): within 5% of the optimum on these
+            best = brute_force(A, B, maximize)
+            assert abs(res.fun - best) <= 0.05 * abs(best)
+
+
+def test_l12_reaches_the_brute_force_optimum_of_small_weighted_symmetric_matching():
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        A = rng.random((7, 7))
+        A = A + A.T
+        perm = rng.permutation(7)
+        noise = 0.05 * rng.random((7, 7))
+        B = A[np.ix_(perm, perm)] + noise + noise.T
+        res = aslib.quadratic_assignment(A, B, options={"maximize": True, "rng": 0})
+        assert res.fun == pytest.approx(brute_force(A, B, True))
+
+
+def test_answer_does_not_depend_on_the_scale_of_the_matrices():
+    rng = np.random.default_rng(2)
+    A, B = rng.random((12, 12)), rng.random((12, 12))
+    base = aslib.quadratic_assignment(A, B, options={"rng": 0})
+    for scale in (1e-4, 1e4):
+        scaled = aslib.quadratic_assignment(scale * A, B, options={"rng": 0})
+        assert np.array_equal(scaled.col_ind, base.col_ind)
+
+
+def test_nonnegative_flow_and_distance_do_not_collapse_to_the_barycenter():
+    # The old projected step clamped every entry to 0 here and rounded J/n to the identity.
+    rng = np.random.default_rng(3)
+    xy = np.array([(i // 4, i % 4) for i in range(16)])
+    D = np.abs(xy[:, None] - xy[None]).sum(-1).astype(float)
+    F = np.triu(rng.integers(0, 10, (16, 16)) * (rng.random((16, 16)) < 0.4), 1)
+    F = (F + F.T).astype(float) * 1000.0
+    res = aslib.quadratic_assignment(F, D, options={"rng": 0})
+    assert res.settled > 0 and np.abs(res.M - 1.0 / 16).max() > 0.4  # a start ended near a vertex
+    identity = trace_objective(F, D, np.arange(16))
+    faq = aslib.quadratic_assignment(F, D, "faq", {"rng": 0, "restarts": 10}).fun
+    assert res.fun < identity and res.fun <= 1.1 * faq
+
+
+def test_float32_and_float64_give_the_same_answer():
+    inst = gm.erdos_renyi(20, 0.3, noise=0.02, batch=4, seed=4)
+    for b in range(4):
+        answers = [aslib.quadratic_assignment(inst.A[b], inst.B[b], options={"maximize": True, "rng": 0,
+                                                                               "dtype": dtype}).col_ind
+                   for dtype in (torch.float32, torch.float64)]
+        assert np.array_equal(*answers)
+
+
+def test_exact_match_is_a_certificate_that_ends_the_solve_early():
+    inst = gm.random_regular(20, 3, batch=1, seed=0)
+    res = aslib.quadratic_assignment(inst.A[0].numpy(), inst.B[0].numpy(), options={"maximize": True, "rng": 0})
+    assert res.certified and res.nit < 300
+    assert res.fun == pytest.approx(float((inst.A[0] ** 2).sum()))  # tr(A^T P B P^T) = ||A||^2: an isomorphism
+
+
+def test_no_hungarian_solve_inside_the_loop(monkeypatch):
+    calls = []
+    original = solver.round_to_permutation
+    monkeypatch.setattr(solver, "round_to_permutation", lambda M: calls.append(M.shape) or original(M))
+    inst = gm.random_regular(16, 3, batch=3, seed=1)
+    result = gm.match_graphs(inst.A, inst.B, "relaxed", iters=120)  # never settles: runs every step
+    assert result.nit == 120 and len(calls) <= 1  # one final batched rounding at most
+
+
+def test_closed_form_gradient_equals_autograd():
+    inst = gm.erdos_renyi(10, 0.3, noise=0.1, batch=2, seed=5)
+    config = solver.SolverConfig(iters=60, lam=0.3, restarts=3, step=0.5)
+    A4, B4 = inst.A.unsqueeze(1), inst.B.unsqueeze(1)
+    loss = lambda M: gm.matching_loss(A4, B4, M)  # noqa: E731
+    by_autograd = solver.solve_permutation(loss, 2, 10, config, generator=torch.Generator().manual_seed(0))
+    by_formula = solve_qap(inst.A, inst.B, config, maximize=True, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(by_autograd.col_ind, by_formula.col_ind)
+    assert torch.allclose(by_autograd.M, by_formula.M, atol=1e-10)
+
+
+@pytest.mark.parametrize("method", ["faq", "2opt"])
+def test_scipy_methods_are_delegated(method):
+    rng = np.random.default_rng(6)
+    A, B = rng.random((9, 9)), rng.random((9, 9))
+    ours = aslib.quadratic_assignment(A, B, method, {"rng": 7})
+    theirs = scipy.optimize.quadratic_assignment(A, B, method, {"rng": np.random.default_rng(7)})
+    assert np.array_equal(ours.col_ind, theirs.col_ind) and ours.fun == theirs.fun
+    best_of_five = aslib.quadratic_assignment(A, B, method, {"rng": 7, "restarts": 5})
+    assert best_of_five.fun <= ours.fun and best_of_five.restarts == 5
+
+
+def test_bad_input_is_refused_with_a_clear_error():
+    A = np.eye(4)
+    nan, inf = A.copy(), A.copy()
+    nan[0, 1], inf[1, 2] = np.nan, np.inf
+    cases = [((A[:, :3], A[:, :3]), "square"), ((A, np.eye(5)), "same shape"), ((A, nan), "NaN"),
+             ((inf, A), "NaN or inf"), ((A, A, "simplex"), "unknown method"),
+             ((A, A, "l12", {"bogus": 1}), "unknown option"), ((A, A, "l12", {"P0": np.ones((4, 4))}), "P0"),
+             ((A, A, "l12", {"tol": 2.0}), "tol must lie"), ((A, A, "relaxed", {"lam": 1.0}), "unknown option"),
+             ((A, A, "faq", {"lam": 1.0}), "unknown option"), ((A, A.astype(complex)), "real numbers"),
+             ((A, A, "faq", {"restarts": 0}), "restarts"), ((np.ones((2, 4, 4)), np.ones((2, 4, 4))), "square matrix")]
+    for args, message in cases:
+        with pytest.raises(ValueError, match=message):
+            aslib.quadratic_assignment(*args)
+    with pytest.raises(ValueError, match="settle_tol"):
+        solver.SolverConfig(parameterisation="sinkhorn", settle_tol=0.1)
+
+
+def test_a_start_at_the_answer_is_certified_at_the_first_check():
+    inst = gm.random_regular(24, 3, batch=1, seed=2)
+    P0 = np.eye(24)[inst.perm[0].numpy()]  # the planted permutation matrix: an isomorphism
+    res = aslib.quadratic_assignment(inst.A[0], inst.B[0], options={"maximize": True, "P0": P0,
+                                                                    "rng": np.random.default_rng(0)})
+    assert res.certified and res.nit == 10  # the first check (every 10 steps) ends the solve
+    assert np.array_equal(res.col_ind, inst.perm[0].numpy())
+
+
+def test_ended_instances_leave_the_batch_without_changing_any_answer():
+    from aslib.qap import _relaxed_loss, default_qap_config
+
+    inst = gm.random_regular(16, 3, batch=4, seed=3)
+    A4, B4 = inst.A.unsqueeze(1), inst.B.unsqueeze(1)
+    loss, gradient = _relaxed_loss(A4, B4, True, True)
+    config = default_qap_config(maximize=True)
+    selected = []
+
+    def select(index):
+        selected.append(index.tolist())
+        return _relaxed_loss(A4[index], B4[index], True, True)
+
+    kept = solver.solve_permutation(loss, 4, 16, config, gradient=gradient, lower_bound=0.0,
+                                    generator=torch.Generator().manual_seed(0))
+    dropped = solver.solve_permutation(loss, 4, 16, config, gradient=gradient, select=select, lower_bound=0.0,
+                                       generator=torch.Generator().manual_seed(0))
+    assert selected and len(selected[-1]) < 4  # some instance ended before the others and left the batch
+    assert torch.equal(kept.col_ind, dropped.col_ind) and torch.equal(kept.M, dropped.M)
+    assert kept.nit == dropped.nit and torch.equal(kept.certified, dropped.certified)
