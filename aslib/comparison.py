@@ -93,6 +93,10 @@ def _spread(values: pd.Series) -> str:
     return mean_std(values.mean(), std)
 
 
+def _seeds(n: int) -> str:
+    return f"{n} seed{'s' if n != 1 else ''}"
+
+
 def _noise(*samples: pd.Series) -> float:
     """Twice the larger standard deviation over seeds (NaN with a single seed)."""
     if any(len(s) < 2 for s in samples):
@@ -106,7 +110,7 @@ def _compare(question: str, a: pd.Series, b: pd.Series, note: str = "") -> Verdi
     if seeds == 0:
         return verdict(question, None, "not run")
     difference, noise = a.mean() - b.mean(), _noise(a, b)
-    evidence = f"{_spread(a)} vs {_spread(b)}, {seeds} seed{'s' if seeds > 1 else ''}{note}"
+    evidence = f"{_spread(a)} vs {_spread(b)}, {_seeds(seeds)}{note}"
     if math.isnan(noise):
         return verdict(question, None, evidence + ", no noise estimate")
     answer = "tie" if abs(difference) <= noise else ("yes" if difference > 0 else "no")
@@ -137,7 +141,7 @@ def comparison_verdicts(results: pd.DataFrame, runs: Sequence[Run]) -> list[Verd
         l12_change = _values(part, "l12", "rounding_change", lam)
         l12_soft = _values(part, "l12", "test_acc_soft", lam)
         noise = _noise(l12_soft)
-        evidence = f"change {_spread(l12_change)}, {len(l12_change)} seed(s){note}"
+        evidence = f"change {_spread(l12_change)}, {_seeds(len(l12_change))}{note}"
         if l12_change.empty:
             out.append(verdict(where + "rounding changes l12's accuracy by less than the seed noise", None, "not run"))
         elif math.isnan(noise):
@@ -149,7 +153,7 @@ def comparison_verdicts(results: pd.DataFrame, runs: Sequence[Run]) -> list[Verd
         fixed_change = _values(part, "fixed", "rounding_change")
         out.append(verdict(where + "fixed arm changes by exactly 0 when rounded",
                            bool((fixed_change == 0).all()) if len(fixed_change) else None,
-                           f"{len(fixed_change)} run(s)"))
+                           _seeds(len(fixed_change))))
         params = {arm: _values(part, arm, "num_parameters_inference") for arm in ("l12", "fixed")}
         same = (None if params["l12"].empty or params["fixed"].empty
                 else bool(params["l12"].max() == params["fixed"].max() == params["l12"].min()))

@@ -48,7 +48,7 @@ def test_verdicts_answer_yes_no_tie_within_the_seed_noise(tmp_path):
     assert lines[2].startswith(where + "fixed beats no shuffle: yes (0.810 ± 0.010 vs 0.600 ± 0.010, 3 seeds")
     assert lines[3].startswith(where + "rounding keeps the relaxation's accuracy (rounded above soft): no (")
     assert lines[4].startswith(where + "rounding changes l12's accuracy by less than the seed noise: yes (")
-    assert lines[5] == where + "fixed arm changes by exactly 0 when rounded: yes (3 run(s))"
+    assert lines[5] == where + "fixed arm changes by exactly 0 when rounded: yes (3 seeds)"
     assert lines[6] == where + "rounded l12 has the fixed network's parameter count: yes (100 vs 100)"
 
 

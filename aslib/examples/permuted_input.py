@@ -45,7 +45,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from aslib.data import DataSplits, load_dataset
-from aslib.checks import check_positive_int
+from aslib.checks import as_generator, check_positive_int
 from aslib.config import TrainConfig
 from aslib.layers import LearnedShuffle, shuffle_penalty, shuffle_stats
 from aslib.loop import evaluate, make_optimizer, penalised_step, round_and_evaluate, warmup_lam
@@ -363,7 +363,7 @@ def run_arm(arm: str, config: PermutedInputConfig, pretrained: nn.Module | None 
         if group["name"] == "shuffle":
             group["lr"] *= config.shuffle_lr_scale
     loader = DataLoader(splits.train, batch_size=tc.batch_size, shuffle=True, drop_last=True,
-                        generator=torch.Generator().manual_seed(tc.seed), num_workers=tc.num_workers)
+                        generator=as_generator(tc.seed), num_workers=tc.num_workers)
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise ValueError(f"the training set ({len(splits.train)} examples) is smaller than one batch")
