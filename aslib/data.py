@@ -5,6 +5,9 @@
 - ``"digits"``: scikit-learn's 8x8 handwritten digits (1797 images, 1 channel, 10 classes), shipped
   inside scikit-learn, so it runs anywhere; a fixed 20% of it (seeded by ``DIGITS_TEST_SEED``) is the
   test set.
+- ``"mnist"``: torchvision's MNIST reader on the four IDX files in ``<root>/MNIST/raw`` (28x28, 1 channel,
+  60,000 training and 10,000 test images), normalised by the training images' mean and standard deviation
+  and, like the digits, never augmented.
 - ``"cifar10"`` / ``"cifar100"``: torchvision's CIFAR readers on ``<root>/cifar-10-batches-py`` and
   ``<root>/cifar-100-python`` (32x32, 3 channels), with random crop (padding 4) and horizontal flip.
 - ``"imagenet"``: ``torchvision.datasets.ImageFolder`` on ``<root>/imagenet/train`` and
@@ -77,6 +80,7 @@ class DatasetInfo:
 #: The one table of data-set facts; every other module reads sizes, shapes and classes from here.
 DATASET_INFO: dict[str, DatasetInfo] = {
     "digits": DatasetInfo(train_size=1438, test_size=359, in_channels=1, input_size=8, num_classes=10, stem="cifar"),
+    "mnist": DatasetInfo(60_000, 10_000, 1, 28, 10, "cifar"),
     "cifar10": DatasetInfo(50_000, 10_000, 3, 32, 10, "cifar"),
     "cifar100": DatasetInfo(50_000, 10_000, 3, 32, 100, "cifar"),
     "imagenet": DatasetInfo(1_281_167, 50_000, 3, 224, 1000, "imagenet"),
@@ -89,6 +93,7 @@ DATASETS: tuple[str, ...] = tuple(DATASET_INFO)
 DIGITS_TEST_SEED: int = 0
 
 # Per-channel mean and standard deviation of the training images (values in [0, 1]), the usual constants.
+_MNIST_STATS = ((0.1307,), (0.3081,))
 _CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 _CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 _IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -212,6 +217,34 @@ def _load_digits() -> tuple[Dataset, Dataset, None, None, tuple[str, ...]]:
     return train, test, None, None, tuple(str(k) for k in range(10))
 
 
+def _load_mnist(root: Path) -> tuple[Dataset, Dataset, Callable, Callable, tuple[str, ...]]:
+    """torchvision's MNIST on ``<root>/MNIST/raw`` (the four uncompressed IDX files); ``ToTensor`` then the
+    normalisation ``(x - 0.1307) / 0.3081`` for every split (no augmentation: flips and crops change digits)."""
+    from torchvision import datasets, transforms
+
+    folder = root / "MNIST" / "raw"
+    files = [Path(url).stem for url, _ in datasets.MNIST.resources]  # "train-images-idx3-ubyte.gz" -> "...ubyte"
+    mirror = datasets.MNIST.mirrors[0]
+    _require_files(
+        "MNIST",
+        folder,
+        files,
+        f"Download {', '.join(f + '.gz' for f in files)} from {mirror} and gunzip them into {folder}, or run "
+        f"python -c \"import torchvision; torchvision.datasets.MNIST('{root}', download=True)\"",
+    )
+    try:
+        train = datasets.MNIST(str(root), train=True, download=False)
+        test = datasets.MNIST(str(root), train=False, download=False)
+    except (AssertionError, KeyError, RuntimeError, ValueError) as err:  # torchvision's IDX reader asserts
+        raise ValueError(f"MNIST files in {folder} are not valid IDX files: {type(err).__name__}: {err}") from err
+    for split, ds in (("train", train), ("t10k", test)):
+        if len(ds.data) != len(ds.targets):
+            raise ValueError(f"MNIST {split} files in {folder} disagree: {len(ds.data)} images, "
+                             f"{len(ds.targets)} labels")
+    evaluate = transforms.Compose([transforms.ToTensor(), transforms.Normalize(*_MNIST_STATS)])
+    return train, test, evaluate, evaluate, tuple(train.classes)
+
+
 def _load_cifar(
     name: str, root: Path, augment: bool, verify_checksums: bool
 ) -> tuple[Dataset, Dataset, Callable, Callable, tuple[str, ...]]:
@@ -307,7 +340,8 @@ def load_dataset(
         split_seed: seed of the validation split (kept apart from the training seed, so that every run
             validates on the same images).
         augment: random training transforms (CIFAR: crop with padding 4 + horizontal flip; ImageNet:
-            RandomResizedCrop + flip); the digits are never augmented (flips do not preserve digits).
+            RandomResizedCrop + flip); the digits and MNIST are never augmented (flips do not preserve
+            digits).
         max_train_samples: keep only the first this many training examples (after the validation split),
             for quick runs.
         image_size: ImageNet crop size (evaluation resizes to ``image_size / 0.875`` first).
@@ -328,6 +362,8 @@ def load_dataset(
     root = Path(root)
     if name == "digits":
         base_train, base_test, training, evaluate, classes = _load_digits()
+    elif name == "mnist":
+        base_train, base_test, training, evaluate, classes = _load_mnist(root)
     elif name in ("cifar10", "cifar100"):
         base_train, base_test, training, evaluate, classes = _load_cifar(name, root, augment, verify_checksums)
     else:

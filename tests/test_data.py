@@ -14,6 +14,7 @@ from aslib.data import DIGITS_TEST_SEED, load_dataset, split_indices
 
 CIFAR10_MEAN = np.array([0.4914, 0.4822, 0.4465])
 CIFAR10_STD = np.array([0.2470, 0.2435, 0.2616])
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 def _pickle(path: Path, obj: dict) -> None:
@@ -57,6 +58,27 @@ def write_cifar100(root: Path, n_train: int = 20, n_test: int = 4) -> dict[str, 
         out[f"{split}_y"] = np.array(fine)
     _pickle(folder / "meta", {"fine_label_names": [f"fine{k}" for k in range(100)],
                               "coarse_label_names": [f"coarse{k}" for k in range(20)]})
+    return out
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """The IDX format by its definition: two zero bytes, type code 0x08 (unsigned byte), the number of
+    dimensions, each dimension as a big-endian uint32, then the bytes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    path.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+def write_mnist(root: Path, n_train: int = 12, n_test: int = 5, seed: int = 3) -> dict[str, np.ndarray]:
+    """``MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`` with random 28x28 images; returns the arrays."""
+    rng = np.random.default_rng(seed)
+    folder = root / "MNIST" / "raw"
+    folder.mkdir(parents=True)
+    out = {}
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        out[f"{split}_x"] = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        out[f"{split}_y"] = rng.integers(0, 10, size=n).astype(np.uint8)
+        _write_idx(folder / f"{split}-images-idx3-ubyte", out[f"{split}_x"])
+        _write_idx(folder / f"{split}-labels-idx1-ubyte", out[f"{split}_y"])
     return out
 
 
@@ -155,6 +177,47 @@ def test_cifar10_augmentation_is_a_padded_crop_with_optional_flip(tmp_path):
     assert any(np.abs(d - draws[0]).max() > 0 for d in draws[1:])
 
 
+def test_mnist_idx_round_trip(tmp_path):
+    written = write_mnist(tmp_path)
+    s = load_dataset("mnist", tmp_path, val_fraction=0.25, split_seed=2)
+    assert (s.num_classes, s.in_channels, s.input_size, s.stem) == (10, 1, 28, "cifar")
+    assert s.classes[0].startswith("0") and s.classes[9].startswith("9")
+    assert len(s.train) == 9 and len(s.val) == 3 and len(s.test) == 5
+    assert sorted(np.concatenate([s.train.indices, s.val.indices]).tolist()) == list(range(12))
+    assert np.array_equal(np.sort(s.val.indices), np.sort(split_indices(12, 0.25, 2)[1]))
+    normalise = lambda a: (a / 255.0 - 0.1307) / 0.3081  # noqa: E731
+    for split, source in ((s.test, "t10k"), (s.val, "train"), (s.train, "train")):
+        for i in range(len(split)):
+            x, y = split[i]
+            j = split.indices[i]
+            assert x.dtype == torch.float32 and x.shape == (1, 28, 28)
+            # the training split too: no augmentation, every draw is the image itself
+            np.testing.assert_allclose(x[0].numpy(), normalise(written[f"{source}_x"][j]), atol=1e-5)
+            assert y == written[f"{source}_y"][j]
+    limited = load_dataset("mnist", tmp_path, val_fraction=0.0, max_train_samples=4)
+    assert limited.val is None and len(limited.train) == 4
+
+
+def test_mnist_missing_or_broken_files(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        load_dataset("mnist", tmp_path)
+    assert str(tmp_path / "MNIST" / "raw") in str(err.value)
+    assert "train-images-idx3-ubyte.gz" in str(err.value) and "download=True" in str(err.value)
+    written = write_mnist(tmp_path)
+    raw = tmp_path / "MNIST" / "raw"
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(FileNotFoundError) as err:
+        load_dataset("mnist", tmp_path)
+    expected = str(err.value).split(". Download")[0]
+    assert expected.endswith(str(raw / "t10k-labels-idx1-ubyte")) and "t10k-images" not in expected
+    _write_idx(raw / "t10k-labels-idx1-ubyte", written["t10k_y"][:-1])  # one label short
+    with pytest.raises(ValueError, match="4 labels"):
+        load_dataset("mnist", tmp_path)
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x77\x01" + bytes(8))  # unknown type code
+    with pytest.raises(ValueError, match="not valid IDX"):
+        load_dataset("mnist", tmp_path)
+
+
 def test_cifar_checksums_are_checked_by_default(tmp_path):
     write_cifar10(tmp_path)
     with pytest.raises(ValueError, match="md5"):
@@ -230,3 +293,20 @@ def test_dataset_info_matches_the_digits_as_loaded():
     assert (len(splits.train), len(splits.test)) == (info.train_size, info.test_size)
     assert splits.train[0][0].shape == info.input_shape
     assert (splits.num_classes, splits.stem) == (info.num_classes, info.stem)
+
+
+def test_dataset_info_matches_files_in_each_format(tmp_path):
+    """Shapes, classes and stems of the table against what the loaders read (sizes: tests/test_real_data.py)."""
+    from aslib.data import DATASET_INFO
+
+    write_mnist(tmp_path)
+    write_cifar10(tmp_path)
+    write_cifar100(tmp_path)
+    write_image_folder(tmp_path)
+    for name in ("mnist", "cifar10", "cifar100", "imagenet"):
+        info = DATASET_INFO[name]
+        s = load_dataset(name, tmp_path, val_fraction=0.0, verify_checksums=False)
+        assert s.test[0][0].shape == info.input_shape, name
+        assert (s.stem, s.in_channels, s.input_size) == (info.stem, info.in_channels, info.input_size), name
+        if name != "imagenet":  # the tiny image folder has 3 classes
+            assert s.num_classes == info.num_classes, name
