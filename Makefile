@@ -22,9 +22,13 @@ env: $(INSTALLED)
 reproduce: $(INSTALLED)
 	$(PY) -m aslib.reproduce --profile $(PROFILE)
 
-## Unit tests, the notebooks run through the runner, and nbval on the committed notebooks.
+## Unit tests, the notebooks run through the runner, and nbval on the committed notebooks. nbval runs on
+## copies in a temporary tree (its own figures/ and runs/), so a test run never rewrites a tracked file.
 test: $(INSTALLED)
-	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider --durations=10
+	@tree=$$(mktemp -d) && trap 'rm -rf "$$tree"' EXIT && \
+	$(PY) -m aslib.reproduce --copy-notebooks "$$tree/nbval" && \
+	$(PY) -m pytest tests "$$tree/nbval/notebooks" --nbval-lax --nbval-current-env -p no:cacheprovider \
+		--rootdir . --durations=10
 
 ## JupyterLab on notebooks/ with the project's kernel (extra options: make lab LAB_ARGS=--no-browser).
 LAB_ARGS ?=
