@@ -34,6 +34,7 @@ RESULT_NOTEBOOKS = {
     "03_two_layer_closed_form": "two-layer network",
     "04_cifar": "CIFAR (digits in the quick profile)",
     "05_imagenet": "ImageNet (a tiny digits run in the quick profile)",
+    "07_permuted_input": "a learned shuffle against an unknown pixel permutation",
 }
 NOT_RUN = "not run"
 
@@ -140,7 +141,7 @@ def closed_form_summary(output_dir: str | os.PathLike[str]) -> pd.DataFrame:
 
 __all__ += [
     "KEY_NUMBERS", "README_END", "README_START", "data_description", "key_numbers_table", "markdown_table",
-    "published_results", "readme_results", "update_readme", "verdict_table",
+    "published_overview", "published_results", "readme_results", "update_readme", "verdict_table",
 ]
 
 #: The markers around the README's generated results section (``python -m aslib.report --readme``).
@@ -161,6 +162,29 @@ def published_results(results_dir: str | os.PathLike[str]) -> dict[str, dict[str
         if records:
             published[folder.name] = records
     return published
+
+
+def published_overview(results_dir: str | os.PathLike[str], fingerprint: str | None = None) -> pd.DataFrame:
+    """One row per published profile and results notebook (:data:`RESULT_NOTEBOOKS` and any other published
+    one): published or not run, data, seeds, device, and ``code``: "current" when the record's fingerprint is
+    ``fingerprint`` (default: :func:`aslib.runtime.code_fingerprint` of the code now), else "stale" with
+    the record's fingerprint, since such numbers came from other code and must be regenerated."""
+    from aslib.runtime import code_fingerprint
+
+    fingerprint = fingerprint or code_fingerprint()
+    rows = []
+    for profile, records in published_results(results_dir).items():
+        for notebook in sorted(set(RESULT_NOTEBOOKS) | set(records)):
+            record = records.get(notebook)
+            if record is None:
+                rows.append({"profile": profile, "notebook": notebook, "status": NOT_RUN,
+                             "command": reproduce_command(Path(results_dir) / profile, notebook)})
+                continue
+            made_by = record.get("code_fingerprint", "")
+            rows.append({"profile": profile, "notebook": notebook, "status": "published",
+                         **{k: v for k, v in _provenance(profile, record).items() if k != "code"},
+                         "code": "current" if made_by == fingerprint else f"stale ({made_by[:8] or 'no fingerprint'})"})
+    return pd.DataFrame(rows)
 
 
 def data_description(record: dict[str, Any]) -> str:
