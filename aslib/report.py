@@ -216,7 +216,8 @@ def verdict_table(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
     rows = []
     for profile, records in published_results(results_dir).items():
         for notebook, record in records.items():
-            lines = [str(v) for v in verdicts_from_results(record)] if "verdicts" in record else ["(no verdicts recorded)"]
+            lines = ([str(v) for v in verdicts_from_results(record)] if "verdicts" in record
+                     else ["(no verdicts recorded)"])
             rows += [{"notebook": notebook, "verdict": line, **_provenance(profile, record)} for line in lines]
     return pd.DataFrame(rows, columns=["notebook", "verdict", "data", "profile", "seeds", "device", "code"])
 

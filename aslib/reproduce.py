@@ -346,9 +346,10 @@ def publish_results(
     file gets the keys ``profile``, ``seeds``, ``code_fingerprint`` (of the code that ran; the runner's, as
     the kernel imports the same ``aslib``), ``device`` (``"none"`` if the notebook did not record one) and
     ``tables`` (the CSV files published beside it); the notebook's own ``seeds`` and ``device`` are kept
-    where it recorded them (``seeds`` otherwise from its ``seeds`` or ``seed`` parameter). Files of the same notebook published before and not written this time are removed, so a
-    profile's folder never mixes two runs of one notebook. A notebook that wrote no ``<stem>.json``
-    publishes nothing. Returns the published paths.
+    where it recorded them (``seeds`` otherwise from its ``seeds`` or ``seed`` parameter). Files of the
+    same notebook published before and not written this time are removed, so a profile's folder never
+    mixes two runs of one notebook. A notebook that wrote no ``<stem>.json`` publishes nothing. Returns the
+    published paths.
     """
     source = Path(parameters["output_dir"])
     record_path = source / f"{stem}.json"
@@ -357,8 +358,9 @@ def publish_results(
     target = Path(results_dir) / profile
     tables = sorted(source.glob(f"{stem}_*.csv"))
     record = json.loads(record_path.read_text())
-    record.update(profile=profile, seeds=record.get("seeds") or _seeds(parameters), device=record.get("device") or "none",
-                  code_fingerprint=fingerprint or code_fingerprint(), tables=[p.name for p in tables])
+    record.update(profile=profile, seeds=record.get("seeds") or _seeds(parameters),
+                  device=record.get("device") or "none", code_fingerprint=fingerprint or code_fingerprint(),
+                  tables=[p.name for p in tables])
     text = json.dumps(record, indent=2, sort_keys=True) + "\n"
     published = [atomic_write(target / record_path.name, lambda f: f.write(text.encode()))]
     for table in tables:

@@ -31,7 +31,8 @@ def test_every_verdict_becomes_a_row_with_its_provenance(tmp_path):
     lines = [verdict("l12 beats relaxed", True, "0.92 vs 0.00, 12 instances"),
              verdict("sinkhorn ties l12", "tie", "0.92 vs 0.92")]
     publish(results, "quick", "02_graph_matching", {
-        "verdicts": verdicts_to_results(lines), "seeds": [0], "device": "cpu: x", "code_fingerprint": "abcdef0123456789",
+        "verdicts": verdicts_to_results(lines), "seeds": [0], "device": "cpu: x",
+        "code_fingerprint": "abcdef0123456789",
         "regular_isomorphic": {"l12": 0.917, "relaxed": 0.0, "sinkhorn": 0.917}})
     publish(results, "paper", "04_cifar", {"seeds": [0, 1, 2], "device": "cuda: H100", "datasets": ["cifar10"],
                                            "summary": [{"arm": "fixed", "dataset": "cifar10", "model": "v2",

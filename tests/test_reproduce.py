@@ -140,7 +140,8 @@ def test_progress_output_is_stripped_and_other_output_kept():
     cell = new_code_cell("x")
     cell.outputs = [
         nbformat.v4.new_output("stream", name="stderr",
-                               text="oracle:  45%|████▌     | 9/20 [00:02<00:02,  4.23it/s]\r" + " " * 80 + "\r\n"),
+                               text="oracle:  45%|████▌     | 9/20 [00:02<00:02,  4.23it/s]\r" + " " * 80
+                               + "\r\n"),
         nbformat.v4.new_output("stream", name="stderr", text="epoch 3/10 [00:01<00:02, 2.5s/it]\nUserWarning: real\n"),
         nbformat.v4.new_output("stream", name="stdout", text="45%| kept on stdout\n"),
         nbformat.v4.new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "1"},
