@@ -230,13 +230,17 @@ def _by_method(values: Any, digits: int = 3) -> str:
 
 
 def _summary_accuracy(record: dict[str, Any]) -> str:
-    """Every arm of a training notebook's summary: rounded test accuracy, mean ± std over its seeds."""
-    parts = []
+    """Every arm of a training notebook's summary: rounded test accuracy, mean ± std over its seeds, grouped
+    by data set and model; learned arms name their initialisation and (l12) their penalty weight."""
+    groups: dict[str, list[str]] = {}
     for row in record.get("summary") or []:
-        label = row["arm"] + (f" λ={row['lam']}" if row.get("arm") == "l12" and row.get("lam") is not None else "")
-        parts.append(f"{row.get('dataset', '')} {row.get('model', '')} {label} "
-                     f"{mean_std(row.get('test_acc_hard_mean'), row.get('test_acc_hard_std'))}".strip())
-    return "; ".join(parts)
+        label = row["arm"]
+        if row["arm"] in ARMS and ARMS[row["arm"]].learned and row.get("shuffle_init"):
+            label += f" ({row['shuffle_init']}"
+            label += f", λ={row['lam']})" if row["arm"] == "l12" and row.get("lam") is not None else ")"
+        value = mean_std(row.get("test_acc_hard_mean"), row.get("test_acc_hard_std"))
+        groups.setdefault(f"{row.get('dataset', '')} {row.get('model', '')}".strip(), []).append(f"{label} {value}")
+    return "; ".join(f"{group}: {', '.join(parts)}" for group, parts in groups.items())
 
 
 def _per_arm(record: dict[str, Any], suffix: str) -> str:

@@ -49,7 +49,7 @@ def test_every_verdict_becomes_a_row_with_its_provenance(tmp_path):
     numbers = key_numbers_table(results).set_index("notebook")["value"].to_dict()
     # every method is shown, the ones that tie with l12 included
     assert numbers["02_graph_matching"] == "l12 0.917, relaxed 0.000, sinkhorn 0.917"
-    assert numbers["04_cifar"] == "cifar10 v2 fixed 0.900 ± 0.010"
+    assert numbers["04_cifar"] == "cifar10 v2: fixed 0.900 ± 0.010"
 
 
 def test_update_readme_rewrites_only_between_the_markers(tmp_path):
@@ -85,3 +85,16 @@ def test_no_results_says_so_and_markdown_escapes_pipes(tmp_path):
     assert "No results are published yet" in readme_results(tmp_path / "nothing")
     import pandas as pd
     assert markdown_table(pd.DataFrame({"a": ["x|y"]})) == "| a |\n| --- |\n| x\\|y |"
+
+
+def test_overview_marks_records_of_other_code_as_stale_and_missing_notebooks_as_not_run(tmp_path):
+    from aslib.report import published_overview
+
+    results = tmp_path / "results"
+    publish(results, "quick", "01_penalty_and_error_bounds", {"code_fingerprint": "a" * 16, "seeds": [0]})
+    publish(results, "quick", "07_permuted_input", {"code_fingerprint": "b" * 16, "seeds": [0, 1]})
+    table = published_overview(results, fingerprint="a" * 16).set_index("notebook")
+    assert table.loc["01_penalty_and_error_bounds", "code"] == "current"
+    assert table.loc["07_permuted_input", "code"] == "stale (bbbbbbbb)"
+    assert table.loc["02_graph_matching", "status"] == "not run"
+    assert "--profile quick --only 02_graph_matching" in table.loc["02_graph_matching", "command"]
