@@ -8,7 +8,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from aslib.reproduce import (
-    Profile, check_parameters, find_notebooks, load_profile, main, notebook_parameters, refresh_notebook,
+    Profile, check_parameter_types, check_parameters, find_notebooks, load_profile, main, notebook_parameters, refresh_notebook,
     execute_notebooks, prepare,
 )
 
@@ -39,6 +39,7 @@ def test_profiles_name_only_real_notebooks_and_parameters():
         for stem, parameters in profile.notebooks.items():
             assert stem in stems, f"profile {name} names unknown notebook {stem}"
             check_parameters(stems[stem], parameters)
+            check_parameter_types(stems[stem], parameters, notebook_parameters(stems[stem]))
 
 
 def test_unknown_profile_lists_known_ones():
