@@ -18,13 +18,21 @@ $(INSTALLED): pyproject.toml
 
 env: $(INSTALLED)
 
-## Execute every notebook under profiles/$(PROFILE).yaml into runs/$(PROFILE)/ and regenerate figures/.
+## Execute every notebook under profiles/$(PROFILE).yaml into runs/$(PROFILE)/, publish its results files to
+## results/$(PROFILE)/ and regenerate figures/; then the README's results section and notebook 06 (which show
+## every published profile) are rewritten from results/.
 reproduce: $(INSTALLED)
 	$(PY) -m aslib.reproduce --profile $(PROFILE)
+	$(PY) -m aslib.report --readme
+	$(PY) -m aslib.reproduce --refresh notebooks/06_results.ipynb
 
-## Unit tests, the notebooks run through the runner, and nbval on the committed notebooks.
+## Unit tests, the notebooks run through the runner, and nbval on the committed notebooks. nbval runs on
+## copies in a temporary tree (its own figures/ and runs/), so a test run never rewrites a tracked file.
 test: $(INSTALLED)
-	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider --durations=10
+	@tree=$$(mktemp -d) && trap 'rm -rf "$$tree"' EXIT && \
+	$(PY) -m aslib.reproduce --copy-notebooks "$$tree/nbval" && \
+	$(PY) -m pytest tests "$$tree/nbval/notebooks" --nbval-lax --nbval-current-env -p no:cacheprovider \
+		--rootdir . --durations=10
 
 ## JupyterLab on notebooks/ with the project's kernel (extra options: make lab LAB_ARGS=--no-browser).
 LAB_ARGS ?=

@@ -1,6 +1,6 @@
 """The l1-2 penalty on doubly stochastic matrices, the projection onto them, and rounding.
 
-Notation (as in ``PAPER.md``): ``Pi_n`` is the set of n x n permutation matrices and ``D_n`` the set of
+Notation (see ``docs/mathematics.md``): ``Pi_n`` is the set of n x n permutation matrices and ``D_n`` the set of
 doubly stochastic matrices (``M >= 0``, every row and column sums to 1), the Birkhoff polytope whose
 vertices are ``Pi_n``.
 

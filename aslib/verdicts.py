@@ -12,11 +12,11 @@ claim, never the outcome.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["ANSWERS", "Verdict", "verdict", "verdicts_from_results", "verdicts_to_results"]
+__all__ = ["ANSWERS", "Verdict", "compare_over_seeds", "verdict", "verdicts_from_results", "verdicts_to_results"]
 
 #: The answers a verdict may give. ``"tie"`` is a comparison whose difference lies within the stated noise;
 #: ``"n/a"`` is a question the run cannot answer (e.g. an arm that was not run), said so rather than skipped.
@@ -66,3 +66,44 @@ def verdicts_from_results(results: Mapping[str, Any]) -> list[Verdict]:
     if "verdicts" not in results:
         raise KeyError(f"results hold no 'verdicts' (keys: {sorted(results)})")
     return [Verdict(**item) for item in results["verdicts"]]
+
+
+def compare_over_seeds(
+    question: str,
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    digits: int = 3,
+    scale: float = 1.0,
+    unit: str = "",
+) -> Verdict:
+    """Is ``mean(a) > mean(b)`` beyond the seed noise? A verdict with both means ± std over seeds.
+
+    The difference ``d = mean(a) - mean(b)`` is compared with twice its standard error
+    ``s = sqrt(var(a)/k_a + var(b)/k_b)`` (sample variances over the ``k`` seeds): "yes" if ``d > 2 s``,
+    "no" if ``d < -2 s``, else "tie". With a single seed on either side the noise is unknown and the answer
+    is "n/a". Values are shown multiplied by ``scale`` (e.g. the number of positions for a fraction),
+    rounded to ``digits`` decimals, followed by ``unit``.
+
+    >>> str(compare_over_seeds("a beats b", [0.9, 0.92], [0.5, 0.52], digits=2))
+    'a beats b: yes (0.91 ± 0.01 vs 0.51 ± 0.01, 2 seeds)'
+    """
+    import numpy as np
+
+    xa, xb = np.asarray(a, dtype=float) * scale, np.asarray(b, dtype=float) * scale
+    if xa.size == 0 or xb.size == 0 or not (np.isfinite(xa).all() and np.isfinite(xb).all()):
+        raise ValueError(f"{question}: need finite values on both sides, got {list(a)} and {list(b)}")
+    suffix = f" {unit}" if unit else ""
+
+    def show(x: np.ndarray) -> str:
+        return f"{x.mean():.{digits}f}" + (f" ± {x.std(ddof=1):.{digits}f}" if x.size > 1 else "")
+
+    seeds = (f"{xa.size} seed{'s' if xa.size > 1 else ''}" if xa.size == xb.size
+             else f"{xa.size} and {xb.size} seeds")
+    evidence = f"{show(xa)}{suffix} vs {show(xb)}{suffix}, {seeds}"
+    if xa.size < 2 or xb.size < 2:
+        return Verdict(question, "n/a", evidence + ": one seed, noise unknown")
+    diff = xa.mean() - xb.mean()
+    noise = 2.0 * float(np.sqrt(xa.var(ddof=1) / xa.size + xb.var(ddof=1) / xb.size))
+    answer = "yes" if diff > noise else "no" if diff < -noise else "tie"
+    return Verdict(question, answer, evidence)

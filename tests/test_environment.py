@@ -1,5 +1,6 @@
 """pyproject.toml and environment.yml describe the same environment; the two commands exist."""
 
+import importlib
 import re
 import tomllib
 from pathlib import Path
@@ -27,9 +28,27 @@ def test_environment_yml_agrees_with_pyproject():
     assert "-e .[test]" in pip
 
 
-def test_readme_gives_the_two_commands_and_ci_calls_the_test_command():
+def makefile_targets():
+    return set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M))
+
+
+def test_readme_commands_exist_and_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
-    assert "make reproduce" in readme and "make test" in readme
-    assert "make test" in (ROOT / ".ci" / "run").read_text()
-    makefile = (ROOT / "Makefile").read_text()
-    assert re.search(r"^reproduce:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
+    # the two commands are the README's first code block, and each is a Makefile target
+    first_block = re.search(r"^## The two commands\n\n((?:    .*\n)+)", readme, re.M)
+    assert first_block, "README has no '## The two commands' section with a code block"
+    assert re.findall(r"^    make (\w+)", first_block.group(1), re.M) == ["reproduce", "test"]
+    # every `make X` the README mentions is a real target, every `python -m aslib.X` a real module with main()
+    mentioned = set(re.findall(r"`?make ([a-z][\w-]*)", readme))
+    assert mentioned >= {"reproduce", "test"} and mentioned <= makefile_targets(), mentioned - makefile_targets()
+    for module in set(re.findall(r"python -m (aslib\.\w+)", readme)):
+        assert callable(getattr(importlib.import_module(module), "main", None)), module
+    # CI runs exactly the README's test command
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    assert "make test" in ci
+
+
+def test_make_test_runs_nbval_on_copies_never_on_the_committed_notebooks():
+    recipe = re.search(r"^test:.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), re.M).group(1)
+    assert "--copy-notebooks" in recipe and "--nbval-lax" in recipe
+    assert not re.search(r"pytest[^\n]*\snotebooks\b", recipe), "nbval must not run on notebooks/ itself"

@@ -5,19 +5,31 @@ The committed notebooks' default runs are checked separately by nbval (`make tes
 
 from pathlib import Path
 
+import nbformat
 import pandas as pd
 import pytest
 
 from aslib.io import load_results
+from aslib.report import verdict_table
+from aslib.runtime import code_fingerprint
+from aslib.verdicts import verdicts_from_results
 from aslib.reproduce import execute_notebooks, find_notebooks, load_profile, prepare
 
 
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("smoke")
-    prepared = prepare(load_profile("smoke"), runs_dir=tmp / "runs", figures_dir=tmp / "figures")
-    runs = execute_notebooks(prepared, show_progress=False)
+    prepared = prepare(load_profile("smoke"), runs_dir=tmp / "runs", figures_dir=tmp / "figures",
+                       results_dir=tmp / "results")
+    runs = execute_notebooks(prepared, show_progress=False, publish_to=("smoke", tmp / "results"))
     return {r.notebook: r for r in runs}, tmp / "runs" / "smoke", tmp / "figures"
+
+
+def verdict_answers(results):
+    """The answers of a results file's verdicts, by question (every answer one of ANSWERS)."""
+    verdicts = verdicts_from_results(results)
+    assert verdicts and len({v.question for v in verdicts}) == len(verdicts)
+    return {v.question: v.answer for v in verdicts}
 
 
 def test_every_notebook_runs(smoke_runs):
@@ -40,6 +52,10 @@ def test_01_penalty_facts(smoke_runs):
     assert r["argmax_is_hungarian_when_condition"] is True
     assert r["max_lp_gradient_on_path"] > 100 * r["max_l12_gradient_on_path"]
     assert {p.name for p in figures.iterdir()} >= {"01_error_bound.png", "01_error_bound.pdf"}
+    # every fact is a verdict, and every one of them holds (tightness aside, which is a measurement)
+    answers = verdict_answers(r)
+    assert len(answers) == 10
+    assert all(a == "yes" for q, a in answers.items() if "first-order" not in q), answers
 
 
 def test_02_graph_matching(smoke_runs):
@@ -77,21 +93,51 @@ def test_04_and_05_training_arms(smoke_runs):
     assert imagenet["datasets"] == ["digits"] and imagenet["finished"] == 2
 
 
-def test_06_results_reads_every_notebook(smoke_runs):
-    _, out, figures = smoke_runs
+def test_results_are_published_with_provenance(smoke_runs):
+    _, out, _ = smoke_runs
+    published = out.parent.parent / "results" / "smoke"
+    names = {p.name for p in published.iterdir()}
+    assert {"01_penalty_and_error_bounds.json", "07_permuted_input.json", "07_permuted_input_arms.csv"} <= names
+    assert not any(n.startswith("06_") or n.endswith((".ipynb", ".pt", ".txt")) for n in names)
+    for path in published.glob("*.json"):
+        record = load_results(published, path.stem)
+        assert record["profile"] == "smoke" and record["code_fingerprint"] == code_fingerprint(), path.name
+        assert isinstance(record["seeds"], list) and record["seeds"] and record["device"], path.name
+
+
+def test_06_results_shows_every_published_verdict(smoke_runs):
+    runs, out, figures = smoke_runs
+    published = out.parent.parent / "results"
     overview = pd.read_csv(out / "06_results_overview.csv")
-    assert (overview["status"] == "ran").all() and (overview["profile"] == "smoke").all()
-    cifar = pd.read_csv(out / "06_results_cifar.csv")
+    assert set(overview["profile"]) == {"smoke"} and (overview["code"] == "current").all()
+    assert set(overview.loc[overview["status"] == "published", "notebook"]) >= {
+        "01_penalty_and_error_bounds", "07_permuted_input"}
+    # the verdict table 06 saved is the one read from the published files, and the notebook printed it
+    assert pd.read_csv(out / "06_results_verdicts.csv").fillna("").astype(str).equals(
+        verdict_table(published).fillna("").astype(str))
+    executed = nbformat.read(out / "06_results.ipynb", as_version=4)
+    printed = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+    for line in verdict_table(published)["verdict"]:
+        assert f"  {line}\n" in printed, line
+    cifar = pd.read_csv(out / "06_results_smoke_04_cifar.csv")
     assert set(cifar["arm"]) == {"fixed", "relaxed", "l12"}
-    assert (figures / "06_04_cifar_accuracy.png").is_file()
+    assert (figures / "06_smoke_04_cifar_accuracy.png").is_file()
 
 
 def test_07_permuted_input(smoke_runs):
     _, out, _ = smoke_runs
     r = load_results(out, "07_permuted_input")
-    assert r["positions"] == 64 and r["chance_exact_recovery"] == 1 / 64
-    accuracies = [v for k, v in r.items() if "_test_acc" in k]
-    recoveries = [v for k, v in r.items() if k.endswith("_recovery") and k != "chance_exact_recovery"]
-    assert accuracies and all(0 <= v <= 1 for v in accuracies)
-    assert recoveries and all(0 <= v <= 1 for v in recoveries)
-    assert r["oracle_final_penalty"] == 0 and 0 <= r["learned_final_penalty"] <= 2 * 64
+    assert r["positions"] == 64 and r["chance_exact_recovery"] == 1 / 64 and r["seeds"] == [0, 1, 2]
+    arms = pd.read_csv(out / "07_permuted_input_arms.csv")
+    assert len(arms) == 6 * 3 and sorted(arms["seed"].unique()) == [0, 1, 2]
+    # the headline numbers are the means over seeds of the per-run table
+    means = arms.groupby("arm")[["test_acc_hard", "exact_recovery"]].mean()
+    for arm, row in means.iterrows():
+        assert r[f"{arm}_test_acc_hard"] == pytest.approx(row["test_acc_hard"])
+    for arm in ("learned", "relaxed", "learned_pretrained", "relaxed_pretrained"):
+        assert r[f"{arm}_exact_recovery"] == pytest.approx(means.loc[arm, "exact_recovery"])
+    assert "oracle_exact_recovery" not in r
+    # one verdict per learned arm against chance, plus the five comparisons over seeds
+    answers = verdict_answers(r)
+    assert len(answers) == 4 + 5
+    assert answers["the CNN is more accurate on ordered than on scrambled images"] in ("yes", "no", "tie")

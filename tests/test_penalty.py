@@ -1,4 +1,4 @@
-"""The facts of PAPER.md about the l1-2 penalty, checked on many random matrices against independent oracles."""
+"""The facts about the l1-2 penalty (docs/mathematics.md), checked on many random matrices against independent oracles."""
 
 import itertools
 import math

@@ -8,7 +8,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from aslib.reproduce import (
-    Profile, check_parameters, find_notebooks, load_profile, main, notebook_parameters, refresh_notebook,
+    Profile, check_parameter_types, check_parameters, find_notebooks, load_profile, main, notebook_parameters, refresh_notebook,
     execute_notebooks, prepare,
 )
 
@@ -39,6 +39,7 @@ def test_profiles_name_only_real_notebooks_and_parameters():
         for stem, parameters in profile.notebooks.items():
             assert stem in stems, f"profile {name} names unknown notebook {stem}"
             check_parameters(stems[stem], parameters)
+            check_parameter_types(stems[stem], parameters, notebook_parameters(stems[stem]))
 
 
 def test_unknown_profile_lists_known_ones():
@@ -111,3 +112,108 @@ def test_parameter_defaults_are_evaluated_literals(tmp_path):
     bad = write_notebook(tmp_path / "02_b.ipynb", "pass", "x = len('abc')\noutput_dir = '.'\nfigures_dir = '.'")
     with pytest.raises(ValueError, match="not a literal"):
         notebook_parameters(bad)
+
+
+def test_wrong_type_is_refused_naming_parameter_and_expected_type(tmp_path):
+    path = write_notebook(tmp_path / "01_a.ipynb", "pass",
+                          "n = 6\nrate = 0.5\nflag = True\nxs = [1]\nopt = None\noutput_dir = '.'\nfigures_dir = '.'")
+    with pytest.raises(ValueError, match=r"parameter n = 'abc' is a str, expected an int \(its default is 6\)"):
+        prepare(Profile("t", notebooks={"01_a": {"n": "abc"}}), runs_dir=tmp_path / "runs", notebooks_dir=tmp_path)
+    with pytest.raises(ValueError, match="parameter flag = 1 is an int, expected a bool"):
+        prepare(Profile("t"), runs_dir=tmp_path / "runs", notebooks_dir=tmp_path, overrides={"flag": 1})
+    with pytest.raises(ValueError, match="parameter n = True is a bool, expected an int"):
+        prepare(Profile("t"), runs_dir=tmp_path / "runs", notebooks_dir=tmp_path, overrides={"n": True})
+    assert not (tmp_path / "runs").exists()
+    # an int where a float is expected, anything where the default is None, a list for a list
+    prepare(Profile("t"), runs_dir=tmp_path / "runs", notebooks_dir=tmp_path,
+            overrides={"rate": 1, "opt": "x", "xs": [2, 3], "n": 7})
+
+
+def test_command_line_refuses_a_wrong_type_up_front(capsys):
+    status = main(["--only", "01_penalty_and_error_bounds", "-p", "n=abc", "--no-progress"])
+    assert status == 2
+    assert "parameter n = 'abc' is a str, expected an int" in capsys.readouterr().err
+
+
+def test_progress_output_is_stripped_and_other_output_kept():
+    from aslib.reproduce import strip_progress_output
+
+    cell = new_code_cell("x")
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stderr",
+                               text="oracle:  45%|████▌     | 9/20 [00:02<00:02,  4.23it/s]\r" + " " * 80
+                               + "\r\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="epoch 3/10 [00:01<00:02, 2.5s/it]\nUserWarning: real\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="45%| kept on stdout\n"),
+        nbformat.v4.new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "1"},
+                                                     "text/plain": "HBox()"}),
+    ]
+    nb = new_notebook(cells=[cell])
+    nb.metadata["widgets"] = {"state": {}}
+    strip_progress_output(nb)
+    assert [o.get("text") for o in nb.cells[0].outputs] == ["UserWarning: real\n", "45%| kept on stdout\n"]
+    assert "widgets" not in nb.metadata
+
+
+def test_published_results_carry_provenance_and_replace_older_files(tmp_path):
+    from aslib.reproduce import publish_results
+
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    write_notebook(nbs / "01_a.ipynb", "\n".join([
+        "import json, pathlib",
+        "pathlib.Path(output_dir, '01_a.json').write_text(json.dumps({'x': x, 'device': 'cpu: test'}))",
+        "pathlib.Path(output_dir, '01_a_table.csv').write_text('a,b\\n1,2\\n')",
+        "pathlib.Path(output_dir, '01_a_checkpoint.pt').write_text('large')",
+    ]), "x = 1\nseed = 3\noutput_dir = '.'\nfigures_dir = '.'")
+    write_notebook(nbs / "02_no_results.ipynb", "pass")
+    results = tmp_path / "results"
+    (results / "t").mkdir(parents=True)
+    (results / "t" / "01_a_old.csv").write_text("stale\n")
+    (results / "t" / "other.txt").write_text("kept\n")
+    prepared = prepare(Profile("t"), runs_dir=tmp_path / "runs", notebooks_dir=nbs)
+    runs = execute_notebooks(prepared, show_progress=False, publish_to=("t", results))
+    assert [r.status for r in runs] == ["ok", "ok"]
+    assert sorted(p.name for p in (results / "t").iterdir()) == ["01_a.json", "01_a_table.csv", "other.txt"]
+    record = json.loads((results / "t" / "01_a.json").read_text())
+    from aslib.runtime import code_fingerprint
+    assert record == {"x": 1, "device": "cpu: test", "profile": "t", "seeds": [3],
+                      "code_fingerprint": code_fingerprint(), "tables": ["01_a_table.csv"]}
+    # a notebook with a seeds list and no device of its own
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "03_b.json").write_text("{}")
+    publish_results("03_b", {"output_dir": str(tmp_path / "out"), "seeds": [0, 1]}, "t", results, "f" * 16)
+    assert json.loads((results / "t" / "03_b.json").read_text())["seeds"] == [0, 1]
+    assert json.loads((results / "t" / "03_b.json").read_text())["device"] == "none"
+
+
+def test_reader_notebooks_run_last_with_the_results_dir(tmp_path):
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    write_notebook(nbs / "01_reads.ipynb", "pass", "results_dir = '../results'\noutput_dir = '.'\nfigures_dir = '.'")
+    write_notebook(nbs / "02_writes.ipynb", "pass")
+    prepared = prepare(Profile("t"), runs_dir=tmp_path / "runs", notebooks_dir=nbs, results_dir=tmp_path / "res")
+    assert [p.stem for p, _ in prepared] == ["02_writes", "01_reads"]
+    assert prepared[1][1]["results_dir"] == str((tmp_path / "res").resolve())
+
+
+def test_notebook_tree_for_nbval_writes_nothing_into_the_repository(tmp_path):
+    from aslib.reproduce import copy_notebook_tree
+
+    root = tmp_path / "repo"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "data").mkdir()
+    (root / "results" / "quick").mkdir(parents=True)
+    (root / "results" / "quick" / "01_a.json").write_text("{}")
+    write_notebook(root / "notebooks" / "01_a.ipynb",
+                   "open('../figures/f.png', 'w').write('x'); open('../results/quick/01_a.json', 'w').write('changed')")
+    notebooks = copy_notebook_tree(tmp_path / "tree", root=root)
+    assert sorted(p.name for p in notebooks.iterdir()) == ["01_a.ipynb"]
+    assert (tmp_path / "tree" / "data").resolve() == (root / "data").resolve()
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    run = refresh_notebook(notebooks / "01_a.ipynb", show_progress=False)
+    assert run.status == "ok"
+    assert (tmp_path / "tree" / "figures" / "f.png").is_file()
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+    with pytest.raises(FileExistsError):
+        copy_notebook_tree(tmp_path / "tree", root=root)

@@ -38,3 +38,18 @@ def test_code_fingerprint_follows_the_sources(tmp_path, monkeypatch):
     assert runtime.code_fingerprint() == first
     (copy / "penalty.py").write_text((copy / "penalty.py").read_text() + "\n# changed\n")
     assert runtime.code_fingerprint() != first
+
+
+def test_compare_over_seeds_says_tie_within_two_standard_errors():
+    from aslib.verdicts import compare_over_seeds
+
+    # difference 0.4, standard error sqrt(0.0001/2 * 2) = 0.01: a clear win, and the reverse a loss
+    assert compare_over_seeds("a beats b", [0.9, 0.92], [0.5, 0.52]).answer == "yes"
+    assert compare_over_seeds("b beats a", [0.5, 0.52], [0.9, 0.92]).answer == "no"
+    # difference 0.01 with spread 0.1 on each side: within the noise
+    tie = compare_over_seeds("a beats b", [0.8, 0.9, 1.0], [0.79, 0.89, 0.99], digits=2)
+    assert str(tie) == "a beats b: tie (0.90 ± 0.10 vs 0.89 ± 0.10, 3 seeds)"
+    one = compare_over_seeds("a beats b", [0.9], [0.1], scale=64, digits=1, unit="positions")
+    assert str(one) == "a beats b: n/a (57.6 positions vs 6.4 positions, 1 seed: one seed, noise unknown)"
+    with pytest.raises(ValueError, match="finite"):
+        compare_over_seeds("a beats b", [float("nan"), 1.0], [0.0, 1.0])

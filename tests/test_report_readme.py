@@ -1,0 +1,100 @@
+"""The README's results section is generated from the published results files, and stays in step with them."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aslib.report import (
+    README_END, README_START, key_numbers_table, markdown_table, readme_results, update_readme, verdict_table,
+)
+from aslib.verdicts import verdict, verdicts_to_results
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def publish(results, profile, notebook, record):
+    folder = results / profile
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{notebook}.json").write_text(json.dumps(record))
+
+
+def test_committed_readme_agrees_with_committed_results():
+    # fails when a results file changed and `python -m aslib.report --readme` was not run, or the README
+    # section was edited by hand
+    assert update_readme(ROOT / "README.md", ROOT / "results", check=True), (
+        "README.md's results section differs from results/: run `python -m aslib.report --readme`")
+
+
+def test_every_verdict_becomes_a_row_with_its_provenance(tmp_path):
+    results = tmp_path / "results"
+    lines = [verdict("l12 beats relaxed", True, "0.92 vs 0.00, 12 instances"),
+             verdict("sinkhorn ties l12", "tie", "0.92 vs 0.92")]
+    publish(results, "quick", "02_graph_matching", {
+        "verdicts": verdicts_to_results(lines), "seeds": [0], "device": "cpu: x",
+        "code_fingerprint": "abcdef0123456789",
+        "regular_isomorphic": {"l12": 0.917, "relaxed": 0.0, "sinkhorn": 0.917}})
+    publish(results, "paper", "04_cifar", {"seeds": [0, 1, 2], "device": "cuda: H100", "datasets": ["cifar10"],
+                                           "summary": [{"arm": "fixed", "dataset": "cifar10", "model": "v2",
+                                                        "test_acc_hard_mean": 0.9, "test_acc_hard_std": 0.01}]})
+    table = verdict_table(results)
+    assert table.to_dict("records") == [
+        {"notebook": "04_cifar", "verdict": "(no verdicts recorded)", "data": "cifar10", "profile": "paper",
+         "seeds": "0, 1, 2", "device": "cuda: H100", "code": ""},
+        {"notebook": "02_graph_matching", "verdict": "l12 beats relaxed: yes (0.92 vs 0.00, 12 instances)",
+         "data": "synthetic", "profile": "quick", "seeds": "0", "device": "cpu: x", "code": "abcdef01"},
+        {"notebook": "02_graph_matching", "verdict": "sinkhorn ties l12: tie (0.92 vs 0.92)",
+         "data": "synthetic", "profile": "quick", "seeds": "0", "device": "cpu: x", "code": "abcdef01"},
+    ]
+    numbers = key_numbers_table(results).set_index("notebook")["value"].to_dict()
+    # every method is shown, the ones that tie with l12 included
+    assert numbers["02_graph_matching"] == "l12 0.917, relaxed 0.000, sinkhorn 0.917"
+    assert numbers["04_cifar"] == "cifar10 v2: fixed 0.900 ± 0.010"
+
+
+def test_update_readme_rewrites_only_between_the_markers(tmp_path):
+    results = tmp_path / "results"
+    publish(results, "quick", "01_penalty_and_error_bounds",
+            {"verdicts": verdicts_to_results([verdict("bound holds", True, "0 violations")]), "seeds": [0]})
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n{README_START}\nold | typed by hand\n{README_END}\n\nrest\n")
+    assert update_readme(readme, results, check=True) is False
+    assert "typed by hand" in readme.read_text()  # check writes nothing
+    assert update_readme(readme, results) is False
+    text = readme.read_text()
+    assert "typed by hand" not in text and "| bound holds: yes (0 violations) |" in text
+    assert text.startswith("# title\n\n") and text.endswith(f"{README_END}\n\nrest\n")
+    assert update_readme(readme, results, check=True) is True
+    # a changed result makes the README out of date
+    publish(results, "quick", "01_penalty_and_error_bounds",
+            {"verdicts": verdicts_to_results([verdict("bound holds", False, "3 violations")]), "seeds": [0]})
+    assert update_readme(readme, results, check=True) is False
+
+
+def test_bad_readmes_are_refused_and_left_alone(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{README_END}\n{README_START}\n")
+    with pytest.raises(ValueError, match="needs the markers"):
+        update_readme(readme, tmp_path)
+    assert readme.read_text() == f"{README_END}\n{README_START}\n"
+    with pytest.raises(FileNotFoundError, match="no README"):
+        update_readme(tmp_path / "missing.md", tmp_path)
+
+
+def test_no_results_says_so_and_markdown_escapes_pipes(tmp_path):
+    assert "No results are published yet" in readme_results(tmp_path / "nothing")
+    import pandas as pd
+    assert markdown_table(pd.DataFrame({"a": ["x|y"]})) == "| a |\n| --- |\n| x\\|y |"
+
+
+def test_overview_marks_records_of_other_code_as_stale_and_missing_notebooks_as_not_run(tmp_path):
+    from aslib.report import published_overview
+
+    results = tmp_path / "results"
+    publish(results, "quick", "01_penalty_and_error_bounds", {"code_fingerprint": "a" * 16, "seeds": [0]})
+    publish(results, "quick", "07_permuted_input", {"code_fingerprint": "b" * 16, "seeds": [0, 1]})
+    table = published_overview(results, fingerprint="a" * 16).set_index("notebook")
+    assert table.loc["01_penalty_and_error_bounds", "code"] == "current"
+    assert table.loc["07_permuted_input", "code"] == "stale (bbbbbbbb)"
+    assert table.loc["02_graph_matching", "status"] == "not run"
+    assert "--profile quick --only 02_graph_matching" in table.loc["02_graph_matching", "command"]
