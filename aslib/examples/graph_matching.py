@@ -289,8 +289,6 @@ def match_graphs(
         solved = solve_qap(A, B, cfg, maximize=True, generator=gen, dtype=dtype, device=device,
                            show_progress=show_progress)
     solved.update(seconds=time.perf_counter() - start, method=method, config=cfg)
-    for alias in ("perm", "rounded_loss"):
-        solved.pop(alias)
     return solved
 
 
