@@ -302,7 +302,7 @@ def _summary_accuracy(record: dict[str, Any]) -> str:
     groups: dict[str, list[str]] = {}
     for row in record.get("summary") or []:
         label = row["arm"]
-        if row["arm"] in ARMS and ARMS[row["arm"]].learned and row.get("shuffle_init"):
+        if row["arm"] in SHUFFLE_ARMS and SHUFFLE_ARMS[row["arm"]].learned and row.get("shuffle_init"):
             label += f" ({row['shuffle_init']}"
             label += f", λ={row['lam']})" if row["arm"] == "l12" and row.get("lam") is not None else ")"
         value = mean_std(row.get("test_acc_hard_mean"), row.get("test_acc_hard_std"))

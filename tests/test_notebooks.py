@@ -3,7 +3,6 @@
 The committed notebooks' default runs are checked separately by nbval (`make test` runs both).
 """
 
-from pathlib import Path
 
 import nbformat
 import pandas as pd

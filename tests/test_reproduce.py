@@ -115,7 +115,7 @@ def test_parameter_defaults_are_evaluated_literals(tmp_path):
 
 
 def test_wrong_type_is_refused_naming_parameter_and_expected_type(tmp_path):
-    path = write_notebook(tmp_path / "01_a.ipynb", "pass",
+    write_notebook(tmp_path / "01_a.ipynb", "pass",
                           "n = 6\nrate = 0.5\nflag = True\nxs = [1]\nopt = None\noutput_dir = '.'\nfigures_dir = '.'")
     with pytest.raises(ValueError, match=r"parameter n = 'abc' is a str, expected an int \(its default is 6\)"):
         prepare(Profile("t", notebooks={"01_a": {"n": "abc"}}), runs_dir=tmp_path / "runs", notebooks_dir=tmp_path)
