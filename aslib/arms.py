@@ -170,17 +170,20 @@ def classification_runs(
     data_root: str = "data",
     recalibration_batches: int = 50,
     num_workers: int = 0,
+    verify_checksums: bool = True,
 ) -> list[Run]:
     """The runs of notebooks 04 (CIFAR, digits) and 05 (ImageNet): data sets x models x arms x ablations x seeds.
 
     The keyword names are the notebooks' parameter names, so the runner can print a notebook's plan
     before executing it (:func:`notebook_runs`). ImageNet runs are distributed (torchrun over every GPU).
     ``num_workers`` (data loader processes) does not enter a run's name or decide whether it is done.
+    ``verify_checksums=False`` reads CIFAR files that are not the official ones (e.g. rebuilt copies).
     """
     base = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                        stages_repeats=tuple(stages_repeats), model_kwargs=dict(model_kwargs or {}),
                        max_train_samples=max_train_samples, data_root=str(data_root),
-                       recalibration_batches=recalibration_batches, num_workers=num_workers)
+                       recalibration_batches=recalibration_batches, num_workers=num_workers,
+                       verify_checksums=verify_checksums)
     return [run for dataset in datasets
             for run in grid(base, root, arms=arms, distributed=dataset == "imagenet", dataset=[dataset],
                             model=list(models), shuffle_init=list(shuffle_inits),

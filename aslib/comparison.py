@@ -220,14 +220,18 @@ def speed_table(runs: Sequence[Run], repeats: int) -> pd.DataFrame:
 
 def save_comparison(output_dir: str | os.PathLike[str], stem: str, *, runs: Sequence[Run], results: pd.DataFrame,
                     summary: pd.DataFrame, speed: pd.DataFrame, verdicts: Sequence[Verdict], device: str,
-                    datasets: Sequence[str], models: Sequence[str]) -> Path:
+                    datasets: Sequence[str], models: Sequence[str], data: str = "") -> Path:
     """Write ``<stem>_runs.csv``, ``<stem>_summary.csv``, ``<stem>_speed.csv`` and ``<stem>.json`` (with the
-    verdicts, and under ``"checks"`` whether each of :data:`FACTS` held everywhere) into ``output_dir``; returns the JSON's path."""
+    verdicts, and under ``"checks"`` whether each of :data:`FACTS` held everywhere) into ``output_dir``; returns the JSON's path.
+
+    ``data`` describes where the images came from when the data set's name alone does not say it (e.g.
+    "CIFAR-10 (exact train; test 1k exact + 9k JPEG)"); it defaults to the data sets' names."""
     save_table(output_dir, f"{stem}_runs", results)
     save_table(output_dir, f"{stem}_summary", summary)
     save_table(output_dir, f"{stem}_speed", speed)
     return save_results(output_dir, stem, {
         "profile": Path(output_dir).name, "device": device, "datasets": list(datasets), "models": list(models),
+        "data": data or ", ".join(datasets),
         "runs": len(runs), "finished": len(results), "verdicts": verdicts_to_results(verdicts),
         "checks": {fact: all(v.answer == "yes" for v in verdicts if v.question.endswith(fact)) for fact in FACTS},
         "summary": summary.to_dict(orient="records"), "speed": speed.to_dict(orient="records"),

@@ -8,6 +8,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from aslib.reproduce import (
+    REPO_ROOT,
     Profile, check_parameter_types, check_parameters, find_notebooks, load_profile, main, notebook_parameters, refresh_notebook,
     execute_notebooks, prepare,
 )
@@ -34,7 +35,9 @@ def test_every_committed_notebook_has_the_common_parameters():
 
 def test_profiles_name_only_real_notebooks_and_parameters():
     stems = {p.stem: p for p in find_notebooks()}
-    for name in ("quick", "paper", "smoke"):
+    names = sorted(path.stem for path in (REPO_ROOT / "profiles").glob("*.yaml"))
+    assert {"quick", "paper", "smoke", "cifar-cpu"} <= set(names)
+    for name in names:
         profile = load_profile(name)
         for stem, parameters in profile.notebooks.items():
             assert stem in stems, f"profile {name} names unknown notebook {stem}"
