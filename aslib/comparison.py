@@ -11,15 +11,19 @@ questions about them, per data set and model:
 
 The l12 arm of these questions is the one whose penalty weight has the best mean *validation* accuracy over
 seeds (:func:`choose_lam`), never chosen on test, among the runs started at :data:`HEADLINE_INIT` when such
-runs exist. The *seed noise* of a comparison is twice the larger standard deviation over seeds of the
-accuracies compared; a difference within it is a tie, and with a single seed there is no noise estimate, so
-such questions answer "n/a" with the numbers beside them.
+runs exist. Comparisons of two arms are Welch's t-tests over seeds and the relaxation's rounded against soft
+accuracy a paired t-test (:func:`aslib.verdicts.significance`, two-sided at 5%): a difference the test
+cannot tell from the seed noise is a tie, and with a single seed there is no noise estimate, so such
+questions answer "n/a" with the numbers beside them. The last question asks for a small effect rather than
+a significant one: l12's mean rounding change must lie within twice the standard deviation over seeds of its
+soft accuracy.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from dataclasses import replace
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +35,7 @@ from aslib.io import save_results, save_table
 from aslib.plots import plot_layer_penalties, plot_learned_permutations, plot_training_curves, save_figure
 from aslib.report import histories, layer_penalty_tables, mean_std
 from aslib.speed import measure_speed, speed_config_for
-from aslib.verdicts import Verdict, verdict, verdicts_to_results
+from aslib.verdicts import Verdict, compare_means, verdict, verdicts_to_results
 
 __all__ = [
     "FACTS",
@@ -97,24 +101,18 @@ def _seeds(n: int) -> str:
     return f"{n} seed{'s' if n != 1 else ''}"
 
 
-def _noise(*samples: pd.Series) -> float:
-    """Twice the larger standard deviation over seeds (NaN with a single seed)."""
-    if any(len(s) < 2 for s in samples):
-        return math.nan
-    return _NOISE_STDS * max(float(s.std()) for s in samples)
+def _noise(values: pd.Series) -> float:
+    """Twice the standard deviation over seeds (NaN with a single seed)."""
+    return _NOISE_STDS * float(values.std()) if len(values) > 1 else math.nan
 
 
-def _compare(question: str, a: pd.Series, b: pd.Series, note: str = "") -> Verdict:
-    """``a`` above ``b``: yes, no, or tie within the seed noise; n/a without one of them or with one seed."""
-    seeds = min(len(a), len(b))
-    if seeds == 0:
+def _compare(question: str, a: pd.Series, b: pd.Series, note: str = "", paired: bool = False) -> Verdict:
+    """``a`` above ``b`` by :func:`aslib.verdicts.compare_means` (Welch's t-test over seeds, or the paired one
+    for two measurements of the same runs); n/a without one of them or with one seed."""
+    if a.empty or b.empty:
         return verdict(question, None, "not run")
-    difference, noise = a.mean() - b.mean(), _noise(a, b)
-    evidence = f"{_spread(a)} vs {_spread(b)}, {_seeds(seeds)}{note}"
-    if math.isnan(noise):
-        return verdict(question, None, evidence + ", no noise estimate")
-    answer = "tie" if abs(difference) <= noise else ("yes" if difference > 0 else "no")
-    return verdict(question, answer, evidence + f", noise {noise:.3f}")
+    result = compare_means(question, a.to_numpy(), b.to_numpy(), paired=paired)
+    return replace(result, evidence=result.evidence + note)
 
 
 def comparison_verdicts(results: pd.DataFrame, runs: Sequence[Run]) -> list[Verdict]:
@@ -137,7 +135,7 @@ def comparison_verdicts(results: pd.DataFrame, runs: Sequence[Run]) -> list[Verd
         out.append(_compare(where + "fixed beats no shuffle", fixed_hard, _values(part, "none", "test_acc_hard")))
         relaxed_soft = _values(part, "relaxed", "test_acc_soft")
         out.append(_compare(where + "rounding keeps the relaxation's accuracy (rounded above soft)",
-                            _values(part, "relaxed", "test_acc_hard"), relaxed_soft))
+                            _values(part, "relaxed", "test_acc_hard"), relaxed_soft, paired=True))
         l12_change = _values(part, "l12", "rounding_change", lam)
         l12_soft = _values(part, "l12", "test_acc_soft", lam)
         noise = _noise(l12_soft)

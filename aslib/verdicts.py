@@ -16,11 +16,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["ANSWERS", "Verdict", "compare_over_seeds", "verdict", "verdicts_from_results", "verdicts_to_results"]
+__all__ = ["ALPHA", "ANSWERS", "Verdict", "compare_means", "significance", "verdict", "verdicts_from_results",
+           "verdicts_to_results"]
 
 #: The answers a verdict may give. ``"tie"`` is a comparison whose difference lies within the stated noise;
 #: ``"n/a"`` is a question the run cannot answer (e.g. an arm that was not run), said so rather than skipped.
 ANSWERS: tuple[str, ...] = ("yes", "no", "tie", "n/a")
+#: The significance level of every comparison verdict (two-sided t-tests, see :func:`significance`).
+ALPHA = 0.05
 
 
 @dataclass(frozen=True)
@@ -68,42 +71,81 @@ def verdicts_from_results(results: Mapping[str, Any]) -> list[Verdict]:
     return [Verdict(**item) for item in results["verdicts"]]
 
 
-def compare_over_seeds(
+def significance(a: Sequence[float], b: Sequence[float], *, paired: bool = False,
+                 alpha: float = ALPHA) -> tuple[str, float]:
+    """Is ``mean(a)`` above ``mean(b)`` beyond the noise? ``("yes" | "no" | "tie" | "n/a", p)``.
+
+    The one statistical rule of every comparison verdict in the project. Unpaired samples (e.g. runs with
+    different seeds) take Welch's t-test (``scipy.stats.ttest_ind(a, b, equal_var=False)``), paired ones
+    (the same instances or starts under two methods, ``len(a) == len(b)``) the paired t-test
+    (``scipy.stats.ttest_rel``); both two-sided. The answer is "yes" when ``p < alpha`` and
+    ``mean(a) > mean(b)``, "no" when ``p < alpha`` and ``mean(a) < mean(b)``, "tie" otherwise. Without
+    spread (every paired difference equal, or both samples constant) the difference is certain: its sign
+    decides, "tie" when it is zero (``p`` is then 0 or 1). With fewer than 2 values on either side the
+    noise is unknown: ``("n/a", nan)``.
+
+    >>> significance([0.9, 0.92, 0.91], [0.5, 0.52, 0.51])[0]
+    'yes'
+    """
+    import numpy as np
+    from scipy import stats
+
+    xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if xa.ndim != 1 or xb.ndim != 1 or xa.size == 0 or xb.size == 0:
+        raise ValueError(f"need two non-empty 1-D samples, got shapes {xa.shape} and {xb.shape}")
+    if not (np.isfinite(xa).all() and np.isfinite(xb).all()):
+        raise ValueError(f"need finite values on both sides, got {xa.tolist()} and {xb.tolist()}")
+    if paired and xa.size != xb.size:
+        raise ValueError(f"paired samples need equal lengths, got {xa.size} and {xb.size}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    if xa.size < 2 or xb.size < 2:
+        return "n/a", float("nan")
+    diff = float(xa.mean() - xb.mean())
+    spread = np.ptp(xa - xb) if paired else max(np.ptp(xa), np.ptp(xb))
+    if spread == 0.0:
+        return ("tie", 1.0) if diff == 0.0 else ("yes" if diff > 0 else "no", 0.0)
+    test = stats.ttest_rel(xa, xb) if paired else stats.ttest_ind(xa, xb, equal_var=False)
+    p = float(test.pvalue)
+    if p >= alpha:
+        return "tie", p
+    return ("yes" if diff > 0 else "no"), p
+
+
+def compare_means(
     question: str,
     a: Sequence[float],
     b: Sequence[float],
     *,
+    paired: bool = False,
+    over: str = "seeds",
+    alpha: float = ALPHA,
     digits: int = 3,
     scale: float = 1.0,
     unit: str = "",
 ) -> Verdict:
-    """Is ``mean(a) > mean(b)`` beyond the seed noise? A verdict with both means ± std over seeds.
+    """A verdict on ``mean(a) > mean(b)`` by :func:`significance`, with both means ± std as evidence.
 
-    The difference ``d = mean(a) - mean(b)`` is compared with twice its standard error
-    ``s = sqrt(var(a)/k_a + var(b)/k_b)`` (sample variances over the ``k`` seeds): "yes" if ``d > 2 s``,
-    "no" if ``d < -2 s``, else "tie". With a single seed on either side the noise is unknown and the answer
-    is "n/a". Values are shown multiplied by ``scale`` (e.g. the number of positions for a fraction),
-    rounded to ``digits`` decimals, followed by ``unit``.
+    ``over`` names what the values are (``"seeds"``, ``"instances"``, ``"starts"``); values are shown
+    multiplied by ``scale`` (e.g. the number of positions for a fraction), rounded to ``digits`` decimals,
+    followed by ``unit``; the p-value closes the evidence. With one value on either side the answer is
+    "n/a" (noise unknown).
 
-    >>> str(compare_over_seeds("a beats b", [0.9, 0.92], [0.5, 0.52], digits=2))
-    'a beats b: yes (0.91 ± 0.01 vs 0.51 ± 0.01, 2 seeds)'
+    >>> str(compare_means("a beats b", [0.9, 0.92], [0.5, 0.52], digits=2))
+    'a beats b: yes (0.91 ± 0.01 vs 0.51 ± 0.01, 2 seeds, p = 0.0012)'
     """
     import numpy as np
 
+    answer, p = significance(a, b, paired=paired, alpha=alpha)
     xa, xb = np.asarray(a, dtype=float) * scale, np.asarray(b, dtype=float) * scale
-    if xa.size == 0 or xb.size == 0 or not (np.isfinite(xa).all() and np.isfinite(xb).all()):
-        raise ValueError(f"{question}: need finite values on both sides, got {list(a)} and {list(b)}")
     suffix = f" {unit}" if unit else ""
 
     def show(x: np.ndarray) -> str:
         return f"{x.mean():.{digits}f}" + (f" ± {x.std(ddof=1):.{digits}f}" if x.size > 1 else "")
 
-    seeds = (f"{xa.size} seed{'s' if xa.size > 1 else ''}" if xa.size == xb.size
-             else f"{xa.size} and {xb.size} seeds")
-    evidence = f"{show(xa)}{suffix} vs {show(xb)}{suffix}, {seeds}"
-    if xa.size < 2 or xb.size < 2:
-        return Verdict(question, "n/a", evidence + ": one seed, noise unknown")
-    diff = xa.mean() - xb.mean()
-    noise = 2.0 * float(np.sqrt(xa.var(ddof=1) / xa.size + xb.var(ddof=1) / xb.size))
-    answer = "yes" if diff > noise else "no" if diff < -noise else "tie"
-    return Verdict(question, answer, evidence)
+    count = f"{xa.size}" if xa.size == xb.size else f"{xa.size} and {xb.size}"
+    noun = over[:-1] if over.endswith("s") and xa.size == xb.size == 1 else over
+    evidence = f"{show(xa)}{suffix} vs {show(xb)}{suffix}, {count} {noun}{' paired' if paired else ''}"
+    if answer == "n/a":
+        return Verdict(question, answer, evidence + ": one value, noise unknown")
+    return Verdict(question, answer, evidence + f", p = {p:.2g}")

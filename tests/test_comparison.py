@@ -1,4 +1,4 @@
-"""The verdicts of notebooks 04/05 on hand-made results: lam chosen on validation, ties within the seed noise."""
+"""The verdicts of notebooks 04/05 on hand-made results: lam chosen on validation, ties by the t-tests."""
 
 import pandas as pd
 import pytest
@@ -43,8 +43,8 @@ def test_verdicts_answer_yes_no_tie_within_the_seed_noise(tmp_path):
     assert lines[0] == "every run finished: yes (15 of 15)"
     where = "digits, shufflenet_v1_g3: "
     # the l12 of lam 0.01 (best validation) ties with fixed; 0.1 would have won on test
-    assert lines[1] == where + ("rounded l12 beats fixed: tie (0.810 ± 0.010 vs 0.810 ± 0.010, 3 seeds; "
-                                "lam 0.01 chosen on validation, noise 0.020)")
+    assert lines[1] == where + ("rounded l12 beats fixed: tie (0.810 ± 0.010 vs 0.810 ± 0.010, 3 seeds, p = 1; "
+                                "lam 0.01 chosen on validation)")
     assert lines[2].startswith(where + "fixed beats no shuffle: yes (0.810 ± 0.010 vs 0.600 ± 0.010, 3 seeds")
     assert lines[3].startswith(where + "rounding keeps the relaxation's accuracy (rounded above soft): no (")
     assert lines[4].startswith(where + "rounding changes l12's accuracy by less than the seed noise: yes (")
@@ -56,7 +56,7 @@ def test_a_single_seed_or_a_missing_arm_is_said_not_skipped(tmp_path):
     results = pd.DataFrame(_rows("fixed", 0.0, None, [0.8]) + _rows("l12", 0.01, "uniform", [0.7], params=120))
     lines = [str(v) for v in comparison_verdicts(results, _runs(tmp_path, [0]))]
     assert lines[0] == "every run finished: no (2 of 5)"
-    assert "rounded l12 beats fixed: n/a (0.700 vs 0.800, 1 seed; lam 0.01 chosen on validation, no noise estimate)" \
-        in lines[1]
+    assert "rounded l12 beats fixed: n/a (0.700 vs 0.800, 1 seed: one value, noise unknown; lam 0.01 chosen on " \
+        "validation)" in lines[1]
     assert lines[2].endswith("fixed beats no shuffle: n/a (not run)")
     assert lines[-1].endswith("rounded l12 has the fixed network's parameter count: no (120 vs 100)")

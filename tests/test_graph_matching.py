@@ -6,6 +6,7 @@ import itertools
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy.optimize import quadratic_assignment
@@ -169,3 +170,16 @@ def test_fast_rounding_agrees_with_hungarian():
         M = project_doubly_stochastic(permutation_matrix(perm, torch.float64) * sharpness
                                       + torch.rand(50, 8, 8, generator=gen, dtype=torch.float64), 5)
         assert torch.equal(_round(M), round_to_permutation(M))
+
+
+def test_compare_methods_pairs_instances_and_says_when_a_method_did_not_run():
+    rows = [{"family": "regular", "n": 10, "noise": 0.0, "instance": i, "method": method, "exact": float(score)}
+            for i in range(6) for method, score in (("l12", 1), ("faq", i % 2))]
+    table = pd.DataFrame(rows)
+    win = gm.compare_methods(table, "l12", "faq", "exact", ["regular"], "l12 beats faq")
+    # differences 1, 0, 1, 0, 1, 0: mean 0.5, paired t = 0.5 / (0.548 / sqrt 6) = 2.24, p = 0.076
+    assert win.answer == "tie" and "6 instances paired" in win.evidence
+    both = pd.concat([table, table.assign(instance=table["instance"] + 6)], ignore_index=True)
+    assert gm.compare_methods(both, "l12", "faq", "exact", ["regular"], "l12 beats faq").answer == "yes"
+    assert gm.compare_methods(both, "faq", "l12", "exact", ["regular"], "faq beats l12").answer == "no"
+    assert gm.compare_methods(table, "l12", "2opt", "exact", ["regular"], "q").answer == "n/a"

@@ -48,7 +48,7 @@ from aslib.qap import default_qap_config, quadratic_assignment, solve_qap
 from aslib.solver import SolverConfig, apply_overrides, solve_permutation
 from aslib.progress import progress
 from aslib.runtime import resolve_device
-from aslib.verdicts import Verdict, verdict
+from aslib.verdicts import Verdict, compare_means, verdict
 
 __all__ = [
     "FAMILIES",
@@ -351,12 +351,8 @@ def summarise_recovery(table: pd.DataFrame) -> pd.DataFrame:
 def compare_methods(table: pd.DataFrame, first: str, second: str, metric: str, families: tuple[str, ...] | list[str],
                     question: str) -> Verdict:
     """Whether ``first`` scores higher than ``second`` on ``metric`` over the same instances of ``families``
-    (rows of a :func:`recovery_table`).
-
-    Paired over instances: with ``d_i`` the difference on instance ``i`` and ``se = std(d) / sqrt(k)`` over
-    ``k`` instances, the answer is "yes" when ``mean(d) > 2 se``, "no" when ``mean(d) < -2 se`` and "tie"
-    otherwise (also when every ``d_i`` is 0); "n/a" when a method was not run. The evidence reads
-    ``mean ± std vs mean ± std, k instances``.
+    (rows of a :func:`recovery_table`): :func:`aslib.verdicts.compare_means` paired over instances (the
+    paired t-test at the project's level), "n/a" when a method was not run.
     """
     rows = table[table["family"].isin(list(families))]
     keys = ["family", "n", "noise", "instance"]
@@ -364,10 +360,4 @@ def compare_methods(table: pd.DataFrame, first: str, second: str, metric: str, f
     if any(s.empty for s in scores.values()):
         return verdict(question, None, f"{first if scores[first].empty else second} not run")
     a, b = scores[first].align(scores[second], join="inner")
-    d = (a - b).to_numpy()
-    k = len(d)
-    se = float(d.std(ddof=1)) / np.sqrt(k) if k > 1 else 0.0
-    mean = float(d.mean())
-    answer = "yes" if mean > 2 * se and mean > 0 else "no" if mean < -2 * se and mean < 0 else "tie"
-    std = (lambda x: float(x.std(ddof=1)) if k > 1 else 0.0)
-    return verdict(question, answer, f"{a.mean():.2f} ± {std(a):.2f} vs {b.mean():.2f} ± {std(b):.2f}, {k} instances")
+    return compare_means(question, a.to_numpy(), b.to_numpy(), paired=True, over="instances", digits=2)

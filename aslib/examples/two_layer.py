@@ -52,7 +52,7 @@ from aslib.penalty import check_square, l12_penalty, permutation_matrix, project
 from aslib.progress import progress
 from aslib.runtime import resolve_device
 from aslib.solver import SolverConfig, apply_overrides, solve_permutation
-from aslib.verdicts import Verdict, verdict
+from aslib.verdicts import Verdict, significance, verdict
 
 __all__ = [
     "CONVEX_SETUPS",
@@ -386,19 +386,17 @@ def compare_methods(table: pd.DataFrame, setup: str, first: str, second: str, k:
     """Does ``first`` find the teacher's permutation more often than ``second`` in ``setup``?
 
     Paired over the same instances and starts of a :func:`comparison_table` (best of ``k`` starts per
-    instance, or every start when ``k`` is None): "yes"/"no" when the mean paired difference exceeds twice
-    its standard error, "tie" otherwise. The evidence gives the rates per size and the pooled difference.
+    instance, or every start when ``k`` is None), by :func:`aslib.verdicts.significance` (the paired t-test
+    at the project's level). The evidence gives the rates per size, the pooled difference and ``p``.
     """
     wide, label = _paired(table, setup, first, second, k)
-    diff = wide[first] - wide[second]
-    half = 2.0 * float(diff.std(ddof=1)) / math.sqrt(len(diff)) if len(diff) > 1 else 0.0
-    mean = float(diff.mean())
-    answer = "tie" if abs(mean) <= half else ("yes" if mean > 0 else "no")
+    answer, p = significance(wide[first].to_numpy(), wide[second].to_numpy(), paired=True)
+    mean = float((wide[first] - wide[second]).mean())
     by_n = wide.groupby(level="n").mean()
     sizes = "/".join(str(n) for n in by_n.index)
     rates = lambda method: "/".join(f"{v:.2f}" for v in by_n[method])  # noqa: E731
-    evidence = (f"{rates(first)} vs {rates(second)} at n = {sizes}; difference {mean:+.2f} ± {half:.2f} (2 se), "
-                f"{len(diff)} {'starts' if k is None else 'instances'}")
+    evidence = (f"{rates(first)} vs {rates(second)} at n = {sizes}; difference {mean:+.2f}, p = {p:.2g}, "
+                f"{len(wide)} {'starts' if k is None else 'instances'} paired")
     return verdict(f"{setup}, {label}: {first} finds the teacher more often than {second}", answer, evidence)
 
 
