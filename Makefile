@@ -3,6 +3,7 @@
 
 PYTHON ?= python3.11
 PROFILE ?= quick
+JOBS ?= 1
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
@@ -18,11 +19,11 @@ $(INSTALLED): pyproject.toml
 
 env: $(INSTALLED)
 
-## Execute every notebook under profiles/$(PROFILE).yaml into runs/$(PROFILE)/, publish its results files to
+## Execute every notebook under profiles/$(PROFILE).yaml into runs/$(PROFILE)/ ($(JOBS) at once), publish its results files to
 ## results/$(PROFILE)/ and regenerate figures/; then the README's results section and notebook 06 (which show
 ## every published profile) are rewritten from results/.
 reproduce: $(INSTALLED)
-	$(PY) -m aslib.reproduce --profile $(PROFILE)
+	$(PY) -m aslib.reproduce --profile $(PROFILE) --jobs $(JOBS)
 	$(PY) -m aslib.report --readme
 	$(PY) -m aslib.reproduce --refresh notebooks/06_results.ipynb
 

@@ -203,7 +203,7 @@ def plot_recovery(summary, *, x: str, metric: str = "recovery", title: str = "")
 
 def plot_success_by_setup(summary, *, x: str = "n", metric: str = "success_best", title: str = "") -> Figure:
     """One panel per ``setup`` of ``summary`` (a table of rates such as
-    :func:`aslib.examples.two_layer.summarise` returns): ``metric`` against ``x``, one line per ``method``."""
+    :func:`aslib.examples.two_layer.summarise_success` returns): ``metric`` against ``x``, one line per ``method``."""
     setups = list(dict.fromkeys(summary["setup"]))
     fig, axes = plt.subplots(1, len(setups), figsize=(3.2 * len(setups), 3.3), sharey=True, squeeze=False)
     for ax, setup in zip(axes[0], setups):
@@ -292,7 +292,7 @@ def plot_learned_permutations(learned: list, reference: list, *, layers: int = 3
 
 def plot_arm_comparison(summary, *, metric: str = "test_acc_hard") -> Figure:
     """Bars of ``<metric>_mean`` (with the standard deviation over seeds) per arm, one panel per data set
-    and model, from :func:`aslib.sweep.summarise` (the ``*_summary.csv`` tables)."""
+    and model, from :func:`aslib.report.summarise_seeds` (the ``*_summary.csv`` tables)."""
     panels = list(summary.groupby(["dataset", "model"], sort=False))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.4), squeeze=False)
     for ax, ((dataset, model), rows) in zip(axes[0], panels):

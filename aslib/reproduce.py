@@ -1,12 +1,4 @@
-"""Execute the numbered notebooks with papermill under a named profile of parameters.
-
-A profile is a YAML file ``profiles/<name>.yaml``::
-
-    description: what the profile is for
-    figures_dir: figures            # relative to the repository root
-    notebooks:
-      01_penalty_and_error_bounds:  # notebook stem -> parameters for its `parameters` cell
-        n_random: 2000
+"""Execute the numbered notebooks with papermill under a named profile of parameters (:mod:`aslib.profiles`).
 
 Every notebook in ``notebooks/`` runs, in order, with the profile's parameters (notebooks it does not name
 run with their stored defaults), plus ``output_dir`` and ``figures_dir`` which the runner sets itself.
@@ -16,9 +8,8 @@ every notebook that succeeded (``<stem>.json`` and ``<stem>_*.csv``) are then pu
 :func:`aslib.runtime.code_fingerprint` (see :func:`publish_results`). Notebooks that declare a
 ``results_dir`` parameter read those published results, so they run after all the others.
 
-Every parameter name is checked against the notebook's ``parameters`` cell before anything runs
-(papermill itself only warns on an unknown name), and every value against the type of its literal default
-(:func:`check_parameter_types`). A failing notebook is reported by name with its error cell; the others
+Every parameter name and value is checked against the notebook's ``parameters`` cell before anything runs
+(:func:`aslib.profiles.check_parameters`, :func:`aslib.profiles.check_parameter_types`). A failing notebook is reported by name with its error cell; the others
 still run; the exit status is non-zero if any failed. Executed notebooks keep no progress-bar output
 (:func:`strip_progress_output`).
 
@@ -32,7 +23,6 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import re
@@ -40,31 +30,37 @@ import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import pandas as pd
 import papermill
-import yaml
 from papermill.exceptions import PapermillExecutionError
 
+from aslib.checks import check_positive_int
 from aslib.io import atomic_write
+from aslib.profiles import (
+    REPO_ROOT,
+    Profile,
+    check_parameter_types,
+    check_parameters,
+    find_notebooks,
+    load_profile,
+    notebook_parameters,
+    parse_override,
+)
 from aslib.progress import progress
 from aslib.runtime import code_fingerprint
 
 __all__ = [
     "NotebookRun",
-    "Profile",
-    "check_parameter_types",
-    "check_parameters",
     "copy_notebook_tree",
     "execute_notebooks",
-    "find_notebooks",
-    "load_profile",
     "main",
-    "notebook_parameters",
+    "outcome_table",
     "prepare",
     "publish_results",
     "refresh_notebook",
@@ -72,21 +68,10 @@ __all__ = [
     "training_plan",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Parameters every notebook declares and the runner sets itself.
 RUNNER_PARAMETERS = ("output_dir", "figures_dir")
 #: A notebook declaring this parameter reads the published results of the others (it runs after them).
 RESULTS_PARAMETER = "results_dir"
-
-
-@dataclass(frozen=True)
-class Profile:
-    """A named set of parameters per notebook (see the module docstring for the file format)."""
-
-    name: str
-    description: str = ""
-    figures_dir: str = "figures"
-    notebooks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -98,101 +83,6 @@ class NotebookRun:
     status: str  # "ok" or "failed"
     seconds: float
     error: str = ""
-
-
-def load_profile(name: str, profiles_dir: str | Path | None = None) -> Profile:
-    """Read ``<profiles_dir>/<name>.yaml``; an unknown name is refused with the list of profiles."""
-    profiles_dir = Path(profiles_dir) if profiles_dir is not None else REPO_ROOT / "profiles"
-    path = profiles_dir / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in profiles_dir.glob("*.yaml"))
-        raise ValueError(f"unknown profile {name!r}: no file {path}; known profiles: {', '.join(known) or 'none'}")
-    raw = yaml.safe_load(path.read_text()) or {}
-    unknown = set(raw) - {"description", "figures_dir", "notebooks"}
-    if unknown:
-        raise ValueError(f"profile {path} has unknown keys {sorted(unknown)}")
-    notebooks = raw.get("notebooks") or {}
-    if not isinstance(notebooks, Mapping) or not all(isinstance(v, Mapping) or v is None for v in notebooks.values()):
-        raise ValueError(f"profile {path}: 'notebooks' must map notebook names to parameter mappings")
-    return Profile(
-        name=name,
-        description=raw.get("description", ""),
-        figures_dir=raw.get("figures_dir", "figures"),
-        notebooks={k: dict(v or {}) for k, v in notebooks.items()},
-    )
-
-
-def find_notebooks(notebooks_dir: str | Path | None = None) -> list[Path]:
-    """The numbered notebooks (``NN_name.ipynb``) in ``notebooks_dir``, in order."""
-    notebooks_dir = Path(notebooks_dir) if notebooks_dir is not None else REPO_ROOT / "notebooks"
-    return sorted(p for p in notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
-
-
-def notebook_parameters(path: str | Path) -> dict[str, Any]:
-    """Names and default values of the notebook's ``parameters`` cell (via ``papermill.inspect_notebook``).
-
-    The cell holds literals only, so each default is evaluated with ``ast.literal_eval``.
-    """
-    inferred = papermill.inspect_notebook(str(path))
-    if not inferred:
-        raise ValueError(f"{path} has no cell tagged 'parameters'")
-    defaults = {}
-    for name, info in inferred.items():
-        try:
-            defaults[name] = ast.literal_eval(info["default"])
-        except (ValueError, SyntaxError) as err:
-            raise ValueError(f"{Path(path).name}: parameter {name} = {info['default']} is not a literal") from err
-    return defaults
-
-
-def check_parameters(path: str | Path, parameters: Mapping[str, Any], valid: Mapping[str, Any] | None = None) -> None:
-    """Refuse any name in ``parameters`` that the notebook's ``parameters`` cell does not define.
-
-    ``valid`` is the notebook's :func:`notebook_parameters`, when the caller has already read them.
-    """
-    valid = notebook_parameters(path) if valid is None else valid
-    unknown = sorted(set(parameters) - set(valid))
-    if unknown:
-        raise ValueError(
-            f"{Path(path).name}: unknown parameter(s) {', '.join(unknown)}; valid names: {', '.join(sorted(valid))}"
-        )
-
-
-def _type_name(value: Any) -> str:
-    return "None" if value is None else type(value).__name__
-
-
-def _a(noun: str) -> str:
-    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
-
-
-def _matches_type(value: Any, default: Any) -> bool:
-    """Whether ``value`` may replace the literal ``default``: same type, an int where a float is expected,
-    anything where the default is None (an optional setting); bool is never taken for a number."""
-    if default is None:
-        return True
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(value, bool) and isinstance(default, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float))
-    if isinstance(default, (list, tuple)):
-        return isinstance(value, (list, tuple))
-    return isinstance(value, type(default))
-
-
-def check_parameter_types(path: str | Path, parameters: Mapping[str, Any], valid: Mapping[str, Any]) -> None:
-    """Refuse a value whose type differs from its default's literal in the ``parameters`` cell.
-
-    E.g. ``-p n=abc`` against ``n = 6`` raises ``ValueError: ...: parameter n = 'abc' is a str, expected an
-    int (its default is 6)``, before any notebook runs. An int is accepted for a float default, anything for
-    a default of None; a bool is never accepted for a number, nor a number for a bool.
-    """
-    for name, value in parameters.items():
-        if name in valid and not _matches_type(value, valid[name]):
-            raise ValueError(
-                f"{Path(path).name}: parameter {name} = {value!r} is {_a(_type_name(value))}, expected "
-                f"{_a(_type_name(valid[name]))} (its default is {valid[name]!r})"
-            )
 
 
 #: One progress-bar update as tqdm writes it ("name:  45%|####      | 9/20 [00:02<00:02,  4.2it/s]").
@@ -378,26 +268,41 @@ def execute_notebooks(
     *,
     show_progress: bool = True,
     publish_to: tuple[str, str | Path] | None = None,
+    jobs: int = 1,
 ) -> list[NotebookRun]:
-    """Execute prepared notebooks (from :func:`prepare`) in order; one :class:`NotebookRun` each.
+    """Execute prepared notebooks (from :func:`prepare`); one :class:`NotebookRun` each, in their order.
 
-    A failing notebook is recorded and the next one runs. ``show_progress`` shows a bar over notebooks and
-    papermill's bar over cells. With ``publish_to = (profile, results_dir)`` the results of every notebook
-    that succeeds are published (:func:`publish_results`) before the next one runs.
+    A failing notebook is recorded and the others still run. ``show_progress`` shows a bar over notebooks
+    and, with ``jobs = 1``, papermill's bar over cells. With ``publish_to = (profile, results_dir)`` the
+    results of every notebook that succeeds are published (:func:`publish_results`) as soon as it ends.
+    ``jobs`` notebooks run at once, each in its own kernel (set each notebook's ``cpu_threads`` so that
+    together they fit the machine); those that read the published results (``results_dir``) run after
+    all the others. Each notebook keeps its training runs under ``<output_dir>/<stem>/``, so notebooks
+    running at once never share a run.
     """
-    runs = []
+    jobs = check_positive_int(jobs, "jobs")
     fingerprint = code_fingerprint()
-    bar = progress(prepared, enabled=show_progress, desc="notebooks", unit="notebook")
-    for path, parameters in bar:
-        bar.set_postfix_str(path.stem)
+    bar = progress(total=len(prepared), enabled=show_progress, desc="notebooks", unit="notebook")
+
+    def run(item: tuple[Path, Mapping[str, Any]]) -> NotebookRun:
+        path, parameters = item
         out_dir = Path(parameters["output_dir"])
         out_dir.mkdir(parents=True, exist_ok=True)
-        run = _execute(path, out_dir / path.name, parameters, show_progress)
-        if run.status == "ok" and publish_to is not None:
+        outcome = _execute(path, out_dir / path.name, parameters, show_progress and jobs == 1)
+        if outcome.status == "ok" and publish_to is not None:
             effective = {**notebook_parameters(path), **parameters}  # the seeds may be stored defaults
             publish_results(path.stem, effective, publish_to[0], publish_to[1], fingerprint)
-        runs.append(run)
-    return runs
+        bar.set_postfix_str(path.stem)
+        bar.update()
+        return outcome
+
+    writers = [item for item in prepared if RESULTS_PARAMETER not in item[1]]
+    readers = [item for item in prepared if RESULTS_PARAMETER in item[1]]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # papermill's kernels are processes: threads suffice
+        outcomes = dict(zip([p for p, _ in writers], pool.map(run, writers)))
+    outcomes.update((item[0], run(item)) for item in readers)
+    bar.close()
+    return [outcomes[path] for path, _ in prepared]
 
 
 def refresh_notebook(path: str | Path, *, show_progress: bool = True) -> NotebookRun:
@@ -444,7 +349,7 @@ def copy_notebook_tree(dest: str | Path, *, root: str | Path | None = None) -> P
     return notebooks
 
 
-def summarise(runs: Sequence[NotebookRun]) -> pd.DataFrame:
+def outcome_table(runs: Sequence[NotebookRun]) -> pd.DataFrame:
     """One row per notebook: name, status, seconds, executed copy, error."""
     return pd.DataFrame(
         [{"notebook": r.notebook, "status": r.status, "seconds": round(r.seconds, 1),
@@ -472,28 +377,25 @@ def _print_plan(profile: Profile, plan: pd.DataFrame) -> None:
     print(by_notebook.to_string())
 
 
-def _parse_override(text: str) -> tuple[str, Any]:
-    name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    return name, yaml.safe_load(value)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aslib.reproduce", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="quick", help="profile name in profiles/ (default: quick)")
     parser.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="notebook stems to run (default: all)")
-    parser.add_argument("-p", "--param", action="append", type=_parse_override, default=[], metavar="NAME=VALUE",
+    parser.add_argument("-p", "--param", action="append", type=parse_override, default=[], metavar="NAME=VALUE",
                         help="a parameter for every selected notebook, on top of the profile")
     parser.add_argument("--runs-dir", default=None, help="where executed copies go (default: runs/)")
     parser.add_argument("--results-dir", default=None,
                         help="where results files are published (default: results/; never with -p overrides)")
     parser.add_argument("--refresh", nargs="+", metavar="NOTEBOOK.ipynb",
                         help="execute these notebooks in place with their stored defaults, then stop")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="notebooks executed at once, each in its own kernel (default: 1)")
     parser.add_argument("--no-progress", action="store_true", help="turn the progress bars off")
     parser.add_argument("--copy-notebooks", metavar="DIR",
                         help="copy the notebooks into a new tree DIR for nbval (see copy_notebook_tree), then stop")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be a positive integer, got {args.jobs}")
     show_progress = not args.no_progress
 
     if args.copy_notebooks:
@@ -514,11 +416,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_plan(profile, plan)
         # results of a profile changed by -p are not that profile's: they stay in runs/ only
         publish_to = None if args.param else (profile.name, results_dir)
-        runs = execute_notebooks(prepared, show_progress=show_progress, publish_to=publish_to)
+        runs = execute_notebooks(prepared, show_progress=show_progress, publish_to=publish_to, jobs=args.jobs)
         if publish_to is None:
             print("parameters overridden with -p: results stay in the runs folder, nothing is published")
 
-    table = summarise(runs)
+    table = outcome_table(runs)
     print(table.drop(columns="error").to_string(index=False))
     failed = [r for r in runs if r.status != "ok"]
     for r in failed:

@@ -12,7 +12,8 @@ from aslib.io import load_results
 from aslib.report import verdict_table
 from aslib.runtime import code_fingerprint
 from aslib.verdicts import verdicts_from_results
-from aslib.reproduce import execute_notebooks, find_notebooks, load_profile, prepare
+from aslib.profiles import find_notebooks, load_profile
+from aslib.reproduce import execute_notebooks, prepare
 
 
 @pytest.fixture(scope="module")

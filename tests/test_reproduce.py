@@ -7,11 +7,10 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from aslib.reproduce import (
-    REPO_ROOT,
-    Profile, check_parameter_types, check_parameters, find_notebooks, load_profile, main, notebook_parameters, refresh_notebook,
-    execute_notebooks, prepare,
+from aslib.profiles import (
+    REPO_ROOT, Profile, check_parameter_types, check_parameters, find_notebooks, load_profile, notebook_parameters,
 )
+from aslib.reproduce import execute_notebooks, main, prepare, refresh_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,6 +79,28 @@ def test_failing_notebook_is_reported_and_the_others_still_run(tmp_path, monkeyp
     assert "RuntimeError: broken with x=1" in runs[0].error and "cell" in runs[0].error
     assert json.loads((tmp_path / "runs" / "t" / "02_works.json").read_text()) == {"x": 5}
     assert (tmp_path / "runs" / "t" / "01_fails.ipynb").is_file()
+
+
+def test_parallel_jobs_run_at_once_keep_order_and_run_results_readers_last(tmp_path):
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    # 01 and 02 each wait for the other's marker file: they finish only if they run at the same time
+    wait = ("import pathlib, time\nout = pathlib.Path(output_dir)\n(out / '{me}.started').touch()\n"
+            "deadline = time.time() + 60\nwhile not (out / '{other}.started').exists() and time.time() < deadline:\n"
+            "    time.sleep(0.05)\nassert (out / '{other}.started').exists(), 'not run at once'")
+    write_notebook(nbs / "01_a.ipynb", wait.format(me="01", other="02"))
+    write_notebook(nbs / "02_b.ipynb", wait.format(me="02", other="01") + "\nraise RuntimeError('b fails')")
+    # 00 reads the published results: it runs after both, although it comes first
+    write_notebook(nbs / "00_reader.ipynb",
+                   "import pathlib\nassert (pathlib.Path(output_dir) / '02.started').exists()",
+                   "results_dir = '.'\noutput_dir = '.'\nfigures_dir = '.'")
+    prepared = prepare(Profile("t"), runs_dir=tmp_path / "runs", notebooks_dir=nbs, results_dir=tmp_path / "results")
+    runs = execute_notebooks(prepared, show_progress=False, jobs=2)
+    assert [r.notebook for r in runs] == ["01_a", "02_b", "00_reader"]
+    assert [r.status for r in runs] == ["ok", "failed", "ok"]
+    assert "b fails" in runs[1].error
+    with pytest.raises(ValueError, match="jobs must be a positive integer"):
+        execute_notebooks(prepared, show_progress=False, jobs=0)
 
 
 def test_command_line_exit_status_and_report(tmp_path, capsys):

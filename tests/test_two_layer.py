@@ -12,7 +12,8 @@ import torch
 from aslib.examples import two_layer as tl
 from aslib.io import load_results
 from aslib.penalty import l12_penalty, permutation_matrix, project_doubly_stochastic
-from aslib.reproduce import execute_notebooks, load_profile, prepare
+from aslib.profiles import load_profile
+from aslib.reproduce import execute_notebooks, prepare
 from aslib.verdicts import ANSWERS, verdicts_from_results
 
 
@@ -176,7 +177,7 @@ def test_comparison_table_and_best_of():
     first_two = table[table["start"] < 2].groupby(["setup", "n", "method", "instance"])
     assert (best.set_index(["setup", "n", "method", "instance"])["rounded_loss"].sort_index()
             == first_two["rounded_loss"].min().sort_index()).all()
-    summary = tl.summarise(table, 3)
+    summary = tl.summarise_success(table, 3)
     any_success = table.groupby(["setup", "n", "method", "instance"])["success"].any().groupby(["setup", "n", "method"]).mean()
     assert (summary.set_index(["setup", "n", "method"])["success_best"].sort_index() == any_success.sort_index()).all()
 

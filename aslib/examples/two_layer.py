@@ -76,7 +76,7 @@ __all__ = [
     "relu_mean",
     "schedule_table",
     "schedule_verdict",
-    "summarise",
+    "summarise_success",
     "teacher_energy",
 ]
 
@@ -356,7 +356,7 @@ def best_of(table: pd.DataFrame, k: int) -> pd.DataFrame:
     return first.loc[first.groupby(keys, sort=False)["rounded_loss"].idxmin()].reset_index(drop=True)
 
 
-def summarise(table: pd.DataFrame, k: int) -> pd.DataFrame:
+def summarise_success(table: pd.DataFrame, k: int) -> pd.DataFrame:
     """One row per set-up, size and method of a :func:`comparison_table`: ``success`` (single start, mean
     over every start), ``success_best`` (best of ``k`` starts, mean over instances), ``instances``,
     ``exact``, ``penalty``, ``rounded_loss``, ``relaxed_loss``, ``distance`` (means over starts),
