@@ -267,17 +267,22 @@ def _load_cifar(
     except RuntimeError as err:  # torchvision's "not found or corrupted": here only a checksum mismatch
         raise ValueError(f"{label} files in {folder} fail torchvision's md5 check: {err}") from err
     stats = _CIFAR10_STATS if name == "cifar10" else _CIFAR100_STATS
-    evaluate = transforms.Compose([transforms.ToTensor(), transforms.Normalize(*stats)])
-    if augment:
-        training = transforms.Compose([
-            transforms.RandomCrop(32, padding=4),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            transforms.Normalize(*stats),
-        ])
-    else:
-        training = evaluate
+    training, evaluate = _image_transforms(
+        stats, [], [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()], augment)
     return train, test, training, evaluate, tuple(train.classes)
+
+
+def _image_transforms(stats: tuple[tuple[float, ...], tuple[float, ...]], evaluate_ops: list[Callable],
+                      augment_ops: list[Callable], augment: bool) -> tuple[Callable, Callable]:
+    """``(training, evaluate)`` transforms of PIL images: the given ops, then ``ToTensor`` and ``Normalize(*stats)``;
+    training uses ``augment_ops`` when ``augment`` and the evaluation transform otherwise."""
+    from torchvision import transforms
+
+    def compose(ops: list[Callable]) -> Callable:
+        return transforms.Compose([*ops, transforms.ToTensor(), transforms.Normalize(*stats)])
+
+    evaluate = compose(evaluate_ops)
+    return (compose(augment_ops) if augment else evaluate), evaluate
 
 
 def _load_imagenet(
@@ -302,21 +307,9 @@ def _load_imagenet(
             f"ImageNet class folders differ between {folder / 'train'} ({len(train.classes)} classes) and "
             f"{folder / 'val'} ({len(test.classes)} classes)"
         )
-    evaluate = transforms.Compose([
-        transforms.Resize(int(round(image_size / 0.875))),
-        transforms.CenterCrop(image_size),
-        transforms.ToTensor(),
-        transforms.Normalize(*_IMAGENET_STATS),
-    ])
-    if augment:
-        training = transforms.Compose([
-            transforms.RandomResizedCrop(image_size),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            transforms.Normalize(*_IMAGENET_STATS),
-        ])
-    else:
-        training = evaluate
+    training, evaluate = _image_transforms(
+        _IMAGENET_STATS, [transforms.Resize(int(round(image_size / 0.875))), transforms.CenterCrop(image_size)],
+        [transforms.RandomResizedCrop(image_size), transforms.RandomHorizontalFlip()], augment)
     return train, test, training, evaluate, tuple(train.classes)
 
 
