@@ -4,6 +4,7 @@ A profile is a YAML file ``profiles/<name>.yaml``::
 
     description: what the profile is for
     figures_dir: figures            # relative to the repository root
+    named_only: false               # true: run only the notebooks named below
     notebooks:
       01_penalty_and_error_bounds:  # notebook stem -> parameters for its `parameters` cell
         n_random: 2000
@@ -47,6 +48,9 @@ class Profile:
     name: str
     description: str = ""
     figures_dir: str = "figures"
+    #: Run only the notebooks named in :attr:`notebooks` (by default every notebook runs, the unnamed ones
+    #: with their stored defaults).
+    named_only: bool = False
     notebooks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
@@ -58,7 +62,7 @@ def load_profile(name: str, profiles_dir: str | Path | None = None) -> Profile:
         known = sorted(p.stem for p in profiles_dir.glob("*.yaml"))
         raise ValueError(f"unknown profile {name!r}: no file {path}; known profiles: {', '.join(known) or 'none'}")
     raw = yaml.safe_load(path.read_text()) or {}
-    unknown = set(raw) - {"description", "figures_dir", "notebooks"}
+    unknown = set(raw) - {"description", "figures_dir", "named_only", "notebooks"}
     if unknown:
         raise ValueError(f"profile {path} has unknown keys {sorted(unknown)}")
     notebooks = raw.get("notebooks") or {}
@@ -68,8 +72,15 @@ def load_profile(name: str, profiles_dir: str | Path | None = None) -> Profile:
         name=name,
         description=raw.get("description", ""),
         figures_dir=raw.get("figures_dir", "figures"),
+        named_only=_check_bool(raw.get("named_only", False), f"profile {path}: named_only"),
         notebooks={k: dict(v or {}) for k, v in notebooks.items()},
     )
+
+
+def _check_bool(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{what} must be true or false, got {value!r}")
+    return value
 
 
 def find_notebooks(notebooks_dir: str | Path | None = None) -> list[Path]:

@@ -166,7 +166,8 @@ def prepare(
         profile: from :func:`load_profile`.
         runs_dir: executed copies and results go to ``<runs_dir>/<profile.name>/`` (default ``runs/``).
         notebooks_dir: where the numbered notebooks are (default ``notebooks/``).
-        only: notebook stems to run (default: all); an unknown stem is refused.
+        only: notebook stems to run (default: all, or those the profile names when it is ``named_only``); an
+            unknown stem is refused.
         overrides: parameters applied on top of the profile, to every selected notebook.
         figures_dir: where figures go, instead of the profile's ``figures_dir``.
         results_dir: the published results (default ``results/``), passed to notebooks that declare
@@ -183,6 +184,8 @@ def prepare(
         raise ValueError(f"unknown notebook(s) {', '.join(unknown)}; notebooks: {', '.join(stems)}")
     if only:
         notebooks = [p for p in notebooks if p.stem in only]
+    elif profile.named_only:
+        notebooks = [p for p in notebooks if p.stem in profile.notebooks]
 
     out_dir = ((Path(runs_dir) if runs_dir is not None else REPO_ROOT / "runs") / profile.name).resolve()
     figures = Path(figures_dir if figures_dir is not None else profile.figures_dir)

@@ -49,6 +49,22 @@ def test_unknown_profile_lists_known_ones():
         load_profile("quik")
 
 
+def test_a_named_only_profile_runs_just_its_notebooks(tmp_path):
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    for stem in ("01_a", "02_b", "03_c"):
+        write_notebook(nbs / f"{stem}.ipynb", "pass")
+    (tmp_path / "p.yaml").write_text("named_only: true\nnotebooks:\n  02_b: {x: 3}\n")
+    profile = load_profile("p", tmp_path)
+    assert [p.stem for p, _ in prepare(profile, runs_dir=tmp_path, notebooks_dir=nbs)] == ["02_b"]
+    assert [p.stem for p, _ in prepare(profile, runs_dir=tmp_path, notebooks_dir=nbs, only=["01_a"])] == ["01_a"]
+    everything = Profile("all", notebooks=profile.notebooks)
+    assert len(prepare(everything, runs_dir=tmp_path, notebooks_dir=nbs)) == 3
+    (tmp_path / "bad.yaml").write_text("named_only: yes please\n")
+    with pytest.raises(ValueError, match="named_only must be true or false"):
+        load_profile("bad", tmp_path)
+
+
 def test_typo_in_parameter_is_refused_with_valid_names():
     path = find_notebooks()[0]
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) sed; valid names: .*seed"):
