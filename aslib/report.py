@@ -208,12 +208,17 @@ def layer_penalty_tables(runs: Sequence[Run]) -> dict[str, pd.DataFrame]:
 
 __all__ += [
     "KEY_NUMBERS", "README_END", "README_START", "data_description", "key_numbers_table", "markdown_table",
-    "published_overview", "published_results", "readme_results", "update_readme", "verdict_table",
+    "EXPLORATION_CSV", "exploration_table", "published_overview", "published_results", "readme_results",
+    "update_readme", "verdict_table",
 ]
 
 #: The markers around the README's generated results section (``python -m aslib.report --readme``).
 README_START = "<!-- results:start -->"
 README_END = "<!-- results:end -->"
+#: A hand-run exploration's table (``results/<name>.csv``) and the markers around its generated summary in
+#: ``results/README.md``.
+EXPLORATION_CSV = "cifar-cpu-exploration.csv"
+EXPLORATION_START, EXPLORATION_END = "<!-- exploration:start -->", "<!-- exploration:end -->"
 
 
 def published_results(results_dir: str | os.PathLike[str]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -387,25 +392,57 @@ def readme_results(results_dir: str | os.PathLike[str]) -> str:
     ])
 
 
-def update_readme(readme: str | os.PathLike[str], results_dir: str | os.PathLike[str], *, check: bool = False) -> bool:
-    """Rewrite the part of ``readme`` between :data:`README_START` and :data:`README_END` from the results.
+def exploration_table(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Means over seeds of an exploration CSV (one row per run), one row per setting: the settings that vary,
+    ``seeds``, test accuracy after rounding (mean ± sample std), and the means of ``rounding_change``,
+    ``final_penalty`` and ``cpu_seconds`` (empty where no run recorded it)."""
+    runs = pd.read_csv(path)
+    settings = ["tag", "stages_repeats", "max_train_samples", "epochs", "arm", "lam", "shuffle_init", "shuffle_noise",
+                "projection_sweeps"]
+    settings = [c for c in settings if c in runs and (c == "arm" or runs[c].nunique() > 1)]
+    groups = runs.groupby(settings, sort=False)
+    table = groups.agg(seeds=("seed", lambda s: " ".join(str(v) for v in s)),
+                       test_acc_hard_mean=("test_acc_hard", "mean"), test_acc_hard_std=("test_acc_hard", "std"),
+                       rounding_change=("rounding_change", "mean"), final_penalty=("final_penalty", "mean"),
+                       cpu_seconds=("cpu_seconds", "mean")).reset_index()
+    table.insert(len(settings) + 1, "test_acc_hard",
+                 [mean_std(m, s) for m, s in zip(table.pop("test_acc_hard_mean"), table.pop("test_acc_hard_std"))])
+    table["rounding_change"] = table["rounding_change"].map("{:+.3f}".format)
+    table["final_penalty"] = table["final_penalty"].map("{:.2f}".format)
+    table["cpu_seconds"] = table["cpu_seconds"].map(lambda v: "" if np.isnan(v) else f"{v:.0f}")
+    return table
 
-    Returns whether the README was already current. With ``check`` nothing is written. Raises
-    ``ValueError`` if the markers are missing or out of order, ``FileNotFoundError`` if ``readme`` is.
-    """
+
+def _rewrite_between(path: Path, start_marker: str, end_marker: str, body: str, check: bool) -> bool:
+    """Replace the text between two markers of ``path`` by ``body``; whether it was already current."""
     from aslib.io import atomic_write
 
-    path = Path(readme)
     if not path.is_file():
-        raise FileNotFoundError(f"no README {path}")
+        raise FileNotFoundError(f"no file {path}")
     text = path.read_text()
-    start, end = text.find(README_START), text.find(README_END)
+    start, end = text.find(start_marker), text.find(end_marker)
     if start < 0 or end < start:
-        raise ValueError(f"{path} needs the markers {README_START} and {README_END}, in that order")
-    updated = text[: start + len(README_START)] + "\n" + readme_results(results_dir) + "\n" + text[end:]
+        raise ValueError(f"{path} needs the markers {start_marker} and {end_marker}, in that order")
+    updated = text[: start + len(start_marker)] + "\n" + body + "\n" + text[end:]
     if updated != text and not check:
         atomic_write(path, lambda f: f.write(updated.encode()))
     return updated == text
+
+
+def update_readme(readme: str | os.PathLike[str], results_dir: str | os.PathLike[str], *, check: bool = False) -> bool:
+    """Rewrite the part of ``readme`` between :data:`README_START` and :data:`README_END` from the results,
+    and, where ``<results_dir>/README.md`` and :data:`EXPLORATION_CSV` exist, that file's summary of the
+    exploration (:func:`exploration_table`). Returns whether both were already current. With ``check``
+    nothing is written. Raises ``ValueError`` if markers are missing or out of order, ``FileNotFoundError``
+    if ``readme`` is.
+    """
+    current = _rewrite_between(Path(readme), README_START, README_END, readme_results(results_dir), check)
+    notes, csv = Path(results_dir) / "README.md", Path(results_dir) / EXPLORATION_CSV
+    if notes.is_file() and csv.is_file():
+        summary = (f"Generated from `{EXPLORATION_CSV}` by `python -m aslib.report --readme` (means over the listed "
+                   f"seeds; test accuracy after rounding):\n\n" + markdown_table(exploration_table(csv)))
+        current = _rewrite_between(notes, EXPLORATION_START, EXPLORATION_END, summary, check) and current
+    return current
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -413,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
 
     root = Path(__file__).resolve().parent.parent
     parser = argparse.ArgumentParser(prog="python -m aslib.report", description="Tables read from the results files.")
-    parser.add_argument("--readme", action="store_true", help="rewrite README.md's results section from results/")
+    parser.add_argument("--readme", action="store_true",
+                        help="rewrite README.md's results section and results/README.md's summary from results/")
     parser.add_argument("--check", action="store_true", help="with --readme: write nothing, exit 1 if out of date")
     parser.add_argument("--results-dir", default=str(root / "results"))
     parser.add_argument("--readme-path", default=str(root / "README.md"))

@@ -77,7 +77,7 @@ def test_bad_readmes_are_refused_and_left_alone(tmp_path):
     with pytest.raises(ValueError, match="needs the markers"):
         update_readme(readme, tmp_path)
     assert readme.read_text() == f"{README_END}\n{README_START}\n"
-    with pytest.raises(FileNotFoundError, match="no README"):
+    with pytest.raises(FileNotFoundError, match="no file .*missing.md"):
         update_readme(tmp_path / "missing.md", tmp_path)
 
 
@@ -98,3 +98,23 @@ def test_overview_marks_records_of_other_code_as_stale_and_missing_notebooks_as_
     assert table.loc["07_permuted_input", "code"] == "stale (bbbbbbbb)"
     assert table.loc["02_graph_matching", "status"] == "not run"
     assert "--profile quick --only 02_graph_matching" in table.loc["02_graph_matching", "command"]
+
+
+def test_exploration_summary_takes_means_over_seeds_per_setting(tmp_path):
+    from aslib.report import exploration_table
+
+    csv = tmp_path / "e.csv"
+    csv.write_text("tag,arm,lam,epochs,seed,test_acc_hard,rounding_change,final_penalty,cpu_seconds\n"
+                   "A,fixed,0.0,2,0,0.50,0.0,0.0,10\n"
+                   "A,fixed,0.0,2,1,0.60,0.0,0.0,20\n"
+                   "A,l12,0.1,2,0,0.70,-0.02,3.0,\n")
+    table = exploration_table(csv)
+    # tag and epochs never vary, so they are not columns; lam does
+    assert list(table.columns) == ["arm", "lam", "seeds", "test_acc_hard", "rounding_change", "final_penalty",
+                                   "cpu_seconds"]
+    assert table.to_dict("records") == [
+        {"arm": "fixed", "lam": 0.0, "seeds": "0 1", "test_acc_hard": "0.550 ± 0.071",
+         "rounding_change": "+0.000", "final_penalty": "0.00", "cpu_seconds": "15"},
+        {"arm": "l12", "lam": 0.1, "seeds": "0", "test_acc_hard": "0.700",
+         "rounding_change": "-0.020", "final_penalty": "3.00", "cpu_seconds": ""},
+    ]
