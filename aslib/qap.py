@@ -73,19 +73,26 @@ def _relaxed_loss(A: torch.Tensor, B: torch.Tensor, maximize: bool, frobenius: b
     """The relaxed loss of the module docstring and its gradient, for ``A``, ``B`` of shape ``(batch, 1, n, n)``."""
     At, Bt = A.transpose(-1, -2), B.transpose(-1, -2)
     sign = -1.0 if maximize else 1.0
+
+    def right(M: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+        """``M @ X`` for ``M (batch, restarts, n, n)``, ``X (batch, 1, n, n)``: one product of ``(restarts n, n)``
+        by ``(n, n)`` per instance (a CPU computes one larger product faster than ``restarts`` small ones)."""
+        b, r, n, _ = M.shape
+        return (M.reshape(b, r * n, n) @ X.squeeze(1)).reshape(b, r, n, n)
+
     if frobenius:
         def loss(M: torch.Tensor) -> torch.Tensor:
-            return (A @ M - M @ B).square().sum((-2, -1))
+            return (A @ M).sub_(right(M, B)).square_().sum((-2, -1))
 
         def gradient(M: torch.Tensor) -> torch.Tensor:
-            R = A @ M - M @ B
-            return 2.0 * (At @ R - R @ Bt)
+            R = (A @ M).sub_(right(M, B))
+            return (At @ R).sub_(right(R, Bt)).mul_(2.0)
     else:
         def loss(M: torch.Tensor) -> torch.Tensor:
-            return sign * (A * (M @ B @ M.transpose(-1, -2))).sum((-2, -1))
+            return sign * (A * (right(M, B) @ M.transpose(-1, -2))).sum((-2, -1))
 
         def gradient(M: torch.Tensor) -> torch.Tensor:
-            return sign * (A @ M @ Bt + At @ M @ B)
+            return (A @ right(M, Bt)).add_(At @ right(M, B)).mul_(sign)
     return loss, gradient
 
 
