@@ -38,9 +38,10 @@ Stopping (``settle_tol`` set): every ``check_every`` steps each start's row-wise
 the error bound (:func:`aslib.penalty.permutation_error_bound`), ``P(M) < ROUNDING_THRESHOLD`` on ``D_n``
 makes ``R`` a permutation and the unique Hungarian rounding, with ``sum_ij |M_ij - R_ij| <= 2 P(M)``; a
 start is *settled*, and stops moving, once ``P(M) <= settle_tol`` and ``R`` is the same as at the previous
-check. An instance ends when all its starts are settled, when its starts agree (every start's ``P(M)``
-below the threshold, so its argmax is its rounding, all roundings one permutation, unchanged since the
-previous check), or as soon as one start's rounded loss reaches the caller's ``lower_bound`` (a
+check. An instance ends when all its starts are settled, when its starts agree (for every start the
+argmax is provably its Hungarian rounding, because ``P(M)`` is below the threshold or every row's top
+entry exceeds 1/2 in distinct columns (see ``_round``), and all roundings are one permutation, unchanged
+since the previous check), or as soon as one start's rounded loss reaches the caller's ``lower_bound`` (a
 certificate of optimality, e.g. 0 for an exact graph match); the solve ends when every instance has ended
 or after ``iters`` steps. No Hungarian solve runs inside the loop: starts
 still unsettled at the end are rounded once (row argmax where the bound proves it is the Hungarian answer).
@@ -331,10 +332,12 @@ class _Stopping:
 
     def update(self, M: torch.Tensor) -> bool:
         """Read the roundings of ``M``, settle starts, and say whether every instance has ended."""
-        perms = M.argmax(-1)
+        top, perms = M.max(-1)
         unchanged = (perms == self.previous).all(-1)
         penalty = l12_penalty(M, check_finite=False)
-        rounded_by_argmax = (penalty < ROUNDING_THRESHOLD) & _distinct(perms)
+        # the argmax is the Hungarian rounding when P(M) is below the threshold, or when every row's top
+        # entry exceeds 1/2 (the argument of _round): the latter often holds many steps earlier
+        rounded_by_argmax = ((penalty < ROUNDING_THRESHOLD) | (top > 0.5).all(-1)) & _distinct(perms)
         candidate = rounded_by_argmax & (penalty <= self.tol)
         self.settled |= candidate & unchanged
         self.previous = perms
