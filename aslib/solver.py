@@ -241,7 +241,7 @@ def _mirror_step(M: torch.Tensor, grad: torch.Tensor, lam: float, step: float, s
     ``(..., n, n)`` tensors as the formula allows (scalars and norms folded into one exponent, in place):
     on a CPU at ``n = 30..50`` these passes, not the products, are most of a step's time."""
     exponent = _centre(grad)
-    biggest = torch.maximum(exponent.amax((-2, -1), keepdim=True), -exponent.amin((-2, -1), keepdim=True))
+    biggest = torch.linalg.vector_norm(exponent, float("inf"), dim=(-2, -1), keepdim=True)  # max |entry|
     exponent.mul_(-step / torch.maximum(biggest, floor))
     if lam > 0:
         squares = M.square()
@@ -253,12 +253,15 @@ def _mirror_step(M: torch.Tensor, grad: torch.Tensor, lam: float, step: float, s
 def random_starts(config: SolverConfig, shape: tuple[int, ...], generator: torch.Generator | None,
                   dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> torch.Tensor:
     """The random starts of :func:`solve_permutation` (module docstring), drawn on the CPU, of ``shape``
-    ``(..., n, n)``: logits for ``"sinkhorn"``, a point of ``D_n`` near ``J/n`` otherwise."""
+    ``(..., n, n)``: logits for ``"sinkhorn"``, a point of ``D_n`` near ``J/n`` otherwise. The numbers are
+    always drawn in float64 and then rounded to ``dtype``: torch draws other numbers from the same seed in
+    float32, so float32 and float64 solves would otherwise start from unrelated points."""
     n = shape[-1]
     if config.parameterisation == "sinkhorn":
-        return (config.init_noise * torch.randn(shape, generator=generator, dtype=dtype)).to(device)
-    noise = torch.rand(shape, generator=generator, dtype=dtype).to(device)
-    return project_doubly_stochastic((1.0 + config.init_noise * noise) / n, config.sweeps, check_finite=False)
+        return (config.init_noise * torch.randn(shape, generator=generator, dtype=torch.float64)).to(device, dtype)
+    noise = torch.rand(shape, generator=generator, dtype=torch.float64).to(device)
+    start = project_doubly_stochastic((1.0 + config.init_noise * noise) / n, config.sweeps, check_finite=False)
+    return start.to(dtype)
 
 
 def solve_permutation(

@@ -239,3 +239,24 @@ def test_polish_returns_a_two_opt_local_optimum_no_worse_than_the_rounding(maxim
         assert (value <= res.fun + 1e-9) if maximize else (value >= res.fun - 1e-9)
     with pytest.raises(ValueError, match="polish must be True or False"):
         aslib.quadratic_assignment(A, B, options={"polish": "yes"})
+
+
+def test_float32_starts_are_the_float64_starts_rounded():
+    for parameterisation in ("mirror", "sinkhorn"):
+        config = solver.SolverConfig(parameterisation=parameterisation, restarts=3, init_noise=100.0)
+        starts = [solver.random_starts(config, (2, 3, 9, 9), torch.Generator().manual_seed(5), dtype)
+                  for dtype in (torch.float32, torch.float64)]
+        assert starts[0].dtype == torch.float32
+        assert torch.equal(starts[0], starts[1].float())
+
+
+def test_float32_and_float64_agree_on_flow_times_distance():
+    # nonnegative, minimised, many local optima: a test of the starts as much as of the steps
+    rng = np.random.default_rng(9)
+    xy = np.array([(i // 4, i % 4) for i in range(16)])
+    D = np.abs(xy[:, None] - xy[None]).sum(-1).astype(float)
+    for _ in range(3):
+        F = np.triu(rng.integers(1, 10, (16, 16)) * (rng.random((16, 16)) < 0.4), 1).astype(float)
+        answers = [aslib.quadratic_assignment(F + F.T, D, options={"rng": 3, "dtype": dtype})
+                   for dtype in (torch.float32, torch.float64)]
+        assert answers[0].fun == pytest.approx(answers[1].fun, rel=1e-9)
