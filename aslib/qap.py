@@ -26,17 +26,18 @@ relaxed loss that equals the objective up to a constant on permutations (``||A P
 (skipped when an exact match certified it optimal): an addition to the penalty method, reported
 separately from it in the benchmark.
 
-When to prefer which (``benchmarks/results/qap_benchmark_cpu.txt``: one instance at a time on a shared
-2-core CPU, one thread, 10 instances per family, seed 0): on graph matching with symmetries the penalty
-(``"l12"``) finds what FAQ and 2-opt miss in the same time: an isomorphism on 10 of 10 random 3-regular
-graphs n = 30 (FAQ with as many restarts as fit in l12's time: none; mean gap 22%), and on 10 of 10
-grids and cycles (FAQ: 7 and 1). On noisy Erdos-Renyi graphs n = 50 l12 recovered every planted
-matching, FAQ in the same time 92% of the vertices. But on a CPU l12 costs far more than one FAQ call (median 98x on the
-regular graphs, 39x on Erdos-Renyi, 17x to 55x on the other families), so when one FAQ call is good
-enough (planted weighted problems: FAQ's single call recovered 10 of 10) use FAQ. On weighted
-facility-layout style problems (nonnegative flow x distance, minimised) FAQ with restarts is better:
-mean gap 0.3% against 2.0% for l12 and 1.3% for l12 with ``polish=True`` (FAQ given the polished
-time: 0.4%). ``"2opt"`` from random starts was the weakest everywhere; use it to polish an answer.
+When to prefer which (``benchmarks/results/qap_benchmark_cpu.txt``: one instance at a time on a 2-core
+CPU shared with other work, one thread, 10 instances per family, seed 0; its times vary by a third from
+run to run): on graph matching with symmetries the penalty (``"l12"``) finds what FAQ and 2-opt miss in
+the same time: an isomorphism on 10 of 10 random 3-regular graphs n = 30 (FAQ with as many restarts as
+fit in l12's time: none, mean gap 20%), and on 10 of 10 grids and cycles (FAQ: 9 and 1). On noisy
+Erdos-Renyi graphs n = 50 both recover every planted matching (FAQ in the same time; in an earlier run
+92% of the vertices). But on a CPU l12 costs far more than one FAQ call (median 75x on the regular
+graphs, 51x on Erdos-Renyi, 19x to 58x on the other families), so where one FAQ call is good enough
+(planted weighted problems: its single call recovered 10 of 10) use FAQ. On weighted facility-layout
+style problems (nonnegative flow x distance, minimised) FAQ with restarts is better: mean gap 0.25%
+against 2.0% for l12 and 1.4% for l12 with ``polish=True`` (FAQ given the polished time: 0.24%).
+``"2opt"`` from random starts was the weakest everywhere; use it to polish an answer.
 """
 
 from __future__ import annotations
@@ -249,14 +250,13 @@ def quadratic_assignment(A: Any, B: Any, method: str = "l12", options: dict[str,
         options: scipy's (``maximize``, ``P0``, ``rng``, ``maxiter``, ``tol``, and for scipy's methods any of
             theirs) and ours: ``restarts`` (random starts; for scipy's methods the number of calls, the best
             kept, FAQ's later ones from ``P0="randomized"``), ``lam`` (final penalty weight), ``device`` and
-            ``dtype`` (where and in what precision the penalty method runs; float64 by default: in
-            ``benchmarks/qap_benchmark.py``'s instances float32 gave the same answer, up to ties, on 10 of 10
-            noisy Erdos-Renyi, grid, cycle and planted instances and on 9 of 10 regular graphs, but on none
-            of 10 flow x distance instances, whose many local optima turn rounding differences into other
-            answers), ``polish`` (True: scipy's 2-opt from the rounded answer, inside the call).
-            For ``"l12"``: ``maxiter`` caps the mirror steps per start, ``tol`` is the penalty below which
-            a start with an unchanged rounding is settled (so ``sum |M - R| <= 2 tol``), ``P0`` ``"barycenter"`` (random starts near
-            ``J/n``), ``"randomized"`` or a doubly stochastic matrix (the first start).
+            ``dtype`` (where and in what precision the penalty method runs; float64 by default; with the
+            random starts drawn in float64 for both, float32 gave the same answer, up to ties, on all 60
+            instances of ``benchmarks/qap_benchmark.py``, flow x distance included), ``polish`` (True:
+            scipy's 2-opt from the rounded answer, inside the call). For ``"l12"``: ``maxiter`` caps the
+            mirror steps per start, ``tol`` is the penalty below which a start with an unchanged rounding
+            is settled (so ``sum |M - R| <= 2 tol``), ``P0`` ``"barycenter"`` (random starts near ``J/n``),
+            ``"randomized"`` or a doubly stochastic matrix (the first start).
 
     Returns:
         ``OptimizeResult`` with ``col_ind`` (``P[i, col_ind[i]] = 1``), ``fun`` (``tr(A^T P B P^T)``), ``nit``;
