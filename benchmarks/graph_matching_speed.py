@@ -1,7 +1,7 @@
 """Time per graph-matching instance: the batched l12 solver against one scipy FAQ call.
 
 Solves ``--batch`` noisy Erdos-Renyi instances (n vertices) at once with ``match_graphs(method="l12")``
-(its default settings: 8 random starts, at most 300 mirror steps, early stopping) on ``--device``, and the same instances one by one
+(its default settings: 8 random starts, at most 450 mirror steps, early stopping) on ``--device``, and the same instances one by one
 with a single FAQ call each, then prints both times per instance, their ratio and both accuracies.
 
     .venv/bin/python benchmarks/graph_matching_speed.py --n 50 --batch 32

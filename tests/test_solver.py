@@ -173,3 +173,90 @@ def test_ended_instances_leave_the_batch_without_changing_any_answer():
     assert selected and len(selected[-1]) < 4  # some instance ended before the others and left the batch
     assert torch.equal(kept.col_ind, dropped.col_ind) and torch.equal(kept.M, dropped.M)
     assert kept.nit == dropped.nit and torch.equal(kept.certified, dropped.certified)
+
+
+def test_mirror_step_follows_its_formula():
+    # the fused, in-place step against the module docstring's formula written out directly
+    gen = torch.Generator().manual_seed(3)
+    M = solver.normalise_rows_and_columns(torch.rand(2, 3, 7, 7, generator=gen, dtype=torch.float64) + 0.1, 5)
+    grad = torch.randn(2, 3, 7, 7, generator=gen, dtype=torch.float64) * 40.0
+    centred = grad - grad.mean(-1, keepdim=True) - grad.mean(-2, keepdim=True) + grad.mean((-2, -1), keepdim=True)
+    floor = torch.tensor(1e-3, dtype=torch.float64)
+    direction = centred / torch.maximum(centred.abs().amax((-2, -1), keepdim=True), floor)
+    direction = direction - 0.7 * (M / M.norm(dim=-1, keepdim=True) + M / M.norm(dim=-2, keepdim=True))
+    expected = solver.normalise_rows_and_columns(M * torch.exp(-0.5 * direction), 2)
+    original = grad.clone()
+    assert torch.allclose(solver._mirror_step(M, grad, 0.7, 0.5, 2, floor), expected, atol=1e-13)
+    assert torch.equal(grad, original)  # the caller's gradient is not overwritten
+
+
+@pytest.mark.parametrize("maximize", [False, True])
+def test_trace_gradient_equals_autograd(maximize):
+    from aslib.qap import _relaxed_loss
+
+    gen = torch.Generator().manual_seed(4)
+    A, B = (torch.randn(2, 1, 6, 6, generator=gen, dtype=torch.float64) for _ in range(2))
+    M = torch.rand(2, 3, 6, 6, generator=gen, dtype=torch.float64).requires_grad_(True)
+    loss, gradient = _relaxed_loss(A, B, maximize, frobenius=False)
+    expected_loss = (-1.0 if maximize else 1.0) * torch.einsum("bij,brik,bkl,brjl->br", A[:, 0], M, B[:, 0], M)
+    assert torch.allclose(loss(M), expected_loss, atol=1e-12)
+    (by_autograd,) = torch.autograd.grad(loss(M).sum(), M)
+    assert torch.allclose(gradient(M.detach()), by_autograd, atol=1e-12)
+
+
+def test_starts_agree_once_every_top_entry_exceeds_one_half():
+    # M = 0.6 R + 0.4 J/n: P(M) is far above the rounding threshold, yet every row's top entry (0.64)
+    # exceeds 1/2, so the argmax is the Hungarian rounding; two starts at the same R agree, at two
+    # different R they do not
+    n = 10
+    P = [torch.eye(n, dtype=torch.float64)[torch.randperm(n, generator=torch.Generator().manual_seed(s))]
+         for s in (0, 1)]
+    near = lambda R: 0.6 * R + 0.4 / n  # noqa: E731
+    assert float(solver.l12_penalty(near(P[0]))) > solver.ROUNDING_THRESHOLD
+    config = solver.SolverConfig(restarts=2, settle_tol=0.05)
+    for starts, agree in (((P[0], P[0]), True), ((P[0], P[1]), False)):
+        stopping = solver._Stopping(config, lambda M: M.sum((-2, -1)), None, (1, 2), torch.float64, "cpu")
+        M = torch.stack([near(R) for R in starts])[None]
+        assert not stopping.update(M)  # the first check only records the roundings
+        assert stopping.update(M) is agree and bool(stopping.agreed[0]) is agree
+        assert not bool(stopping.settled.any())  # settling still needs P(M) <= settle_tol
+
+
+@pytest.mark.parametrize("maximize", [False, True])
+def test_polish_returns_a_two_opt_local_optimum_no_worse_than_the_rounding(maximize):
+    rng = np.random.default_rng(8)
+    A, B = rng.exponential(size=(12, 12)), rng.exponential(size=(12, 12))
+    options = {"maximize": maximize, "rng": 1, "maxiter": 40}
+    plain = aslib.quadratic_assignment(A, B, options=options)
+    res = aslib.quadratic_assignment(A, B, options=dict(options, polish=True))
+    assert res.unpolished_fun == pytest.approx(plain.fun)  # the same solve, then the polish
+    assert res.fun == pytest.approx(trace_objective(A, B, res.col_ind))
+    assert (res.fun >= res.unpolished_fun) if maximize else (res.fun <= res.unpolished_fun)
+    for i, j in itertools.combinations(range(12), 2):  # no swap of two assignments improves the answer
+        swapped = res.col_ind.copy()
+        swapped[[i, j]] = swapped[[j, i]]
+        value = trace_objective(A, B, swapped)
+        assert (value <= res.fun + 1e-9) if maximize else (value >= res.fun - 1e-9)
+    with pytest.raises(ValueError, match="polish must be True or False"):
+        aslib.quadratic_assignment(A, B, options={"polish": "yes"})
+
+
+def test_float32_starts_are_the_float64_starts_rounded():
+    for parameterisation in ("mirror", "sinkhorn"):
+        config = solver.SolverConfig(parameterisation=parameterisation, restarts=3, init_noise=100.0)
+        starts = [solver.random_starts(config, (2, 3, 9, 9), torch.Generator().manual_seed(5), dtype)
+                  for dtype in (torch.float32, torch.float64)]
+        assert starts[0].dtype == torch.float32
+        assert torch.equal(starts[0], starts[1].float())
+
+
+def test_float32_and_float64_agree_on_flow_times_distance():
+    # nonnegative, minimised, many local optima: a test of the starts as much as of the steps
+    rng = np.random.default_rng(9)
+    xy = np.array([(i // 4, i % 4) for i in range(16)])
+    D = np.abs(xy[:, None] - xy[None]).sum(-1).astype(float)
+    for _ in range(3):
+        F = np.triu(rng.integers(1, 10, (16, 16)) * (rng.random((16, 16)) < 0.4), 1).astype(float)
+        answers = [aslib.quadratic_assignment(F + F.T, D, options={"rng": 3, "dtype": dtype})
+                   for dtype in (torch.float32, torch.float64)]
+        assert answers[0].fun == pytest.approx(answers[1].fun, rel=1e-9)

@@ -18,10 +18,10 @@ Methods of :func:`match_graphs` (all return scipy's ``OptimizeResult``):
 
 * ``"l12"``: the paper's method, ``f + lam_t P`` over ``D_n`` by the penalised mirror descent of
   :mod:`aslib.solver` (:func:`aslib.qap.solve_qap` with ``maximize=True``, whose relaxed loss is ``f``),
-  with ``lam_t`` ramped geometrically from ``lam / 100`` to ``lam`` over 80% of the steps and ``restarts``
+  with ``lam_t`` ramped geometrically from ``0.03 lam`` to ``lam`` over 80% of the steps and ``restarts``
   random starts near ``J/n``, keeping the one whose rounded permutation has the smallest ``f``; an instance
-  ends early once every start has settled on its rounding or one start matches exactly (``f = 0``)
-  (:func:`default_config`).
+  ends early once every start has settled on its rounding, its starts agree on one rounding, or one start
+  matches exactly (``f = 0``) (:func:`default_config`).
 * ``"relaxed"``: the same solver with ``lam = 0`` (the convex relaxation, then rounding).
 * ``"sinkhorn"``: ``M = sinkhorn(X, tau)`` with Adam on the logits and ``tau`` annealed, no penalty.
 * ``"faq"`` and ``"2opt"``: ``scipy.optimize.quadratic_assignment`` with ``maximize=True`` through
@@ -202,7 +202,7 @@ def default_config(method: str) -> SolverConfig:
     """The solver settings used for ``method`` unless ``match_graphs`` is given a ``config``.
 
     ``"l12"``: :func:`aslib.qap.default_qap_config` for maximising (at most 450 mirror steps of
-    ``eta = 1``, one Sinkhorn sweep each, ``lam`` ramped from 0.003 to 1 over 80% of the steps, 8 random
+    ``eta = 1``, one Sinkhorn sweep each, ``lam`` ramped from 0.03 to 1 over 80% of the steps, 8 random
     starts, early stop once settled, agreed or certified). ``"relaxed"``: the same with ``lam = 0``. ``"sinkhorn"``: 300 Adam
     steps (learning rate 0.1) on the logits, 10 Sinkhorn iterations, ``tau`` from 1 to 0.05, 8 random
     starts. (Chosen by us on 3-regular graphs with n = 20 and 30.)
