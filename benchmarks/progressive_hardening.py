@@ -16,11 +16,13 @@ import json
 import statistics
 import tempfile
 
+import pandas as pd
 import torch
 
 from aslib.config import TrainConfig
+from aslib.penalty import ROUNDING_THRESHOLD
 from aslib.runtime import describe_device
-from aslib.train import train
+from aslib.train import LAYER_PENALTIES_NAME, train
 
 
 def _mean_std(values: list[float], digits: int = 3) -> str:
@@ -56,13 +58,19 @@ def main(argv: list[str] | None = None) -> None:
                          dataclasses.replace(base, lam=lam, harden_after=args.harden_after)))
     with tempfile.TemporaryDirectory() as tmp:
         for name, config in settings:
-            seconds, accuracy, frozen = [], [], []
+            seconds, accuracy, frozen, smallest = [], [], [], []
             for seed in args.seeds:
-                result = train(dataclasses.replace(config, seed=seed, output_dir=f"{tmp}/{len(seconds)}"))
+                output_dir = f"{tmp}/{name}/{seed}"
+                result = train(dataclasses.replace(config, seed=seed, output_dir=output_dir))
                 seconds.append(result.seconds)
                 accuracy.append(result.test_acc_hard)
                 frozen.append(result.hardened_epochs)
+                if config.shuffle == "learned":  # the smallest layer penalty at any epoch end
+                    table = pd.read_csv(f"{output_dir}/{LAYER_PENALTIES_NAME}.csv").drop(columns="epoch")
+                    smallest.append(float(table.where(table > 0).min().min()))
             print(f"{name:36s} train s {_mean_std(seconds, 2):>14s}  test acc (rounded) {_mean_std(accuracy)}"
+                  + (f"  smallest non-zero layer penalty {min(smallest):.3g} (threshold {ROUNDING_THRESHOLD:.3f})"
+                     if smallest else "")
                   + (f"  frozen after epoch {frozen}" if config.harden_after else ""))
 
 
