@@ -2,8 +2,10 @@
 
 Trains the same l12 runs (same seeds, data and recipe) once with learned shuffles kept soft to the end and
 once frozen to their permutation after ``--harden-after`` settled epoch ends, and prints per setting the
-whole run's training seconds and the test accuracy after rounding (mean ± std over seeds), the fixed
-shuffle's run for reference, and when each shuffle was frozen. Example (digits, the quick profile's model)::
+whole run's training seconds (mean ± std over seeds, and the median over seeds of its ratio to the fixed
+shuffle's run of the same seed), the test accuracy after rounding, how many layers ever got below the
+rounding threshold (where hardening may act) and when each shuffle was frozen. The settings run seed by
+seed in alternating order, so the load of a shared machine falls on all of them alike. Example (digits, the quick profile's model)::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/progressive_hardening.py --seeds 0 1 2
 """
@@ -56,23 +58,36 @@ def main(argv: list[str] | None = None) -> None:
         settings.append((f"l12 lam={lam} soft to the end", dataclasses.replace(base, lam=lam)))
         settings.append((f"l12 lam={lam} harden_after={args.harden_after}",
                          dataclasses.replace(base, lam=lam, harden_after=args.harden_after)))
+    runs: dict[str, list[dict]] = {name: [] for name, _ in settings}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, config in settings:
-            seconds, accuracy, frozen, smallest = [], [], [], []
-            for seed in args.seeds:
-                output_dir = f"{tmp}/{name}/{seed}"
+        # Settings interleaved seed by seed, in alternating order, so that the load of a shared machine
+        # drifts over all of them alike; ratios to the fixed run are taken within a seed.
+        for i, seed in enumerate(args.seeds):
+            for name, config in settings if i % 2 == 0 else settings[::-1]:
+                output_dir = f"{tmp}/{len(runs[name])}-{seed}-{config.harden_after}-{config.lam}-{config.shuffle}"
                 result = train(dataclasses.replace(config, seed=seed, output_dir=output_dir))
-                seconds.append(result.seconds)
-                accuracy.append(result.test_acc_hard)
-                frozen.append(result.hardened_epochs)
-                if config.shuffle == "learned":  # the smallest layer penalty at any epoch end
+                run = {"seconds": result.seconds, "accuracy": result.test_acc_hard,
+                       "frozen": result.hardened_epochs}
+                if config.shuffle == "learned":  # each layer's smallest penalty at an epoch end (hardened: 0)
                     table = pd.read_csv(f"{output_dir}/{LAYER_PENALTIES_NAME}.csv").drop(columns="epoch")
-                    smallest.append(float(table.where(table > 0).min().min()))
-            print(f"{name:36s} train s {_mean_std(seconds, 2):>14s}  test acc (rounded) {_mean_std(accuracy)}"
-                  + (f"  smallest non-zero layer penalty {min(smallest):.3g} (threshold {ROUNDING_THRESHOLD:.3f})"
-                     if smallest else "")
-                  + (f"  frozen after epoch {frozen}" if config.harden_after else ""))
-
+                    smallest = table.where(table > 0).min()
+                    run["settled"] = int(((smallest < ROUNDING_THRESHOLD) | (table == 0).any()).sum())
+                    run["layers"] = table.shape[1]
+                    run["smallest"] = float(smallest.min())
+                runs[name].append(run)
+    for name, config in settings:
+        rows = runs[name]
+        seconds = [r["seconds"] for r in rows]
+        ratios = [r["seconds"] / f["seconds"] for r, f in zip(rows, runs["fixed"])]
+        line = (f"{name:36s} train s {_mean_std(seconds, 2):>14s}  x fixed (median over seeds) "
+                f"{statistics.median(ratios):.3f}  test acc (rounded) {_mean_std([r['accuracy'] for r in rows])}")
+        if config.shuffle == "learned":
+            line += (f"  layers below the threshold {ROUNDING_THRESHOLD:.3f} at some epoch end "
+                     f"{[r['settled'] for r in rows]} of {rows[0]['layers']}, smallest non-zero layer penalty "
+                     f"{min(r['smallest'] for r in rows):.3g}")
+        if config.harden_after:
+            line += f"  frozen after epoch {[r['frozen'] for r in rows]}"
+        print(line)
 
 if __name__ == "__main__":
     main()
