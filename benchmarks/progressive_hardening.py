@@ -45,12 +45,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-train-samples", type=int, default=None)
     parser.add_argument("--data-root", default="data")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-verify-checksums", action="store_true",
+                        help="skip torchvision's md5 check (data sets whose files were re-encoded)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     base = TrainConfig(dataset=args.dataset, data_root=args.data_root, model=args.model,
                        model_kwargs=json.loads(args.model_kwargs), stages_repeats=tuple(args.stages_repeats),
                        epochs=args.epochs, max_train_samples=args.max_train_samples, shuffle_init="uniform",
-                       show_progress=False, checkpoint=False)
+                       show_progress=False, checkpoint=False, verify_checksums=not args.no_verify_checksums)
     print(f"{args.dataset}, {args.model} {args.model_kwargs}, {args.epochs} epochs, seeds {args.seeds}, "
           f"{describe_device('cpu')}")
     settings = [("fixed", dataclasses.replace(base, shuffle="fixed", lam=0.0))]
