@@ -2,8 +2,10 @@
 
 Trains the same l12 runs (same seeds, data and recipe) once with learned shuffles kept soft to the end and
 once frozen to their permutation after ``--harden-after`` settled epoch ends, and prints per setting the
-whole run's training seconds (mean ± std over seeds, and the median over seeds of its ratio to the fixed
-shuffle's run of the same seed), the test accuracy after rounding, how many layers ever got below the
+whole run's training seconds (wall clock of the training loop, mean ± std over seeds, and the median over
+seeds of its ratio to the fixed shuffle's run of the same seed), the CPU seconds from the end of epoch 1 to the
+last epoch's end (training and validation; less sensitive than the wall clock to other load on a shared
+machine, same statistics; needs ``--epochs`` >= 2), the test accuracy after rounding, how many layers ever got below the
 rounding threshold (where hardening may act) and when each shuffle was frozen. The settings run seed by
 seed in alternating order, so the load of a shared machine falls on all of them alike. Example (digits, the quick profile's model)::
 
@@ -17,6 +19,7 @@ import dataclasses
 import json
 import statistics
 import tempfile
+import time
 
 import pandas as pd
 import torch
@@ -48,6 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-verify-checksums", action="store_true",
                         help="skip torchvision's md5 check (data sets whose files were re-encoded)")
     args = parser.parse_args(argv)
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2 (CPU time is measured from the end of epoch 1)")
     torch.set_num_threads(args.threads)
     base = TrainConfig(dataset=args.dataset, data_root=args.data_root, model=args.model,
                        model_kwargs=json.loads(args.model_kwargs), stages_repeats=tuple(args.stages_repeats),
@@ -67,8 +72,11 @@ def main(argv: list[str] | None = None) -> None:
         for i, seed in enumerate(args.seeds):
             for name, config in settings if i % 2 == 0 else settings[::-1]:
                 output_dir = f"{tmp}/{len(runs[name])}-{seed}-{config.harden_after}-{config.lam}-{config.shuffle}"
-                result = train(dataclasses.replace(config, seed=seed, output_dir=output_dir))
-                run = {"seconds": result.seconds, "accuracy": result.test_acc_hard,
+                cpu_at_epoch_end: list[float] = []
+                result = train(dataclasses.replace(config, seed=seed, output_dir=output_dir),
+                               [lambda state, ends=cpu_at_epoch_end: ends.append(time.process_time())])
+                run = {"seconds": result.seconds, "cpu": cpu_at_epoch_end[-1] - cpu_at_epoch_end[0],
+                       "accuracy": result.test_acc_hard,
                        "frozen": result.hardened_epochs}
                 if config.shuffle == "learned":  # each layer's smallest penalty at an epoch end (hardened: 0)
                     table = pd.read_csv(f"{output_dir}/{LAYER_PENALTIES_NAME}.csv").drop(columns="epoch")
@@ -80,9 +88,11 @@ def main(argv: list[str] | None = None) -> None:
     for name, config in settings:
         rows = runs[name]
         seconds = [r["seconds"] for r in rows]
-        ratios = [r["seconds"] / f["seconds"] for r, f in zip(rows, runs["fixed"])]
-        line = (f"{name:36s} train s {_mean_std(seconds, 2):>14s}  x fixed (median over seeds) "
-                f"{statistics.median(ratios):.3f}  test acc (rounded) {_mean_std([r['accuracy'] for r in rows])}")
+        ratio = statistics.median(r["seconds"] / f["seconds"] for r, f in zip(rows, runs["fixed"]))
+        cpu_ratio = statistics.median(r["cpu"] / f["cpu"] for r, f in zip(rows, runs["fixed"]))
+        line = (f"{name:36s} train s {_mean_std(seconds, 2):>14s} (x fixed {ratio:.3f})  CPU s after epoch 1 "
+                f"{_mean_std([r['cpu'] for r in rows], 2):>14s} (x fixed {cpu_ratio:.3f})  "
+                f"test acc (rounded) {_mean_std([r['accuracy'] for r in rows])}")
         if config.shuffle == "learned":
             line += (f"  layers below the threshold {ROUNDING_THRESHOLD:.3f} at some epoch end "
                      f"{[r['settled'] for r in rows]} of {rows[0]['layers']}, smallest non-zero layer penalty "
