@@ -40,6 +40,7 @@ __all__ = [
     "fused_l12_penalty",
     "learned_shuffles",
     "make_shuffle",
+    "MATMUL_MAX_POSITIONS",
     "mix_channels",
     "project_shuffles_",
     "shuffle_indices",
@@ -150,12 +151,12 @@ class FixedPermutation(nn.Module):
 class LearnedShuffle(nn.Module):
     r"""AutoShuffleNet's learned shuffle: a doubly stochastic ``M`` (the parameter ``weight``, ``c x c``).
 
-    Soft (training) state: ``y[:, k] = sum_j M[k, j] x[:, j]`` (:func:`mix_channels`, a 1x1 convolution
-    without bias computed as one matrix product), so
+    Soft (training) state: ``y[:, k] = sum_j M[k, j] x[:, j]`` (:func:`mix_channels`: a 1x1 convolution
+    without bias, or one matrix product on small feature maps), so
     ``M = permutation_matrix(shuffle_indices(c, g))`` computes exactly :class:`ChannelShuffle` ``(g)``.
     Keep ``M`` in ``D_n`` with :meth:`project_` after each optimizer step, add ``lam * penalty()`` to the
     loss, and exclude ``weight`` from weight decay (decay pulls ``M`` toward ``J/n``). (On a GPU that allows
-    TF32 matmuls the soft product is rounded to TF32; the hardened gather is always exact.)
+    TF32 the soft product may be rounded to TF32; the hardened gather is always exact.)
 
     Hardened (inference) state, after :meth:`harden`: ``M`` is rounded to the nearest permutation
     (Hungarian, :func:`~aslib.penalty.round_to_permutation`), the parameter is removed and the layer is
@@ -312,15 +313,23 @@ class LearnedShuffle(nn.Module):
         return f"channels={self.channels}, init={self.init!r}{extra}, hardened={self.is_hardened}"
 
 
-def mix_channels(M: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``y[:, k] = sum_j M[k, j] x[:, j]`` for ``M (c, c)`` and ``x (B, c, ...)``: one matrix product over a
-    channels-last view, ``y = (x.movedim(1, -1) @ M^T).movedim(-1, 1)``, returned contiguous.
+#: Largest feature map (``H * W`` positions) that :func:`mix_channels` mixes by a matrix product rather than a 1x1
+#: convolution: measured on a 2-core CPU for ShuffleNet v2 1.0x (benchmarks/results/progressive_hardening_*.txt).
+MATMUL_MAX_POSITIONS = 16
 
-    The same sum as a 1x1 convolution with weight ``M[:, :, None, None]`` (equal up to floating-point
-    summation order), but on a CPU it skips the convolution's per-call weight reordering, which dominates at
-    the small feature maps of late stages (``benchmarks/results/progressive_hardening_*.txt``). On a GPU it
-    follows torch's matmul precision (full float32 unless TF32 matmuls are allowed).
+
+def mix_channels(M: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``y[:, k] = sum_j M[k, j] x[:, j]`` for ``M (c, c)`` and ``x (B, c, ...)``; ``y`` has the shape of ``x``.
+
+    For a 4-d ``x`` with more than :data:`MATMUL_MAX_POSITIONS` positions: a 1x1 convolution with weight
+    ``M[:, :, None, None]``. Otherwise one matrix product over a channels-last view,
+    ``y = (x.movedim(1, -1) @ M^T).movedim(-1, 1)``, returned contiguous: the same sums (equal up to
+    floating-point summation order), but on a CPU it skips the convolution's per-call overhead, which dominates
+    on the small feature maps of late stages (on large ones the convolution is faster in a whole network).
+    On a GPU the product follows torch's matmul precision, the convolution cuDNN's (TF32 where allowed).
     """
+    if x.ndim == 4 and x.shape[2] * x.shape[3] > MATMUL_MAX_POSITIONS:
+        return F.conv2d(x, M[:, :, None, None])
     return torch.matmul(x.movedim(1, -1), M.t()).movedim(-1, 1).contiguous()
 
 

@@ -444,7 +444,7 @@ def _conv_mix(M: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.einsum("kj,bj...->bk...", M, x)
 
 
-@pytest.mark.parametrize("shape", [(3, 7, 4, 5), (3, 7, 1, 1), (3, 7), (3, 7, 6)])
+@pytest.mark.parametrize("shape", [(3, 7, 4, 5), (3, 7, 4, 4), (3, 7, 2, 3), (3, 7, 1, 1), (3, 7), (3, 7, 6)])
 def test_mix_channels_equals_the_convolution_with_gradients(shape: tuple[int, ...]) -> None:
     g = torch.Generator().manual_seed(3)
     M = torch.rand(7, 7, generator=g, dtype=torch.float64, requires_grad=True)
