@@ -81,7 +81,8 @@ class TrainConfig:
         "column/row normalisations per projection after each step"))
     harden_after: int = field(default=0, metadata=_option(
         "freeze a learned shuffle to its permutation once it was settled (penalty below the rounding threshold, "
-        "same rounded permutation) at this many consecutive epoch ends (0: only at the end)"))
+        "same rounded permutation) at this many consecutive epoch ends (0: only at the end; off by default, "
+        "see benchmarks/results/progressive_hardening_*.txt)"))
     recalibration_batches: int = field(default=50, metadata=_option(
         "training batches to re-estimate BatchNorm statistics after rounding (0: keep them)"))
     # run

@@ -21,7 +21,6 @@ from torch import nn
 from aslib.checks import check_fraction, check_positive, check_positive_int
 from aslib.penalty import (
     ROUNDING_THRESHOLD,
-    l12_penalty,
     max_row_deficit,
     permutation_matrix,
     project_doubly_stochastic,
@@ -38,8 +37,11 @@ __all__ = [
     "LearnedShuffle",
     "harden_shuffles_",
     "layer_penalties",
+    "fused_l12_penalty",
     "learned_shuffles",
     "make_shuffle",
+    "MATMUL_MAX_POSITIONS",
+    "mix_channels",
     "project_shuffles_",
     "shuffle_indices",
     "shuffle_parameters",
@@ -149,11 +151,12 @@ class FixedPermutation(nn.Module):
 class LearnedShuffle(nn.Module):
     r"""AutoShuffleNet's learned shuffle: a doubly stochastic ``M`` (the parameter ``weight``, ``c x c``).
 
-    Soft (training) state: ``y[:, k] = sum_j M[k, j] x[:, j]``, a 1x1 convolution without bias, so
+    Soft (training) state: ``y[:, k] = sum_j M[k, j] x[:, j]`` (:func:`mix_channels`: a 1x1 convolution
+    without bias, or one matrix product on small feature maps), so
     ``M = permutation_matrix(shuffle_indices(c, g))`` computes exactly :class:`ChannelShuffle` ``(g)``.
     Keep ``M`` in ``D_n`` with :meth:`project_` after each optimizer step, add ``lam * penalty()`` to the
-    loss, and exclude ``weight`` from weight decay (decay pulls ``M`` toward ``J/n``). (On a GPU that runs
-    convolutions in TF32 the soft product is rounded to TF32; the hardened gather is always exact.)
+    loss, and exclude ``weight`` from weight decay (decay pulls ``M`` toward ``J/n``). (On a GPU that allows
+    TF32 the soft product may be rounded to TF32; the hardened gather is always exact.)
 
     Hardened (inference) state, after :meth:`harden`: ``M`` is rounded to the nearest permutation
     (Hungarian, :func:`~aslib.penalty.round_to_permutation`), the parameter is removed and the layer is
@@ -249,16 +252,14 @@ class LearnedShuffle(nn.Module):
         perm = self.perm
         if perm is not None:
             return x.index_select(1, perm)
-        M = self.matrix().to(x.dtype)
-        if x.ndim == 4:
-            return F.conv2d(x, M[:, :, None, None])
-        return torch.einsum("kj,bj...->bk...", M, x)
+        return mix_channels(self.matrix().to(x.dtype), x)
 
     def penalty(self) -> torch.Tensor:
-        """``P(M)``, the l1-2 penalty (0-dim; differentiable); exactly 0 once hardened."""
+        """``P(M)``, the l1-2 penalty (0-dim; differentiable, see :func:`fused_l12_penalty`); exactly 0 once
+        hardened."""
         if self.perm is not None:
             return torch.zeros((), device=self.perm.device)
-        return l12_penalty(self.matrix(), check_finite=False)
+        return fused_l12_penalty(self.matrix())
 
     @torch.no_grad()
     def project_(self, sweeps: int = 1) -> None:
@@ -310,6 +311,63 @@ class LearnedShuffle(nn.Module):
     def extra_repr(self) -> str:
         extra = f", sinkhorn(iters={self.sinkhorn_iters}, tau={self.sinkhorn_tau:g})" if self.is_sinkhorn else ""
         return f"channels={self.channels}, init={self.init!r}{extra}, hardened={self.is_hardened}"
+
+
+#: Largest feature map (``H * W`` positions) that :func:`mix_channels` mixes by a matrix product rather than a 1x1
+#: convolution: measured on a 2-core CPU for ShuffleNet v2 1.0x (benchmarks/results/progressive_hardening_*.txt).
+MATMUL_MAX_POSITIONS = 16
+
+
+def mix_channels(M: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``y[:, k] = sum_j M[k, j] x[:, j]`` for ``M (c, c)`` and ``x (B, c, ...)``; ``y`` has the shape of ``x``.
+
+    For a 4-d ``x`` with more than :data:`MATMUL_MAX_POSITIONS` positions: a 1x1 convolution with weight
+    ``M[:, :, None, None]``. Otherwise one matrix product over a channels-last view,
+    ``y = (x.movedim(1, -1) @ M^T).movedim(-1, 1)``, returned contiguous: the same sums (equal up to
+    floating-point summation order), but on a CPU it skips the convolution's per-call overhead, which dominates
+    on the small feature maps of late stages (on large ones the convolution is faster in a whole network).
+    On a GPU the product follows torch's matmul precision, the convolution cuDNN's (TF32 where allowed).
+    """
+    if x.ndim == 4 and x.shape[2] * x.shape[3] > MATMUL_MAX_POSITIONS:
+        return F.conv2d(x, M[:, :, None, None])
+    return torch.matmul(x.movedim(1, -1), M.t()).movedim(-1, 1).contiguous()
+
+
+class _FusedL12(torch.autograd.Function):
+    """``P(M)`` of a batch ``(..., n, n)`` with a hand-written backward (see :func:`fused_l12_penalty`)."""
+
+    @staticmethod
+    def forward(ctx, M: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        rows = torch.linalg.vector_norm(M, dim=-1)  # (..., n): ||M[i, :]||_2
+        cols = torch.linalg.vector_norm(M, dim=-2)  # (..., n): ||M[:, j]||_2
+        ctx.save_for_backward(M, rows, cols)
+        absolute = M.abs()  # summed line by line as in l12_penalty (the same rounding)
+        return (absolute.sum(-1) - rows).sum(-1) + (absolute.sum(-2) - cols).sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        M, rows, cols = ctx.saved_tensors
+        # d||x||_2/dx = x / ||x||_2, and 0 at x = 0 (torch's choice for vector_norm, kept here).
+        inv_rows = torch.where(rows > 0, rows.reciprocal(), torch.zeros_like(rows)).unsqueeze(-1)
+        inv_cols = torch.where(cols > 0, cols.reciprocal(), torch.zeros_like(cols)).unsqueeze(-2)
+        dP = (2.0 * M.sgn()).sub_(M * (inv_rows + inv_cols))
+        return dP.mul_(grad[..., None, None])
+
+
+def fused_l12_penalty(M: torch.Tensor) -> torch.Tensor:
+    r"""The l1-2 penalty of :func:`~aslib.penalty.l12_penalty` (shape ``(...)`` for ``M (..., n, n)``), with
+    its gradient computed in one pass instead of through autograd's graph of ``abs`` and two norms:
+
+    .. math::
+        P(M) = \sum_i (\|M_{i,:}\|_1 - \|M_{i,:}\|_2) + \sum_j (\|M_{:,j}\|_1 - \|M_{:,j}\|_2), \qquad
+        \frac{\partial P}{\partial M_{ij}} = 2\,\mathrm{sgn}(M_{ij}) - \frac{M_{ij}}{\|M_{i,:}\|_2}
+        - \frac{M_{ij}}{\|M_{:,j}\|_2}
+
+    (``docs/mathematics.md`` section 5; the subgradients at 0 are autograd's: ``sgn(0) = 0`` and a zero
+    norm contributes 0). Equal to ``l12_penalty`` and its autograd gradient up to floating-point rounding;
+    no finiteness check (the training loop's hot path).
+    """
+    return _FusedL12.apply(M)
 
 
 def _soft_matrices(layer: LearnedShuffle, weights: torch.Tensor) -> torch.Tensor:
@@ -364,18 +422,23 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def _soft_groups(model: nn.Module) -> list[list[LearnedShuffle]]:
-    """The soft learned shuffles of ``model`` grouped by channel count and parameterisation (one batched
-    kernel per group)."""
+    """The soft learned shuffles of ``model`` in batches for :func:`shuffle_penalty` and
+    :func:`project_shuffles_`: on a GPU grouped by channel count and parameterisation (one batched kernel per
+    group, fewer launches); on a CPU one layer per batch (stacking would copy every matrix twice a step, and
+    a CPU gains nothing from fewer launches)."""
     groups: dict[tuple, list[LearnedShuffle]] = {}
-    for layer in learned_shuffles(model):
+    for i, layer in enumerate(learned_shuffles(model)):
         if not layer.is_hardened:
+            assert layer.weight is not None
             key = (layer.channels, layer.parameterisation, layer.sinkhorn_iters, layer.sinkhorn_tau)
-            groups.setdefault(key, []).append(layer)
+            groups.setdefault(key if layer.weight.device.type == "cuda" else (i,), []).append(layer)
     return list(groups.values())
 
 
 def _stacked_weights(group: list[LearnedShuffle]) -> torch.Tensor:
     weights = [layer.weight for layer in group]
+    if len(weights) == 1:  # a view, no copy
+        return weights[0].unsqueeze(0)  # type: ignore[union-attr]
     return torch.stack(weights)  # type: ignore[arg-type]
 
 
@@ -387,11 +450,12 @@ def shuffle_penalty(model: nn.Module) -> torch.Tensor:
     """``sum_l P(M_l)`` over the learned shuffles of ``model``: a differentiable 0-dim tensor on the model's
     device (0 when there are none or all are hardened).
 
-    Matrices of equal size are stacked and penalised in one batched call (fewer kernel launches on a GPU).
+    On a GPU matrices of equal size are stacked and penalised in one batched call (fewer kernel launches); on a
+    CPU each matrix is penalised where it lies, without the copies of a stack.
     """
     total = torch.zeros((), device=_model_device(model))
     for group in _soft_groups(model):
-        total = total + l12_penalty(_stacked_matrices(group), check_finite=False).sum()
+        total = total + fused_l12_penalty(_stacked_matrices(group)).sum()
     return total
 
 
@@ -399,7 +463,8 @@ def shuffle_penalty(model: nn.Module) -> torch.Tensor:
 def project_shuffles_(model: nn.Module, sweeps: int = 1) -> None:
     """:meth:`LearnedShuffle.project_` on every soft learned shuffle (call after each optimizer step).
 
-    Matrices of equal size are projected as one batch, then copied back into their parameters. Sinkhorn
+    On a GPU matrices of equal size are projected as one batch, then copied back into their parameters; on a
+    CPU one at a time (no stack). Sinkhorn
     layers are left alone.
     """
     for group in _soft_groups(model):

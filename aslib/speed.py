@@ -13,6 +13,7 @@ and the medians are compared, so slow drifts of a shared machine hit both alike.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ class SpeedConfig:
     """What to time (the command line's ``--help`` describes each field).
 
     ``model_kwargs`` go to :func:`aslib.models.get_model` (e.g. ``{"width": 0.25, "stages_repeats": (1, 1, 1)}``).
+    ``time_training = False`` times inference only (the training figures are then NaN).
     """
 
     model: str = "shufflenet_v2_1.0"
@@ -55,6 +57,7 @@ class SpeedConfig:
     threads: int | None = None
     seed: int = 0
     show_progress: bool = True
+    time_training: bool = True
 
 
 def speed_config_for(config: TrainConfig, **overrides: Any) -> SpeedConfig:
@@ -116,7 +119,8 @@ def measure_speed(cfg: SpeedConfig) -> dict[str, float | str | int]:
     """Time training steps (soft learned against fixed) and inference (hardened against fixed).
 
     Returns parameters and FLOPs per image of the three models (fixed, soft, hardened), images per second
-    of fixed and hardened, milliseconds per training step of fixed and soft, and the two ratios.
+    of fixed and hardened, milliseconds per training step of fixed and soft (NaN unless
+    ``cfg.time_training``), and the two ratios.
     """
     device = resolve_device(cfg.device)
     if cfg.threads is not None:
@@ -133,8 +137,10 @@ def measure_speed(cfg: SpeedConfig) -> dict[str, float | str | int]:
     soft_params, soft_flops = count_parameters(learned), count_flops(learned, shape)
 
     fixed.train(), learned.train()
-    train = _interleaved({"fixed": _train_step(fixed, x, y, 0.0), "learned": _train_step(learned, x, y, cfg.lam)},
-                         cfg, device, "train steps")
+    train = {"fixed": [math.nan], "learned": [math.nan]}
+    if cfg.time_training:
+        train = _interleaved({"fixed": _train_step(fixed, x, y, 0.0),
+                              "learned": _train_step(learned, x, y, cfg.lam)}, cfg, device, "train steps")
 
     harden_shuffles_(learned)
     fixed.eval(), learned.eval()

@@ -357,3 +357,15 @@ def test_hardening_during_training_freezes_shuffles_and_resumes_exactly(tmp_path
     _state_dicts_equal(tmp_path / "whole" / "model.pt", tmp_path / "cut" / "model.pt")
     off = train(TrainConfig(**{**common, "harden_after": 0}, output_dir=str(tmp_path / "off")))
     assert off.hardened_epochs == [0, 0, 0]
+
+
+def test_measure_speed_can_time_inference_only() -> None:
+    from aslib.speed import SpeedConfig, measure_speed
+
+    cfg = SpeedConfig(model="shufflenet_v1_g3", model_kwargs={"width": 0.25, "stages_repeats": (1, 1, 1)},
+                      image_size=8, batch_size=1, inference_batches=2, repeats=2, warmup=0, show_progress=False,
+                      time_training=False)
+    r = measure_speed(cfg)
+    assert math.isnan(r["fixed_step_ms"]) and math.isnan(r["learned_step_ms"]) and math.isnan(r["train_step_ratio"])
+    assert r["fixed_images_per_s"] > 0 and r["hardened_images_per_s"] > 0
+    assert r["hardened_params"] == r["fixed_params"] < r["soft_params"]
