@@ -20,7 +20,8 @@ from typing import Any
 
 from aslib.config import TrainConfig
 from aslib.data import DATASET_INFO
-from aslib.layers import PARAMETERISATIONS, SHUFFLE_KINDS, learned_shuffles
+from aslib.layers import PARAMETERISATIONS, SHUFFLE_KINDS
+from aslib.shuffles import learned_shuffles
 from aslib.train import model_for
 
 __all__ = [

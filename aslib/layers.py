@@ -6,13 +6,11 @@ A shuffle of ``c`` channels is a permutation matrix ``R`` applied along the chan
 ``M`` in its place, drives it to a permutation with the l1-2 penalty, rounds it with the Hungarian
 algorithm (:meth:`LearnedShuffle.harden`) and then runs the gather ``x[:, perm]``, at the cost of the
 fixed shuffle. A learned shuffle can instead be parameterised by logits through Sinkhorn's
-normalisation (the baseline the paper compares with). The module-level helpers act on every learned
+normalisation (the baseline the paper compares with). :mod:`aslib.shuffles` acts on every learned
 shuffle of a model at once.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +18,7 @@ from torch import nn
 
 from aslib.checks import check_fraction, check_positive, check_positive_int
 from aslib.penalty import (
-    ROUNDING_THRESHOLD,
-    max_row_deficit,
+    fused_l12_penalty,
     permutation_matrix,
     project_doubly_stochastic,
     round_to_permutation,
@@ -35,18 +32,11 @@ __all__ = [
     "ChannelShuffle",
     "FixedPermutation",
     "LearnedShuffle",
-    "harden_shuffles_",
-    "layer_penalties",
-    "fused_l12_penalty",
-    "learned_shuffles",
     "make_shuffle",
     "MATMUL_MAX_POSITIONS",
     "mix_channels",
-    "project_shuffles_",
+    "soft_matrices",
     "shuffle_indices",
-    "shuffle_parameters",
-    "shuffle_penalty",
-    "shuffle_stats",
 ]
 
 #: Initialisations of :class:`LearnedShuffle`.
@@ -245,7 +235,7 @@ class LearnedShuffle(nn.Module):
         if self.perm is not None:
             return permutation_matrix(self.perm)
         assert self.weight is not None
-        return _soft_matrices(self, self.weight)
+        return soft_matrices(self, self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.channels, "LearnedShuffle")
@@ -333,44 +323,7 @@ def mix_channels(M: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.matmul(x.movedim(1, -1), M.t()).movedim(-1, 1).contiguous()
 
 
-class _FusedL12(torch.autograd.Function):
-    """``P(M)`` of a batch ``(..., n, n)`` with a hand-written backward (see :func:`fused_l12_penalty`)."""
-
-    @staticmethod
-    def forward(ctx, M: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        rows = torch.linalg.vector_norm(M, dim=-1)  # (..., n): ||M[i, :]||_2
-        cols = torch.linalg.vector_norm(M, dim=-2)  # (..., n): ||M[:, j]||_2
-        ctx.save_for_backward(M, rows, cols)
-        absolute = M.abs()  # summed line by line as in l12_penalty (the same rounding)
-        return (absolute.sum(-1) - rows).sum(-1) + (absolute.sum(-2) - cols).sum(-1)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        M, rows, cols = ctx.saved_tensors
-        # d||x||_2/dx = x / ||x||_2, and 0 at x = 0 (torch's choice for vector_norm, kept here).
-        inv_rows = torch.where(rows > 0, rows.reciprocal(), torch.zeros_like(rows)).unsqueeze(-1)
-        inv_cols = torch.where(cols > 0, cols.reciprocal(), torch.zeros_like(cols)).unsqueeze(-2)
-        dP = (2.0 * M.sgn()).sub_(M * (inv_rows + inv_cols))
-        return dP.mul_(grad[..., None, None])
-
-
-def fused_l12_penalty(M: torch.Tensor) -> torch.Tensor:
-    r"""The l1-2 penalty of :func:`~aslib.penalty.l12_penalty` (shape ``(...)`` for ``M (..., n, n)``), with
-    its gradient computed in one pass instead of through autograd's graph of ``abs`` and two norms:
-
-    .. math::
-        P(M) = \sum_i (\|M_{i,:}\|_1 - \|M_{i,:}\|_2) + \sum_j (\|M_{:,j}\|_1 - \|M_{:,j}\|_2), \qquad
-        \frac{\partial P}{\partial M_{ij}} = 2\,\mathrm{sgn}(M_{ij}) - \frac{M_{ij}}{\|M_{i,:}\|_2}
-        - \frac{M_{ij}}{\|M_{:,j}\|_2}
-
-    (``docs/mathematics.md`` section 5; the subgradients at 0 are autograd's: ``sgn(0) = 0`` and a zero
-    norm contributes 0). Equal to ``l12_penalty`` and its autograd gradient up to floating-point rounding;
-    no finiteness check (the training loop's hot path).
-    """
-    return _FusedL12.apply(M)
-
-
-def _soft_matrices(layer: LearnedShuffle, weights: torch.Tensor) -> torch.Tensor:
+def soft_matrices(layer: LearnedShuffle, weights: torch.Tensor) -> torch.Tensor:
     """The matrices ``M`` of ``weights`` (``(..., c, c)``, stacked parameters of layers configured like
     ``layer``): the weights themselves, or their Sinkhorn normalisation."""
     if layer.is_sinkhorn:
@@ -406,123 +359,3 @@ def make_shuffle(
     if kind == "random":
         return FixedPermutation.random(channels, generator)
     return nn.Identity()
-
-
-def learned_shuffles(model: nn.Module) -> list[LearnedShuffle]:
-    """Every :class:`LearnedShuffle` in ``model`` (soft or hardened), in ``model.modules()`` order."""
-    return [m for m in model.modules() if isinstance(m, LearnedShuffle)]
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
-def _soft_groups(model: nn.Module) -> list[list[LearnedShuffle]]:
-    """The soft learned shuffles of ``model`` in batches for :func:`shuffle_penalty` and
-    :func:`project_shuffles_`: on a GPU grouped by channel count and parameterisation (one batched kernel per
-    group, fewer launches); on a CPU one layer per batch (stacking would copy every matrix twice a step, and
-    a CPU gains nothing from fewer launches)."""
-    groups: dict[tuple, list[LearnedShuffle]] = {}
-    for i, layer in enumerate(learned_shuffles(model)):
-        if not layer.is_hardened:
-            assert layer.weight is not None
-            key = (layer.channels, layer.parameterisation, layer.sinkhorn_iters, layer.sinkhorn_tau)
-            groups.setdefault(key if layer.weight.device.type == "cuda" else (i,), []).append(layer)
-    return list(groups.values())
-
-
-def _stacked_weights(group: list[LearnedShuffle]) -> torch.Tensor:
-    weights = [layer.weight for layer in group]
-    if len(weights) == 1:  # a view, no copy
-        return weights[0].unsqueeze(0)  # type: ignore[union-attr]
-    return torch.stack(weights)  # type: ignore[arg-type]
-
-
-def _stacked_matrices(group: list[LearnedShuffle]) -> torch.Tensor:
-    return _soft_matrices(group[0], _stacked_weights(group))
-
-
-def shuffle_penalty(model: nn.Module) -> torch.Tensor:
-    """``sum_l P(M_l)`` over the learned shuffles of ``model``: a differentiable 0-dim tensor on the model's
-    device (0 when there are none or all are hardened).
-
-    On a GPU matrices of equal size are stacked and penalised in one batched call (fewer kernel launches); on a
-    CPU each matrix is penalised where it lies, without the copies of a stack.
-    """
-    total = torch.zeros((), device=_model_device(model))
-    for group in _soft_groups(model):
-        total = total + fused_l12_penalty(_stacked_matrices(group)).sum()
-    return total
-
-
-@torch.no_grad()
-def project_shuffles_(model: nn.Module, sweeps: int = 1) -> None:
-    """:meth:`LearnedShuffle.project_` on every soft learned shuffle (call after each optimizer step).
-
-    On a GPU matrices of equal size are projected as one batch, then copied back into their parameters; on a
-    CPU one at a time (no stack). Sinkhorn
-    layers are left alone.
-    """
-    for group in _soft_groups(model):
-        if group[0].is_sinkhorn:
-            continue
-        projected = project_doubly_stochastic(_stacked_weights(group), sweeps, check_finite=False)
-        for layer, matrix in zip(group, projected.unbind(0)):
-            layer.weight.copy_(matrix)  # type: ignore[union-attr]
-
-
-def harden_shuffles_(model: nn.Module) -> list[torch.Tensor]:
-    """:meth:`LearnedShuffle.harden` on every learned shuffle; returns their permutations in order."""
-    return [layer.harden() for layer in learned_shuffles(model)]
-
-
-def shuffle_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The ``weight`` parameters (``M`` or Sinkhorn logits) of the soft learned shuffles (to put in an optimizer
-    group without weight decay)."""
-    return [layer.weight for layer in learned_shuffles(model) if layer.weight is not None]
-
-
-@torch.no_grad()
-def layer_penalties(model: nn.Module) -> list[float]:
-    """``[P(M_0), P(M_1), ...]``: the l1-2 penalty of each learned shuffle in :func:`learned_shuffles` order
-    (0 for a hardened one)."""
-    return [float(layer.penalty()) for layer in learned_shuffles(model)]
-
-
-@torch.no_grad()
-def shuffle_stats(model: nn.Module) -> dict[str, float]:
-    """Summary of the learned shuffles for a training log (plain floats).
-
-    Keys:
-        ``num_shuffles``: number of learned shuffles (soft or hardened).
-        ``penalty``: ``sum_l P(M_l)`` (hardened layers count 0).
-        ``max_penalty``: ``max_l P(M_l)``.
-        ``max_row_deficit``: ``max_l max_i (1 - ||M_l[i, :]||_2)``, half the bound on ``max |M - R|``.
-        ``max_marginal_error``: ``max_l`` of the largest ``|row or column sum - 1|`` (distance from ``D_n``).
-        ``rounding_fraction``: fraction of layers with ``P(M_l) < ROUNDING_THRESHOLD`` (where the row
-        argmax is provably a permutation and the error bound holds).
-    With no learned shuffle every key but ``num_shuffles`` and ``penalty`` is NaN.
-    """
-    layers = learned_shuffles(model)
-    if not layers:
-        nan = math.nan
-        return {"num_shuffles": 0.0, "penalty": 0.0, "max_penalty": nan, "max_row_deficit": nan,
-                "max_marginal_error": nan, "rounding_fraction": nan}
-    penalties, deficits, marginals = [], [], []
-    for layer in layers:
-        M = layer.matrix().float()
-        penalties.append(float(layer.penalty()))
-        deficits.append(float(max_row_deficit(M)))
-        marginals.append(float(torch.cat([M.sum(0), M.sum(1)]).sub(1.0).abs().max()))
-    return {
-        "num_shuffles": float(len(layers)),
-        "penalty": math.fsum(penalties),
-        "max_penalty": max(penalties),
-        "max_row_deficit": max(deficits),
-        "max_marginal_error": max(marginals),
-        "rounding_fraction": sum(p < ROUNDING_THRESHOLD for p in penalties) / len(layers),
-    }

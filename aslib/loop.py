@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from aslib.config import TrainConfig
 from aslib.distributed import ProcessGroup, all_reduce_sum, average_buffers
-from aslib.layers import (
+from aslib.shuffles import (
     harden_shuffles_,
     learned_shuffles,
     project_shuffles_,
@@ -189,7 +189,7 @@ class Rounded:
 
     ``soft``: learned shuffles still doubly stochastic; ``raw``: after rounding, before recalibration;
     ``hard``: after rounding and BatchNorm recalibration (all three equal without learned shuffles).
-    ``stats``: :func:`~aslib.layers.shuffle_stats` before rounding; ``permutations``: one per learned shuffle.
+    ``stats``: :func:`~aslib.shuffles.shuffle_stats` before rounding; ``permutations``: one per learned shuffle.
     """
 
     soft: tuple[float, float]
@@ -210,7 +210,7 @@ def round_and_evaluate(
     group: ProcessGroup | None = None,
 ) -> Rounded:
     """The finish of a run: ``test()`` with the soft shuffles, round every learned shuffle to its Hungarian
-    permutation (:func:`~aslib.layers.harden_shuffles_`), ``test()`` again, re-estimate BatchNorm from
+    permutation (:func:`~aslib.shuffles.harden_shuffles_`), ``test()`` again, re-estimate BatchNorm from
     ``num_batches`` of ``recalibration_batches`` (averaged over ranks of ``group``) and ``test()`` once more.
     A model without learned shuffles is tested once; ``num_batches = 0`` skips the recalibration."""
     stats = shuffle_stats(model)
@@ -244,7 +244,7 @@ class SettledShuffles:
     @torch.no_grad()
     def update_(self, model: nn.Module, check: int) -> list[int]:
         """One check (e.g. at the end of epoch ``check``); returns the indices (in
-        :func:`~aslib.layers.learned_shuffles` order) of the shuffles hardened now."""
+        :func:`~aslib.shuffles.learned_shuffles` order) of the shuffles hardened now."""
         if self.patience <= 0:
             return []
         now = []

@@ -25,7 +25,7 @@ from torch import nn
 
 from aslib.config import TrainConfig
 from aslib.data import DATASET_INFO
-from aslib.layers import harden_shuffles_
+from aslib.shuffles import harden_shuffles_
 from aslib.loop import make_optimizer, penalised_step
 from aslib.models import count_flops, count_parameters, get_model
 from aslib.progress import progress

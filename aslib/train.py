@@ -53,7 +53,7 @@ from aslib.config import MODEL_ARGUMENTS_SET_HERE, TrainConfig, config_changes, 
 from aslib.data import DataSplits, load_dataset
 from aslib.distributed import ProcessGroup, all_reduce_sum, average_buffers, join_process_group
 from aslib.io import atomic_write, save_results, save_table
-from aslib.layers import layer_penalties, shuffle_stats
+from aslib.shuffles import layer_penalties, shuffle_stats
 from aslib.loop import (
     SettledShuffles,
     batch_sums,
@@ -257,7 +257,7 @@ def fit(model: nn.Module, splits: DataSplits, config: TrainConfig, callbacks: Se
             except for :data:`~aslib.config.RESUMABLE_CHANGES`); without a checkpoint the run starts afresh.
 
     Files (rank 0): ``checkpoint.pt``, ``history.csv`` and ``layer_penalties.csv`` (``P(M_l)`` of each learned
-    shuffle, columns ``layer_<l>`` in :func:`~aslib.layers.learned_shuffles` order) after each epoch, and at the
+    shuffle, columns ``layer_<l>`` in :func:`~aslib.shuffles.learned_shuffles` order) after each epoch, and at the
     end ``result.json`` (:meth:`TrainResult.summary`) and ``model.pt`` (the rounded model's ``state_dict``).
     """
     hooks = [c.on_epoch_end if hasattr(c, "on_epoch_end") else c for c in callbacks]

@@ -11,27 +11,23 @@ import torch.nn.functional as F
 from torch import nn
 
 import aslib.layers
+import aslib.shuffles
 from aslib.config import TrainConfig
 from aslib.loop import make_optimizer, penalised_step
 from aslib.models import get_model
 
-from aslib.layers import (
-    ChannelShuffle,
-    FixedPermutation,
-    LearnedShuffle,
-    fused_l12_penalty,
+from aslib.layers import ChannelShuffle, FixedPermutation, LearnedShuffle, make_shuffle, mix_channels, shuffle_indices
+from aslib.shuffles import (
     harden_shuffles_,
     layer_penalties,
     learned_shuffles,
-    make_shuffle,
-    mix_channels,
     project_shuffles_,
-    shuffle_indices,
     shuffle_parameters,
     shuffle_penalty,
     shuffle_stats,
 )
 from aslib.penalty import (
+    fused_l12_penalty,
     ROUNDING_THRESHOLD,
     is_permutation_matrix,
     l12_penalty,
@@ -498,8 +494,9 @@ def test_penalised_step_matches_the_former_formulation(monkeypatch: pytest.Monke
                                     for c in sorted({layer.channels for layer in learned_shuffles(model)})]
     with monkeypatch.context() as patch:
         patch.setattr(aslib.layers, "mix_channels", _conv_mix)
-        patch.setattr(aslib.layers, "fused_l12_penalty", lambda M: l12_penalty(M, check_finite=False))
-        patch.setattr(aslib.layers, "_soft_groups", stacked_groups)
+        for module in (aslib.layers, aslib.shuffles):
+            patch.setattr(module, "fused_l12_penalty", lambda M: l12_penalty(M, check_finite=False))
+        patch.setattr(aslib.shuffles, "_soft_groups", stacked_groups)
         assert any(len(group) > 1 for group in stacked_groups(old))  # the stacked path is exercised
         ce_old, logits_old = penalised_step(old, x, y, make_optimizer(old, config), 0.1)
     torch.testing.assert_close(ce_new, ce_old, rtol=1e-10, atol=1e-10)

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from aslib.data import load_dataset
-from aslib.layers import LearnedShuffle, learned_shuffles, shuffle_parameters
+from aslib.layers import LearnedShuffle
+from aslib.shuffles import learned_shuffles, shuffle_parameters
 from aslib.models import get_model
 from aslib.penalty import l12_penalty
 from aslib.config import TrainConfig, config_changes, parse_args

@@ -46,7 +46,8 @@ from torch.utils.data import DataLoader, Dataset
 from aslib.data import DataSplits, load_dataset
 from aslib.checks import as_generator, check_positive_int
 from aslib.config import TrainConfig
-from aslib.layers import LearnedShuffle, shuffle_penalty, shuffle_stats
+from aslib.layers import LearnedShuffle
+from aslib.shuffles import shuffle_penalty, shuffle_stats
 from aslib.loop import evaluate, make_optimizer, penalised_step, round_and_evaluate, warmup_lam
 from aslib.models.common import conv_bn
 from aslib.progress import progress

@@ -1,0 +1,146 @@
+"""A model's learned shuffles together: find them, penalise, project, harden, and summarise them.
+
+The training loop calls these once per step or epoch on the whole model (:mod:`aslib.loop`); each acts on
+every :class:`~aslib.layers.LearnedShuffle` of the model, in module order. On a GPU, matrices of equal size
+are stacked and handled in one batched call (fewer kernel launches); on a CPU one at a time (no stack copies).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from aslib.layers import LearnedShuffle, soft_matrices
+from aslib.penalty import ROUNDING_THRESHOLD, fused_l12_penalty, max_row_deficit, project_doubly_stochastic
+
+__all__ = [
+    "harden_shuffles_",
+    "layer_penalties",
+    "learned_shuffles",
+    "project_shuffles_",
+    "shuffle_parameters",
+    "shuffle_penalty",
+    "shuffle_stats",
+]
+
+
+def learned_shuffles(model: nn.Module) -> list[LearnedShuffle]:
+    """Every :class:`LearnedShuffle` in ``model`` (soft or hardened), in ``model.modules()`` order."""
+    return [m for m in model.modules() if isinstance(m, LearnedShuffle)]
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _soft_groups(model: nn.Module) -> list[list[LearnedShuffle]]:
+    """The soft learned shuffles of ``model`` in batches for :func:`shuffle_penalty` and
+    :func:`project_shuffles_`: on a GPU grouped by channel count and parameterisation (one batched kernel per
+    group, fewer launches); on a CPU one layer per batch (stacking would copy every matrix twice a step, and
+    a CPU gains nothing from fewer launches)."""
+    groups: dict[tuple, list[LearnedShuffle]] = {}
+    for i, layer in enumerate(learned_shuffles(model)):
+        if not layer.is_hardened:
+            assert layer.weight is not None
+            key = (layer.channels, layer.parameterisation, layer.sinkhorn_iters, layer.sinkhorn_tau)
+            groups.setdefault(key if layer.weight.device.type == "cuda" else (i,), []).append(layer)
+    return list(groups.values())
+
+
+def _stacked_weights(group: list[LearnedShuffle]) -> torch.Tensor:
+    weights = [layer.weight for layer in group]
+    if len(weights) == 1:  # a view, no copy
+        return weights[0].unsqueeze(0)  # type: ignore[union-attr]
+    return torch.stack(weights)  # type: ignore[arg-type]
+
+
+def _stacked_matrices(group: list[LearnedShuffle]) -> torch.Tensor:
+    return soft_matrices(group[0], _stacked_weights(group))
+
+
+def shuffle_penalty(model: nn.Module) -> torch.Tensor:
+    """``sum_l P(M_l)`` over the learned shuffles of ``model``: a differentiable 0-dim tensor on the model's
+    device (0 when there are none or all are hardened).
+
+    On a GPU matrices of equal size are stacked and penalised in one batched call (fewer kernel launches); on a
+    CPU each matrix is penalised where it lies, without the copies of a stack.
+    """
+    total = torch.zeros((), device=_model_device(model))
+    for group in _soft_groups(model):
+        total = total + fused_l12_penalty(_stacked_matrices(group)).sum()
+    return total
+
+
+@torch.no_grad()
+def project_shuffles_(model: nn.Module, sweeps: int = 1) -> None:
+    """:meth:`LearnedShuffle.project_` on every soft learned shuffle (call after each optimizer step).
+
+    On a GPU matrices of equal size are projected as one batch, then copied back into their parameters; on a
+    CPU one at a time (no stack). Sinkhorn
+    layers are left alone.
+    """
+    for group in _soft_groups(model):
+        if group[0].is_sinkhorn:
+            continue
+        projected = project_doubly_stochastic(_stacked_weights(group), sweeps, check_finite=False)
+        for layer, matrix in zip(group, projected.unbind(0)):
+            layer.weight.copy_(matrix)  # type: ignore[union-attr]
+
+
+def harden_shuffles_(model: nn.Module) -> list[torch.Tensor]:
+    """:meth:`LearnedShuffle.harden` on every learned shuffle; returns their permutations in order."""
+    return [layer.harden() for layer in learned_shuffles(model)]
+
+
+def shuffle_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The ``weight`` parameters (``M`` or Sinkhorn logits) of the soft learned shuffles (to put in an optimizer
+    group without weight decay)."""
+    return [layer.weight for layer in learned_shuffles(model) if layer.weight is not None]
+
+
+@torch.no_grad()
+def layer_penalties(model: nn.Module) -> list[float]:
+    """``[P(M_0), P(M_1), ...]``: the l1-2 penalty of each learned shuffle in :func:`learned_shuffles` order
+    (0 for a hardened one)."""
+    return [float(layer.penalty()) for layer in learned_shuffles(model)]
+
+
+@torch.no_grad()
+def shuffle_stats(model: nn.Module) -> dict[str, float]:
+    """Summary of the learned shuffles for a training log (plain floats).
+
+    Keys:
+        ``num_shuffles``: number of learned shuffles (soft or hardened).
+        ``penalty``: ``sum_l P(M_l)`` (hardened layers count 0).
+        ``max_penalty``: ``max_l P(M_l)``.
+        ``max_row_deficit``: ``max_l max_i (1 - ||M_l[i, :]||_2)``, half the bound on ``max |M - R|``.
+        ``max_marginal_error``: ``max_l`` of the largest ``|row or column sum - 1|`` (distance from ``D_n``).
+        ``rounding_fraction``: fraction of layers with ``P(M_l) < ROUNDING_THRESHOLD`` (where the row
+        argmax is provably a permutation and the error bound holds).
+    With no learned shuffle every key but ``num_shuffles`` and ``penalty`` is NaN.
+    """
+    layers = learned_shuffles(model)
+    if not layers:
+        nan = math.nan
+        return {"num_shuffles": 0.0, "penalty": 0.0, "max_penalty": nan, "max_row_deficit": nan,
+                "max_marginal_error": nan, "rounding_fraction": nan}
+    penalties, deficits, marginals = [], [], []
+    for layer in layers:
+        M = layer.matrix().float()
+        penalties.append(float(layer.penalty()))
+        deficits.append(float(max_row_deficit(M)))
+        marginals.append(float(torch.cat([M.sum(0), M.sum(1)]).sub(1.0).abs().max()))
+    return {
+        "num_shuffles": float(len(layers)),
+        "penalty": math.fsum(penalties),
+        "max_penalty": max(penalties),
+        "max_row_deficit": max(deficits),
+        "max_marginal_error": max(marginals),
+        "rounding_fraction": sum(p < ROUNDING_THRESHOLD for p in penalties) / len(layers),
+    }
