@@ -196,9 +196,12 @@ def project_doubly_stochastic(
     check_square(M, check_finite=check_finite)
     if not isinstance(sweeps, int) or sweeps < 1:
         raise ValueError(f"sweeps must be an integer >= 1, got {sweeps!r}")
-    if inplace:
+    if inplace:  # the same operations in place: no copy of M per step (the training loop's hot path)
         with torch.no_grad():
-            M.copy_(project_doubly_stochastic(M.detach(), sweeps, check_finite=False))
+            X, fill = M.detach().clamp_min_(0.0), 1.0 / M.shape[-1]
+            X.masked_fill_(X.sum(-1, keepdim=True) <= 0, fill).masked_fill_(X.sum(-2, keepdim=True) <= 0, fill)
+            for _ in range(sweeps):
+                X.div_(X.sum(-2, keepdim=True)).div_(X.sum(-1, keepdim=True))
         return M
     return normalise_rows_and_columns(_fill_empty(_fill_empty(M.clamp_min(0.0), -1), -2), sweeps)
 

@@ -82,11 +82,13 @@ def project_shuffles_(model: nn.Module, sweeps: int = 1) -> None:
     """:meth:`LearnedShuffle.project_` on every soft learned shuffle (call after each optimizer step).
 
     On a GPU matrices of equal size are projected as one batch, then copied back into their parameters; on a
-    CPU one at a time (no stack). Sinkhorn
-    layers are left alone.
+    CPU one at a time, in place (no stack, no copy). Sinkhorn layers are left alone.
     """
     for group in _soft_groups(model):
         if group[0].is_sinkhorn:
+            continue
+        if len(group) == 1:
+            group[0].project_(sweeps)
             continue
         projected = project_doubly_stochastic(_stacked_weights(group), sweeps, check_finite=False)
         for layer, matrix in zip(group, projected.unbind(0)):

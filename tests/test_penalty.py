@@ -201,6 +201,18 @@ def test_permutation_matrix_convention():
         permutation_matrix(torch.tensor([0, 0, 1]))
 
 
+@pytest.mark.parametrize("sweeps", [1, 3])
+def test_projection_in_place_equals_the_out_of_place_one_bit_for_bit(sweeps, gen):
+    M = torch.randn(4, 7, 7, generator=gen, dtype=torch.float64)
+    M[0, 2] = -1.0  # a row that is empty after clamping
+    M[1, :, 5] = -1.0  # an empty column
+    M[2] = -1.0  # everything empty
+    expected = project_doubly_stochastic(M, sweeps)
+    weight = torch.nn.Parameter(M.clone())
+    out = project_doubly_stochastic(weight, sweeps, inplace=True)
+    assert out is weight and torch.equal(weight.data, expected)
+
+
 @pytest.mark.parametrize("inplace", [False, True])
 def test_projection_reaches_birkhoff_polytope(inplace, gen):
     M = torch.randn(10, 6, 6, generator=gen, dtype=torch.float64).abs() + 0.1
