@@ -69,6 +69,15 @@ def test_significance_matches_welch_and_paired_t_formulas(seed):
     assert p == pytest.approx(2 * student.sf(abs(stat), len(d) - 1), rel=1e-9)
 
 
+def test_a_constant_side_gives_a_welch_test_without_warnings():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning would reach a notebook's stderr, which nbval compares
+        answer, p = significance([1 / 64] * 3, [1 / 64, 3 / 64, 5 / 64])
+    assert answer == "tie" and p == pytest.approx(_welch_p([1 / 64] * 3, [1 / 64, 3 / 64, 5 / 64]), rel=1e-9)
+
+
 def test_significance_answers_and_degenerate_cases():
     assert significance([0.9, 0.92, 0.91], [0.5, 0.52, 0.51])[0] == "yes"
     assert significance([0.5, 0.52, 0.51], [0.9, 0.92, 0.91])[0] == "no"
