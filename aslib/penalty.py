@@ -19,8 +19,10 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 __all__ = [
+    "MIRROR_FLOOR",
     "ROUNDING_THRESHOLD",
     "ErrorBound",
+    "centre",
     "check_square",
     "fused_l12_penalty",
     "is_permutation_matrix",
@@ -28,6 +30,7 @@ __all__ = [
     "lipschitz_constant",
     "lp_penalty",
     "max_row_deficit",
+    "mirror_step",
     "normalise_rows_and_columns",
     "penalty_at_uniform",
     "permutation_error_bound",
@@ -214,6 +217,50 @@ def normalise_rows_and_columns(X: torch.Tensor, sweeps: int = 1) -> torch.Tensor
         X = X / X.sum(-2, keepdim=True)
         X = X / X.sum(-1, keepdim=True)
     return X
+
+
+#: Entries of a mirror iterate are kept at or above this value, so no row or column can underflow to
+#: zero in float32 (a floor far below any entry that matters for rounding).
+MIRROR_FLOOR = 1e-30
+
+
+def centre(X: torch.Tensor) -> torch.Tensor:
+    """``X - row means - column means + overall mean`` over the last two dimensions: the part of ``X`` that
+    moves within ``D_n`` (a gradient's component along the doubly stochastic matrices' affine hull).
+    Two passes over ``X``: the overall mean is taken off the small row means first."""
+    row_means = X.mean(-1, keepdim=True)
+    return X.sub(row_means - row_means.mean(-2, keepdim=True)).sub_(X.mean(-2, keepdim=True))
+
+
+def mirror_step(M: torch.Tensor, grad: torch.Tensor, lam: float, step: float, sweeps: int,
+                floor: torch.Tensor | float) -> torch.Tensor:
+    r"""One entropic mirror-descent step on ``f + lam * P`` over ``D_n`` from ``M > 0``, shape ``(..., n, n)``.
+
+    .. math::
+        G = \frac{C(\nabla f)}{\max(\max_{ij} |C(\nabla f)_{ij}|, \text{floor})} + \lambda \nabla P(M),
+        \qquad M \leftarrow \mathrm{normalise}(M \odot \exp(-\eta G)),
+
+    ``C`` is :func:`centre`, ``grad = nabla f`` the loss gradient at ``M`` (same shape), ``eta = step``,
+    ``grad P = 2 - M / ||M_i||_2 - M / ||M^j||_2`` in closed form, and ``normalise`` ``sweeps`` column/row
+    sweeps (:func:`normalise_rows_and_columns`). The step is multiplicative, so ``M`` stays strictly positive
+    and cannot collapse to ``J/n`` however large the gradient (the failure of clamping after a Euclidean
+    step); dividing by the largest centred entry makes ``step`` the largest change of ``log M`` the loss can
+    ask for, whatever the scale of ``f``, so ``lam`` weighs the penalty against a loss gradient of largest
+    entry 1. ``floor`` (a float or a tensor broadcasting against ``(..., 1, 1)``) keeps rounding noise around
+    a stationary point from being blown up to a full step.
+
+    The penalty's part is not centred: a factor constant along a row or a column is undone by the
+    normalisation. Written as few full passes over the tensors as the formula allows: on a CPU at
+    ``n = 30..500`` these passes, not the arithmetic, are most of a step's time.
+    """
+    exponent = centre(grad)
+    biggest = torch.linalg.vector_norm(exponent, float("inf"), dim=(-2, -1), keepdim=True)  # max |entry|
+    exponent.mul_(-step / torch.clamp_min(biggest, floor))
+    if lam > 0:
+        squares = M.square()
+        inverse_norms = squares.sum(-1, keepdim=True).rsqrt_() + squares.sum(-2, keepdim=True).rsqrt_()
+        exponent.addcmul_(M, inverse_norms, value=step * lam)
+    return normalise_rows_and_columns(exponent.exp_().mul_(M).clamp_min_(MIRROR_FLOOR), sweeps)
 
 
 def sinkhorn(logits: torch.Tensor, iters: int = 20, tau: float = 1.0) -> torch.Tensor:

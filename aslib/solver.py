@@ -9,7 +9,7 @@ The problem is ``min_{M in Pi_n} f(M)`` for a batch of independent instances. It
   where ``C(X) = X - row means - column means + overall mean`` removes what ``D_n`` cannot feel (the
   divisor is floored at ``1e-3 L``, ``L = 1/step_scale`` a bound on the gradient's entries that the caller
   passes, so that rounding noise around a stationary point such as ``J/n`` is not blown up to full steps),
-  one step is
+  one step (:func:`aslib.penalty.mirror_step`) is
 
   .. math::
       M \leftarrow \mathrm{normalise}(M \odot \exp(-\eta G)),
@@ -63,7 +63,7 @@ from aslib.checks import check_fraction, check_nonnegative, check_positive, chec
 from aslib.penalty import (
     ROUNDING_THRESHOLD,
     l12_penalty,
-    normalise_rows_and_columns,
+    mirror_step,
     permutation_matrix,
     project_doubly_stochastic,
     round_to_permutation,
@@ -92,9 +92,6 @@ GradientFn = Callable[[torch.Tensor], torch.Tensor]
 #: ``select(index)``: the loss and gradient (or None) of the instances ``index`` only.
 SelectFn = Callable[[torch.Tensor], tuple[LossFn, "GradientFn | None"]]
 
-#: Entries of a mirror iterate are kept at or above this value, so no row or column can underflow to
-#: zero in float32 (a floor far below any entry that matters for rounding).
-_MIRROR_FLOOR = 1e-30
 #: Centred gradient entries below this fraction of the caller's bound ``1/step_scale`` count as noise.
 _GRADIENT_NOISE = 1e-3
 
@@ -223,31 +220,6 @@ def _vertices(perms: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     have checked ``perms`` with :func:`_distinct`)."""
     n = perms.shape[-1]
     return torch.zeros((*perms.shape, n), dtype=dtype, device=perms.device).scatter_(-1, perms.unsqueeze(-1), 1.0)
-
-
-def _centre(X: torch.Tensor) -> torch.Tensor:
-    """``X`` minus its row and column means plus its overall mean: the part of ``X`` that moves within ``D_n``.
-    Two passes over ``X``: the overall mean is taken off the small row means first."""
-    row_means = X.mean(-1, keepdim=True)
-    return X.sub(row_means - row_means.mean(-2, keepdim=True)).sub_(X.mean(-2, keepdim=True))
-
-
-def _mirror_step(M: torch.Tensor, grad: torch.Tensor, lam: float, step: float, sweeps: int,
-                 floor: torch.Tensor) -> torch.Tensor:
-    """One penalised mirror step from ``M > 0`` (module docstring), with the closed-form
-    ``grad P = 2 - M / ||M_i||_2 - M / ||M^j||_2``. The penalty's part is not centred: a multiplicative
-    factor constant along a row or a column is undone by the normalisation, so centring would not change
-    the step (exactly so with enough sweeps), only cost time. Written as few full passes over the
-    ``(..., n, n)`` tensors as the formula allows (scalars and norms folded into one exponent, in place):
-    on a CPU at ``n = 30..50`` these passes, not the products, are most of a step's time."""
-    exponent = _centre(grad)
-    biggest = torch.linalg.vector_norm(exponent, float("inf"), dim=(-2, -1), keepdim=True)  # max |entry|
-    exponent.mul_(-step / torch.maximum(biggest, floor))
-    if lam > 0:
-        squares = M.square()
-        inverse_norms = squares.sum(-1, keepdim=True).rsqrt_() + squares.sum(-2, keepdim=True).rsqrt_()
-        exponent.addcmul_(M, inverse_norms, value=step * lam)
-    return normalise_rows_and_columns(exponent.exp_().mul_(M).clamp_min_(_MIRROR_FLOOR), sweeps)
 
 
 def random_starts(config: SolverConfig, shape: tuple[int, ...], generator: torch.Generator | None,
@@ -395,7 +367,7 @@ def _solve(loss_fn: LossFn, batch: int, n: int, config: SolverConfig, step_scale
         elif config.parameterisation == "mirror":
             M = X
             part = M if active is None else M[active]
-            new = _mirror_step(part, _gradient(*part_fns, part), lam_t, config.step, config.sweeps, part_floor)
+            new = mirror_step(part, _gradient(*part_fns, part), lam_t, config.step, config.sweeps, part_floor)
             if stopping is not None and stopping.moving is not None:
                 keep = stopping.moving if active is None else stopping.moving[active]
                 new = part + keep * (new - part)

@@ -23,6 +23,7 @@ from aslib.penalty import (
     round_to_permutation,
     sinkhorn,
 )
+import aslib.penalty as pen
 from aslib.theory import near_permutations
 from conftest import DEVICES
 
@@ -303,3 +304,18 @@ def test_device_matches_float64_reference(device, gen):
     )
     assert round_to_permutation(on_device).device == on_device.device
     assert torch.equal(round_to_permutation(on_device).cpu(), round_to_permutation(reference))
+
+
+def test_mirror_step_follows_its_formula():
+    # the fused, in-place step against the module docstring's formula written out directly
+    gen = torch.Generator().manual_seed(3)
+    M = pen.normalise_rows_and_columns(torch.rand(2, 3, 7, 7, generator=gen, dtype=torch.float64) + 0.1, 5)
+    grad = torch.randn(2, 3, 7, 7, generator=gen, dtype=torch.float64) * 40.0
+    centred = grad - grad.mean(-1, keepdim=True) - grad.mean(-2, keepdim=True) + grad.mean((-2, -1), keepdim=True)
+    floor = torch.tensor(1e-3, dtype=torch.float64)
+    direction = centred / torch.maximum(centred.abs().amax((-2, -1), keepdim=True), floor)
+    direction = direction - 0.7 * (M / M.norm(dim=-1, keepdim=True) + M / M.norm(dim=-2, keepdim=True))
+    expected = pen.normalise_rows_and_columns(M * torch.exp(-0.5 * direction), 2)
+    original = grad.clone()
+    assert torch.allclose(pen.mirror_step(M, grad, 0.7, 0.5, 2, floor), expected, atol=1e-13)
+    assert torch.equal(grad, original)  # the caller's gradient is not overwritten

@@ -175,21 +175,6 @@ def test_ended_instances_leave_the_batch_without_changing_any_answer():
     assert kept.nit == dropped.nit and torch.equal(kept.certified, dropped.certified)
 
 
-def test_mirror_step_follows_its_formula():
-    # the fused, in-place step against the module docstring's formula written out directly
-    gen = torch.Generator().manual_seed(3)
-    M = solver.normalise_rows_and_columns(torch.rand(2, 3, 7, 7, generator=gen, dtype=torch.float64) + 0.1, 5)
-    grad = torch.randn(2, 3, 7, 7, generator=gen, dtype=torch.float64) * 40.0
-    centred = grad - grad.mean(-1, keepdim=True) - grad.mean(-2, keepdim=True) + grad.mean((-2, -1), keepdim=True)
-    floor = torch.tensor(1e-3, dtype=torch.float64)
-    direction = centred / torch.maximum(centred.abs().amax((-2, -1), keepdim=True), floor)
-    direction = direction - 0.7 * (M / M.norm(dim=-1, keepdim=True) + M / M.norm(dim=-2, keepdim=True))
-    expected = solver.normalise_rows_and_columns(M * torch.exp(-0.5 * direction), 2)
-    original = grad.clone()
-    assert torch.allclose(solver._mirror_step(M, grad, 0.7, 0.5, 2, floor), expected, atol=1e-13)
-    assert torch.equal(grad, original)  # the caller's gradient is not overwritten
-
-
 @pytest.mark.parametrize("maximize", [False, True])
 def test_trace_gradient_equals_autograd(maximize):
     from aslib.qap import _relaxed_loss
