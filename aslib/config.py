@@ -59,8 +59,10 @@ class TrainConfig:
         "mix a random doubly stochastic matrix into the learned shuffles' start (moves 'uniform' off the "
         "penalty's stationary point)"))
     shuffle_parameterisation: str = field(default="projected", metadata=_option(
-        "learned shuffles hold M itself, projected on the doubly stochastic matrices (projected), or logits "
-        "through Sinkhorn's normalisation (sinkhorn)", PARAMETERISATIONS))
+        "learned shuffles hold M itself, moved by SGD and projected on the doubly stochastic matrices "
+        "(projected, the paper's), M itself moved by entropic mirror descent (mirror: cannot collapse to J/n, "
+        "see mirror_lam and mirror_step), or logits through Sinkhorn's normalisation (sinkhorn)",
+        PARAMETERISATIONS))
     stages_repeats: tuple[int, ...] = field(default=(4, 8, 4), metadata=_option("units per stage (3 numbers)"))
     model_kwargs: dict[str, Any] = field(default_factory=dict, metadata=_option(
         "further builder arguments as JSON, e.g. '{\"width\": 0.25}' (v1) or "
@@ -77,6 +79,12 @@ class TrainConfig:
     decay_norm_and_bias: bool = field(default=False, metadata=_option("also decay BatchNorm parameters and biases"))
     lam: float = field(default=0.03, metadata=_option("weight of the l1-2 penalty (0: convex relaxation)"))
     lam_warmup_epochs: float = field(default=0.0, metadata=_option("ramp lam linearly from 0 over this many epochs"))
+    mirror_lam: float = field(default=3.0, metadata=_option(
+        "penalty weight of mirror shuffles, against the loss gradient scaled to largest entry 1 per layer "
+        "(lam weighs the penalty in the loss: projected and sinkhorn shuffles); ramped like lam"))
+    mirror_step: float = field(default=0.3, metadata=_option(
+        "largest change of log M per step that the loss gradient makes in a mirror shuffle, at the peak "
+        "learning rate (it follows the learning-rate schedule)"))
     projection_sweeps: int = field(default=1, metadata=_option(
         "column/row normalisations per projection after each step"))
     harden_after: int = field(default=0, metadata=_option(
@@ -116,7 +124,8 @@ class TrainConfig:
             _at_least(name, _integer(self, name), low)
         if self.max_train_samples is not None:
             _at_least("max_train_samples", _integer(self, "max_train_samples"), 1)
-        for name in ("lr", "weight_decay", "lam", "lam_warmup_epochs", "shuffle_noise", "val_fraction", "momentum"):
+        for name in ("lr", "weight_decay", "lam", "lam_warmup_epochs", "shuffle_noise", "val_fraction", "momentum",
+                     "mirror_lam", "mirror_step"):
             _at_least(name, _real(self, name), 0.0)
         if self.shuffle_noise > 1:
             raise ValueError(f"shuffle_noise must be <= 1, got {self.shuffle_noise!r}")

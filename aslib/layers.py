@@ -19,6 +19,7 @@ from torch import nn
 from aslib.checks import check_fraction, check_positive, check_positive_int
 from aslib.penalty import (
     fused_l12_penalty,
+    mirror_step,
     permutation_matrix,
     project_doubly_stochastic,
     round_to_permutation,
@@ -43,9 +44,10 @@ __all__ = [
 INITS: tuple[str, ...] = ("shuffle", "identity", "uniform", "random")
 #: What :func:`make_shuffle` builds: ShuffleNet's shuffle, the learned one, no shuffle, a fixed random one.
 SHUFFLE_KINDS: tuple[str, ...] = ("fixed", "learned", "none", "random")
-#: How :class:`LearnedShuffle` holds its matrix: ``M`` itself kept in ``D_n`` by projection (the paper's
-#: method), or logits mapped into ``D_n`` by Sinkhorn's normalisation.
-PARAMETERISATIONS: tuple[str, ...] = ("projected", "sinkhorn")
+#: How :class:`LearnedShuffle` holds and moves its matrix: ``M`` itself, moved by the optimizer and kept in
+#: ``D_n`` by projection (the paper's method); ``M`` itself, moved by entropic mirror descent outside the
+#: optimizer (:meth:`LearnedShuffle.mirror_update_`); or logits mapped into ``D_n`` by Sinkhorn's normalisation.
+PARAMETERISATIONS: tuple[str, ...] = ("projected", "mirror", "sinkhorn")
 #: Defaults of the Sinkhorn parameterisation: normalisation sweeps and temperature. With ``tau = 1`` the
 #: logits ``log B`` of a doubly stochastic ``B`` give back ``B``, so every initialisation starts where the
 #: projected one does; 20 sweeps keep the row sums exact and the column sums within about 1e-3 of 1 there.
@@ -168,6 +170,10 @@ class LearnedShuffle(nn.Module):
             Sinkhorn's tolerance, so :meth:`project_` does nothing). The logits start at
             ``tau * log(max(B, 1e-3))`` for the initial matrix ``B`` above, so ``M`` starts (nearly) at ``B``.
             :meth:`penalty`, :meth:`harden` and ``state_dict`` act on ``M`` exactly as for the projected layer.
+            ``"mirror"``: ``weight`` holds ``M`` as for ``"projected"``, but no optimizer moves it: after each
+            backward pass :meth:`mirror_update_` takes a multiplicative step with the loss gradient, which
+            cannot collapse ``M`` to ``J/n`` as clamping after a large Euclidean step can. Entries that start
+            at 0 stay at 0, so start it with ``noise > 0`` (or at ``"uniform"``).
         sinkhorn_iters, sinkhorn_tau: Sinkhorn's sweeps and temperature (see :data:`SINKHORN_ITERS`).
     """
 
@@ -225,6 +231,11 @@ class LearnedShuffle(nn.Module):
         return self.parameterisation == "sinkhorn"
 
     @property
+    def is_mirror(self) -> bool:
+        """Whether ``M`` is moved by :meth:`mirror_update_` rather than by an optimizer."""
+        return self.parameterisation == "mirror"
+
+    @property
     def is_hardened(self) -> bool:
         """Whether the layer has been rounded to its permutation (a gather, no parameter)."""
         return self.perm is not None
@@ -254,9 +265,28 @@ class LearnedShuffle(nn.Module):
     @torch.no_grad()
     def project_(self, sweeps: int = 1) -> None:
         """Put ``M`` back (toward) ``D_n`` in place: clamp >= 0, then ``sweeps`` column/row normalisations.
-        Nothing to do for the Sinkhorn parameterisation (its ``M`` is in ``D_n`` by construction)."""
-        if self.weight is not None and not self.is_sinkhorn:
+        Nothing to do for the Sinkhorn parameterisation (its ``M`` is in ``D_n`` by construction) nor for the
+        mirror one (its update normalises)."""
+        if self.weight is not None and self.parameterisation == "projected":
             project_doubly_stochastic(self.weight, sweeps, inplace=True, check_finite=False)
+
+    @torch.no_grad()
+    def mirror_update_(self, lam: float, step: float, sweeps: int = 1) -> bool:
+        """The mirror parameterisation's step, in place: ``M <- mirror_step(M, weight.grad, lam, step, sweeps)``
+        (:func:`aslib.penalty.mirror_step`: ``M * exp(-step * (C(g) / max|C(g)| + lam * grad P(M)))``,
+        normalised), ``g = weight.grad`` the gradient of the loss *without* the penalty, which this step adds.
+        ``step`` is the largest change of ``log M`` the loss gradient can make; ``lam`` weighs the penalty's
+        gradient against that normalised loss gradient (so it is not the ``lam`` of the projected layer,
+        whose penalty enters the loss). Returns False, leaving ``M`` alone, when the layer is hardened,
+        not mirror, has no gradient, or the gradient is not finite (a skipped mixed-precision step)."""
+        if self.weight is None or not self.is_mirror or self.weight.grad is None:
+            return False
+        grad = self.weight.grad
+        if not bool(torch.isfinite(grad).all()):
+            return False
+        floor = torch.finfo(grad.dtype).tiny
+        self.weight.copy_(mirror_step(self.weight, grad, lam, step, sweeps, floor))
+        return True
 
     @torch.no_grad()
     def permutation(self) -> torch.Tensor:

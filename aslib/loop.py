@@ -1,7 +1,8 @@
 """The pieces every training loop of the package shares, whatever network it trains.
 
 * :func:`penalised_step`: one optimizer step on ``cross_entropy(model(x), y) + lam * sum_l P(M_l)``, then the
-  projection of every learned shuffle ``M_l`` back toward the doubly stochastic matrices;
+  projection of every learned shuffle ``M_l`` back toward the doubly stochastic matrices (or, for
+  mirror-parameterised shuffles, their own mirror step);
 * :func:`warmup_lam`: the penalty weight ``lam_t``, ramped linearly from 0 over the warm-up steps;
 * :func:`make_optimizer`: SGD whose groups keep weight decay off the shuffle matrices;
 * :func:`evaluate` and :func:`recalibrate_batchnorm`;
@@ -29,6 +30,8 @@ from aslib.distributed import ProcessGroup, all_reduce_sum, average_buffers
 from aslib.shuffles import (
     harden_shuffles_,
     learned_shuffles,
+    mirror_parameters,
+    mirror_shuffles_,
     project_shuffles_,
     shuffle_parameters,
     shuffle_penalty,
@@ -49,12 +52,14 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
     Group names are in ``group["name"]``: ``"decay"`` (conv and linear weights, ``weight_decay``),
     ``"no_decay"`` (BatchNorm parameters and biases, i.e. every parameter with ``ndim <= 1``; weight decay
     0 unless ``config.decay_norm_and_bias``) and ``"shuffle"`` (the learned ``M``, weight decay 0: decay would pull
-    them toward ``J/n``, against the penalty). Nesterov applies only with ``momentum > 0``.
+    them toward ``J/n``, against the penalty). Nesterov applies only with ``momentum > 0``. Mirror-parameterised
+    shuffles are in no group: :func:`penalised_step` moves them.
     """
     shuffle_ids = {id(p) for p in shuffle_parameters(model)}
+    mirror_ids = {id(p) for p in mirror_parameters(model)}
     groups: dict[str, list[nn.Parameter]] = {"decay": [], "no_decay": [], "shuffle": []}
     for p in model.parameters():
-        if not p.requires_grad:
+        if not p.requires_grad or id(p) in mirror_ids:
             continue
         if id(p) in shuffle_ids:
             groups["shuffle"].append(p)
@@ -89,6 +94,8 @@ def penalised_step(
     scaler: torch.amp.GradScaler | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     autocast: Autocast = nullcontext,
+    mirror_lam: float = 0.0,
+    mirror_step_size: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step on ``loss = cross_entropy(logits, y) + lam * sum_l P(M_l)``; returns ``(cross_entropy, logits)``.
 
@@ -96,12 +103,14 @@ def penalised_step(
     of shape ``(B, classes)`` for ``x`` of shape ``(B, ...)`` and labels ``y`` of shape ``(B,)``. The penalty
     is left out for ``lam = 0`` (the relaxation). After the optimizer step (through ``scaler`` when given) and
     the ``scheduler`` step, every soft projected learned shuffle of ``model`` is projected with
-    ``projection_sweeps`` column/row normalisations.
+    ``projection_sweeps`` column/row normalisations. Mirror-parameterised shuffles are not in the loss's
+    penalty; after the backward pass each takes its mirror step (:meth:`LearnedShuffle.mirror_update_` with
+    ``mirror_lam``, ``mirror_step_size`` and ``projection_sweeps``; nothing when ``mirror_step_size`` is 0).
     """
     with autocast():
         logits = (forward or model)(x)
     ce = F.cross_entropy(logits.float(), y)
-    loss = ce + lam * shuffle_penalty(model) if lam > 0 else ce
+    loss = ce + lam * shuffle_penalty(model, mirror=False) if lam > 0 else ce
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(loss).backward()
@@ -110,6 +119,8 @@ def penalised_step(
     else:
         loss.backward()
         optimizer.step()
+    if mirror_step_size > 0:
+        mirror_shuffles_(model, mirror_lam, mirror_step_size, projection_sweeps)
     if scheduler is not None:
         scheduler.step()
     project_shuffles_(model, projection_sweeps)

@@ -19,6 +19,8 @@ __all__ = [
     "harden_shuffles_",
     "layer_penalties",
     "learned_shuffles",
+    "mirror_parameters",
+    "mirror_shuffles_",
     "project_shuffles_",
     "shuffle_parameters",
     "shuffle_penalty",
@@ -64,16 +66,18 @@ def _stacked_matrices(group: list[LearnedShuffle]) -> torch.Tensor:
     return soft_matrices(group[0], _stacked_weights(group))
 
 
-def shuffle_penalty(model: nn.Module) -> torch.Tensor:
+def shuffle_penalty(model: nn.Module, *, mirror: bool = True) -> torch.Tensor:
     """``sum_l P(M_l)`` over the learned shuffles of ``model``: a differentiable 0-dim tensor on the model's
-    device (0 when there are none or all are hardened).
+    device (0 when there are none or all are hardened). ``mirror=False`` leaves out the mirror-parameterised
+    shuffles, whose penalty acts in their own update (:func:`mirror_shuffles_`), not through the loss.
 
     On a GPU matrices of equal size are stacked and penalised in one batched call (fewer kernel launches); on a
     CPU each matrix is penalised where it lies, without the copies of a stack.
     """
     total = torch.zeros((), device=_model_device(model))
     for group in _soft_groups(model):
-        total = total + fused_l12_penalty(_stacked_matrices(group)).sum()
+        if mirror or not group[0].is_mirror:
+            total = total + fused_l12_penalty(_stacked_matrices(group)).sum()
     return total
 
 
@@ -85,7 +89,7 @@ def project_shuffles_(model: nn.Module, sweeps: int = 1) -> None:
     CPU one at a time, in place (no stack, no copy). Sinkhorn layers are left alone.
     """
     for group in _soft_groups(model):
-        if group[0].is_sinkhorn:
+        if group[0].parameterisation != "projected":
             continue
         if len(group) == 1:
             group[0].project_(sweeps)
@@ -95,15 +99,28 @@ def project_shuffles_(model: nn.Module, sweeps: int = 1) -> None:
             layer.weight.copy_(matrix)  # type: ignore[union-attr]
 
 
+@torch.no_grad()
+def mirror_shuffles_(model: nn.Module, lam: float, step: float, sweeps: int = 1) -> int:
+    """:meth:`LearnedShuffle.mirror_update_` on every soft mirror-parameterised shuffle (call after the
+    backward pass of a loss that leaves their penalty out); returns how many moved."""
+    return sum(layer.mirror_update_(lam, step, sweeps) for layer in learned_shuffles(model))
+
+
 def harden_shuffles_(model: nn.Module) -> list[torch.Tensor]:
     """:meth:`LearnedShuffle.harden` on every learned shuffle; returns their permutations in order."""
     return [layer.harden() for layer in learned_shuffles(model)]
 
 
 def shuffle_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The ``weight`` parameters (``M`` or Sinkhorn logits) of the soft learned shuffles (to put in an optimizer
-    group without weight decay)."""
-    return [layer.weight for layer in learned_shuffles(model) if layer.weight is not None]
+    """The ``weight`` parameters (``M`` or Sinkhorn logits) of the soft learned shuffles that an optimizer
+    moves (to put in an optimizer group without weight decay): every one but the mirror-parameterised."""
+    return [layer.weight for layer in learned_shuffles(model) if layer.weight is not None and not layer.is_mirror]
+
+
+def mirror_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The ``M`` parameters of the soft mirror-parameterised shuffles: they need gradients but no optimizer
+    (:func:`mirror_shuffles_` moves them)."""
+    return [layer.weight for layer in learned_shuffles(model) if layer.weight is not None and layer.is_mirror]
 
 
 @torch.no_grad()

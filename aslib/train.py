@@ -338,10 +338,13 @@ def _fit(model: nn.Module, splits: DataSplits, config: TrainConfig, hooks: list[
                        leave=False)
         for i, (x, y) in enumerate(bar):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            lam_t = warmup_lam(config.lam, epoch * steps_per_epoch + i, config.lam_warmup_epochs * steps_per_epoch)
+            step_index, warmup_steps = epoch * steps_per_epoch + i, config.lam_warmup_epochs * steps_per_epoch
+            lam_t = warmup_lam(config.lam, step_index, warmup_steps)
             lr_t = optimizer.param_groups[0]["lr"]
             ce, logits = penalised_step(model, x, y, optimizer, lam_t, projection_sweeps=config.projection_sweeps,
-                                        forward=net, scaler=scaler, scheduler=scheduler, autocast=autocast)
+                                        forward=net, scaler=scaler, scheduler=scheduler, autocast=autocast,
+                                        mirror_lam=warmup_lam(config.mirror_lam, step_index, warmup_steps),
+                                        mirror_step_size=config.mirror_step * lr_t / config.lr if config.lr else 0.0)
             totals += batch_sums(ce, logits, y)
         bar.close()
         average_buffers(model, group)

@@ -42,7 +42,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-kwargs", default='{"width": 0.25}', help="JSON")
     parser.add_argument("--stages-repeats", type=int, nargs=3, default=[1, 1, 1])
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--lams", type=float, nargs="+", default=[0.01, 0.03])
+    parser.add_argument("--parameterisation", default="projected", choices=["projected", "mirror"],
+                        help="of the learned shuffles (TrainConfig.shuffle_parameterisation)")
+    parser.add_argument("--lams", type=float, nargs="+", default=[0.01, 0.03],
+                        help="penalty weights: TrainConfig.lam (projected) or mirror_lam (mirror)")
+    parser.add_argument("--mirror-step", type=float, default=TrainConfig.mirror_step)
     parser.add_argument("--harden-after", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--max-train-samples", type=int, default=None)
@@ -57,14 +61,17 @@ def main(argv: list[str] | None = None) -> None:
     base = TrainConfig(dataset=args.dataset, data_root=args.data_root, model=args.model,
                        model_kwargs=json.loads(args.model_kwargs), stages_repeats=tuple(args.stages_repeats),
                        epochs=args.epochs, max_train_samples=args.max_train_samples, shuffle_init="uniform",
+                       shuffle_parameterisation=args.parameterisation, mirror_step=args.mirror_step,
                        show_progress=False, checkpoint=False, verify_checksums=not args.no_verify_checksums)
     print(f"{args.dataset}, {args.model} {args.model_kwargs}, {args.epochs} epochs, seeds {args.seeds}, "
           f"{describe_device('cpu')}")
     settings = [("fixed", dataclasses.replace(base, shuffle="fixed", lam=0.0))]
     for lam in args.lams:
-        settings.append((f"l12 lam={lam} soft to the end", dataclasses.replace(base, lam=lam)))
-        settings.append((f"l12 lam={lam} harden_after={args.harden_after}",
-                         dataclasses.replace(base, lam=lam, harden_after=args.harden_after)))
+        weight = {"mirror_lam": lam} if args.parameterisation == "mirror" else {"lam": lam}
+        label = f"l12 {args.parameterisation} lam={lam}"
+        settings.append((f"{label} soft to the end", dataclasses.replace(base, **weight)))
+        settings.append((f"{label} harden_after={args.harden_after}",
+                         dataclasses.replace(base, **weight, harden_after=args.harden_after)))
     runs: dict[str, list[dict]] = {name: [] for name, _ in settings}
     with tempfile.TemporaryDirectory() as tmp:
         # Settings interleaved seed by seed, in alternating order, so that the load of a shared machine
@@ -90,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         seconds = [r["seconds"] for r in rows]
         ratio = statistics.median(r["seconds"] / f["seconds"] for r, f in zip(rows, runs["fixed"]))
         cpu_ratio = statistics.median(r["cpu"] / f["cpu"] for r, f in zip(rows, runs["fixed"]))
-        line = (f"{name:36s} train s {_mean_std(seconds, 2):>14s} (x fixed {ratio:.3f})  CPU s after epoch 1 "
+        line = (f"{name:46s} train s {_mean_std(seconds, 2):>14s} (x fixed {ratio:.3f})  CPU s after epoch 1 "
                 f"{_mean_std([r['cpu'] for r in rows], 2):>14s} (x fixed {cpu_ratio:.3f})  "
                 f"test acc (rounded) {_mean_std([r['accuracy'] for r in rows])}")
         if config.shuffle == "learned":

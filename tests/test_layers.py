@@ -503,3 +503,74 @@ def test_penalised_step_matches_the_former_formulation(monkeypatch: pytest.Monke
     torch.testing.assert_close(logits_new, logits_old, rtol=1e-10, atol=1e-10)
     for (name, a), b in zip(new.state_dict().items(), old.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
+
+
+# --- the mirror parameterisation ----------------------------------------------------------------------
+
+def _mirror_layer(channels: int = 6, seed: int = 0) -> LearnedShuffle:
+    return LearnedShuffle(channels, "uniform", noise=0.5, generator=torch.Generator().manual_seed(seed),
+                          parameterisation="mirror")
+
+
+def test_mirror_update_is_the_mirror_step_of_the_loss_gradient() -> None:
+    from aslib.penalty import mirror_step
+
+    layer = _mirror_layer()
+    x = torch.randn(4, 6, 3, 3, generator=torch.Generator().manual_seed(1))
+    (layer(x) ** 3).sum().backward()
+    before, grad = layer.weight.detach().clone(), layer.weight.grad.clone()
+    expected = mirror_step(before, grad, 0.7, 0.2, 2, torch.finfo(grad.dtype).tiny)
+    assert layer.mirror_update_(0.7, 0.2, sweeps=2)
+    torch.testing.assert_close(layer.weight.detach(), expected)
+    assert not torch.equal(layer.weight.detach(), before) and bool((layer.weight > 0).all())
+    torch.testing.assert_close(layer.weight.sum(1), torch.ones(6))  # the last sweep normalises the rows
+    # project_ leaves a mirror matrix alone (its update normalises); it is M itself, like the projected layer's
+    moved = layer.weight.detach().clone()
+    layer.project_(sweeps=5)
+    assert torch.equal(layer.weight.detach(), moved) and torch.equal(layer.matrix().detach(), moved)
+
+
+def test_mirror_update_skips_what_it_cannot_use() -> None:
+    layer = _mirror_layer()
+    start = layer.weight.detach().clone()
+    assert not layer.mirror_update_(1.0, 0.3)  # no gradient yet
+    layer.weight.grad = torch.full((6, 6), float("nan"))
+    assert not layer.mirror_update_(1.0, 0.3)  # a skipped mixed-precision step: non-finite gradient
+    assert torch.equal(layer.weight.detach(), start)
+    projected = LearnedShuffle(6, "uniform", noise=0.5, generator=torch.Generator().manual_seed(0))
+    projected.weight.grad = torch.ones(6, 6)
+    assert not projected.mirror_update_(1.0, 0.3)  # only mirror layers take mirror steps
+    layer.weight.grad = torch.randn(6, 6)
+    layer.harden()
+    assert not layer.mirror_update_(1.0, 0.3)
+
+
+def test_a_large_gradient_collapses_the_projected_matrix_to_uniform_but_not_the_mirror_one() -> None:
+    # nonnegative gradient entries far above 1/c: one clamped Euclidean step empties every row, and the
+    # projection's refill returns exactly J/c; the multiplicative step keeps M off J/c whatever the scale
+    grad = torch.rand(8, 8, generator=torch.Generator().manual_seed(2)) * 100.0 + 10.0
+    projected = LearnedShuffle(8, "uniform", noise=0.5, generator=torch.Generator().manual_seed(3))
+    mirror = _mirror_layer(8, seed=3)
+    torch.testing.assert_close(projected.weight.detach(), mirror.weight.detach())
+    with torch.no_grad():
+        projected.weight.sub_(0.1 * grad)
+    projected.project_()
+    torch.testing.assert_close(projected.weight.detach(), torch.full((8, 8), 1 / 8))
+    mirror.weight.grad = grad
+    mirror.mirror_update_(0.0, 0.3)
+    assert float((mirror.weight.detach() - 1 / 8).abs().max()) > 0.01
+
+
+def test_mirror_shuffles_move_every_soft_mirror_layer_and_stay_out_of_the_loss_penalty() -> None:
+    model = nn.Sequential(_mirror_layer(6, 0), LearnedShuffle(6, "uniform", noise=0.5), _mirror_layer(6, 1))
+    mirrors = [model[0], model[2]]
+    assert aslib.shuffles.mirror_parameters(model) == [m.weight for m in mirrors]
+    assert aslib.shuffles.shuffle_parameters(model) == [model[1].weight]
+    torch.testing.assert_close(aslib.shuffles.shuffle_penalty(model, mirror=False), model[1].penalty())
+    torch.testing.assert_close(aslib.shuffles.shuffle_penalty(model),
+                               sum(layer.penalty() for layer in learned_shuffles(model)))
+    model(torch.randn(3, 6, 2, 2)).square().sum().backward()
+    before = [m.weight.detach().clone() for m in model]
+    assert aslib.shuffles.mirror_shuffles_(model, 1.0, 0.3) == 2
+    assert not torch.equal(model[0].weight, before[0]) and not torch.equal(model[2].weight, before[2])
+    assert torch.equal(model[1].weight.detach(), before[1])

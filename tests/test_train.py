@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -66,6 +67,8 @@ def _tiny_model(shuffle: str = "learned", **kwargs) -> nn.Module:
     ({"epochs": True}, "epochs must be of type int"),
     ({"val_fraction": 1.0}, "val_fraction must be < 1"),
     ({"lam": float("nan")}, "lam must be of type float"),
+    ({"mirror_lam": -1.0}, "mirror_lam must be >= 0"),
+    ({"shuffle_parameterisation": "mirrored"}, "unknown shuffle_parameterisation"),
     ({"stages_repeats": (1, 1)}, "stages_repeats"),
     ({"amp_dtype": "float8"}, "unknown amp_dtype"),
     ({"shuffle_parameterisation": "softmax"}, "unknown shuffle_parameterisation 'softmax'"),
@@ -370,3 +373,41 @@ def test_measure_speed_can_time_inference_only() -> None:
     assert math.isnan(r["fixed_step_ms"]) and math.isnan(r["learned_step_ms"]) and math.isnan(r["train_step_ratio"])
     assert r["fixed_images_per_s"] > 0 and r["hardened_images_per_s"] > 0
     assert r["hardened_params"] == r["fixed_params"] < r["soft_params"]
+
+
+def test_mirror_shuffles_get_no_optimizer_and_take_their_own_step():
+    from aslib.loop import penalised_step
+    from aslib.penalty import mirror_step
+
+    model = _tiny_model(shuffle_init="uniform", shuffle_noise=0.1, shuffle_parameterisation="mirror")
+    layers = learned_shuffles(model)
+    assert layers and all(layer.is_mirror for layer in layers)
+    groups = {g["name"]: g for g in make_optimizer(model, TrainConfig()).param_groups}
+    assert "shuffle" not in groups  # no optimizer moves M: SGD's clamped steps are what the mirror step avoids
+    every = {id(p) for g in groups.values() for p in g["params"]}
+    assert every == {id(p) for p in model.parameters()} - {id(layer.weight) for layer in layers}
+    x, y = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.arange(8) % 10
+    before = [layer.weight.detach().clone() for layer in layers]
+    reference = copy.deepcopy(model)
+    optimizer = make_optimizer(model, TrainConfig())
+    penalised_step(model, x, y, optimizer, lam=5.0, mirror_lam=2.0, mirror_step_size=0.25)
+    # M's gradient is the cross-entropy's alone (lam, the loss weight, does not reach mirror shuffles) and
+    # the step is mirror_step with mirror_lam and the step size
+    torch.nn.functional.cross_entropy(reference(x), y).backward()
+    for layer, old, ref in zip(layers, before, learned_shuffles(reference)):
+        torch.testing.assert_close(ref.weight.detach(), old)
+        expected = mirror_step(old, ref.weight.grad, 2.0, 0.25, 1, torch.finfo(old.dtype).tiny)
+        torch.testing.assert_close(layer.weight.detach(), expected)
+
+
+def test_mirror_training_settles_and_hardens_its_shuffles(tmp_path):
+    config = TrainConfig(**TINY, epochs=6, max_train_samples=480, shuffle_init="uniform", shuffle_noise=0.1,
+                         shuffle_parameterisation="mirror", harden_after=1, checkpoint=False,
+                         output_dir=str(tmp_path))
+    result = train(config)
+    per_layer = pd.read_csv(tmp_path / "layer_penalties.csv")
+    # every shuffle got below the rounding threshold and was frozen to its permutation before the last epoch
+    # (the projected parameterisation, same settings, freezes none of them within these 6 epochs)
+    assert min(result.hardened_epochs) > 0 and max(result.hardened_epochs) < 6
+    assert (per_layer.iloc[-1, 1:] == 0).all() and (per_layer.iloc[0, 1:] > 0).all()
+    assert result.test_acc_hard > 0.8
