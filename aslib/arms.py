@@ -37,10 +37,13 @@ __all__ = [
 ]
 
 #: TrainConfig fields that only matter for a learned shuffle.
-LEARNED_ONLY = ("lam", "shuffle_init", "shuffle_noise", "projection_sweeps", "lam_warmup_epochs")
-#: TrainConfig fields that only matter where the penalty applies, and those only of the projected matrix.
+LEARNED_ONLY = ("lam", "shuffle_init", "shuffle_noise", "projection_sweeps", "lam_warmup_epochs", "mirror_lam",
+                "mirror_step")
+#: TrainConfig fields that only matter where the penalty enters the loss; those of the normalisation sweeps
+#: (projected and mirror matrices, not Sinkhorn); those of the mirror step.
 PENALTY_ONLY = ("lam",)
 PROJECTION_ONLY = ("projection_sweeps",)
+MIRROR_ONLY = ("mirror_lam", "mirror_step")
 
 
 @dataclass(frozen=True)
@@ -74,12 +77,15 @@ class Arm:
         if not self.learned:
             return LEARNED_ONLY
         fields = () if self.uses_lam else PENALTY_ONLY
-        return fields + (PROJECTION_ONLY if self.parameterisation != "projected" else ())
+        fields += PROJECTION_ONLY if self.parameterisation == "sinkhorn" else ()
+        return fields + (MIRROR_ONLY if self.parameterisation != "mirror" else ())
 
 
 #: The arms by name. "relaxed" is the convex relaxation: a learned doubly stochastic matrix trained without
 #: the penalty, then rounded; "sinkhorn" the same with the matrix parameterised by Sinkhorn's normalisation
-#: of logits (the usual baseline) instead of projected.
+#: of logits (the usual baseline) instead of projected; "l12_mirror" the penalty method with the matrix moved
+#: by entropic mirror descent (its penalty weight is ``mirror_lam``, not ``lam``; see
+#: :meth:`aslib.layers.LearnedShuffle.mirror_update_`).
 SHUFFLE_ARMS: dict[str, Arm] = {
     "fixed": Arm("fixed"),
     "none": Arm("none"),
@@ -87,6 +93,7 @@ SHUFFLE_ARMS: dict[str, Arm] = {
     "relaxed": Arm("learned"),
     "l12": Arm("learned", uses_lam=True),
     "sinkhorn": Arm("learned", parameterisation="sinkhorn"),
+    "l12_mirror": Arm("learned", parameterisation="mirror"),
 }
 
 @dataclass(frozen=True)

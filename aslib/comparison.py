@@ -8,6 +8,8 @@ questions about them, per data set and model:
 * does rounding collapse the relaxation (its accuracy change from rounding, against the seed noise)?
 * does the shuffle matter at all (fixed against no shuffle)?
 * does rounding change the l12 network's accuracy by less than the seed noise?
+* where the ``l12_mirror`` arm ran: does the penalty method with the mirror step (:meth:`aslib.layers.
+  LearnedShuffle.mirror_update_`) beat the paper's projected step after rounding?
 
 The l12 arm of these questions is the one whose penalty weight has the best mean *validation* accuracy over
 seeds (:func:`choose_lam`), never chosen on test, among the runs started at :data:`HEADLINE_INIT` when such
@@ -116,8 +118,8 @@ def _compare(question: str, a: pd.Series, b: pd.Series, note: str = "", paired: 
 
 
 def comparison_verdicts(results: pd.DataFrame, runs: Sequence[Run]) -> list[Verdict]:
-    """The verdicts of a comparison, per data set and model (in the order of ``runs``), as the module says,
-    plus the facts that hold whatever the numbers: every run finished, the fixed arm loses nothing when
+    """The verdicts of a comparison, per data set and model (in the order of ``runs``), as the module says
+    (with the question of the mirror step's arm where it ran), plus the facts that hold whatever the numbers: every run finished, the fixed arm loses nothing when
     rounded, the rounded l12 network has the fixed network's parameter count."""
     out = [verdict("every run finished", len(results) == len(runs), f"{len(results)} of {len(runs)}")]
     pairs = list(dict.fromkeys((r.config.dataset, r.config.model) for r in runs))
@@ -148,6 +150,10 @@ def comparison_verdicts(results: pd.DataFrame, runs: Sequence[Run]) -> list[Verd
         else:
             out.append(verdict(where + "rounding changes l12's accuracy by less than the seed noise",
                                abs(l12_change.mean()) < noise, evidence + f", noise {noise:.3f}"))
+        mirror_hard = _values(part, "l12_mirror", "test_acc_hard")
+        if not mirror_hard.empty:  # the mirror step only where its arm ran
+            out.append(_compare(where + "rounded l12 (mirror step) beats rounded l12 (projected step)", mirror_hard,
+                                l12_hard, note))
         fixed_change = _values(part, "fixed", "rounding_change")
         out.append(verdict(where + "fixed arm changes by exactly 0 when rounded",
                            bool((fixed_change == 0).all()) if len(fixed_change) else None,

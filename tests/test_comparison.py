@@ -60,3 +60,16 @@ def test_a_single_seed_or_a_missing_arm_is_said_not_skipped(tmp_path):
         "validation)" in lines[1]
     assert lines[2].endswith("fixed beats no shuffle: n/a (not run)")
     assert lines[-1].endswith("rounded l12 has the fixed network's parameter count: no (120 vs 100)")
+
+
+def test_the_mirror_question_is_asked_where_its_arm_ran(tmp_path):
+    base = (_rows("fixed", 0.0, None, [0.80, 0.82, 0.81]) + _rows("none", 0.0, None, [0.60, 0.61, 0.59])
+            + _rows("l12", 0.01, "uniform", [0.50, 0.52, 0.51], val=0.9))
+    runs = _runs(tmp_path, range(3))
+    question = "rounded l12 (mirror step) beats rounded l12 (projected step)"
+    assert not any(question in str(v) for v in comparison_verdicts(pd.DataFrame(base), runs))
+    mirror = _rows("l12_mirror", 0.0, "uniform", [0.90, 0.91, 0.92])
+    lines = [str(v) for v in comparison_verdicts(pd.DataFrame(base + mirror), runs)]
+    [line] = [x for x in lines if question in x]
+    assert line.startswith(f"digits, shufflenet_v1_g3: {question}: yes (0.910 ± 0.010 vs 0.510 ± 0.010, 3 seeds")
+    assert line.endswith("lam 0.01 chosen on validation)")

@@ -27,7 +27,10 @@ def test_arms_set_shuffle_and_penalty():
     assert {arm_config(TINY, a).shuffle for a in SHUFFLE_ARMS} == {"fixed", "none", "random", "learned"}
     sinkhorn = arm_config(TINY, "sinkhorn", lam=0.5)
     assert (sinkhorn.shuffle, sinkhorn.shuffle_parameterisation, sinkhorn.lam) == ("learned", "sinkhorn", 0.0)
-    assert {arm_config(TINY, a).shuffle_parameterisation for a in SHUFFLE_ARMS if a != "sinkhorn"} == {"projected"}
+    assert {arm_config(TINY, a).shuffle_parameterisation for a in SHUFFLE_ARMS
+            if a not in ("sinkhorn", "l12_mirror")} == {"projected"}
+    mirror = arm_config(TINY, "l12_mirror", lam=0.5)  # its penalty weight is mirror_lam, applied in its step
+    assert (mirror.shuffle, mirror.shuffle_parameterisation, mirror.lam) == ("learned", "mirror", 0.0)
     with pytest.raises(ValueError, match="unknown arm 'l2'; valid arms: fixed"):
         arm_config(TINY, "l2")
 
@@ -53,6 +56,12 @@ def test_grid_names_are_stable_and_irrelevant_axes_collapse(tmp_path):
                     shuffle_init=["uniform"], seed=[0])
     assert [r.name for r in sinkhorn] == ["shuffle_init=uniform/arm=sinkhorn/seed=0"]
     assert sinkhorn[0].config.lam == 0 and sinkhorn[0].config.shuffle_parameterisation == "sinkhorn"
+    # the mirror step's settings collapse for every other arm; lam for the mirror arm, not its sweeps
+    both = grid(TINY, tmp_path, arms=["l12", "l12_mirror"], lam=[1e-3], mirror_lam=[1.0, 3.0],
+                projection_sweeps=[1, 2], seed=[0])
+    assert sorted(r.name for r in both) == sorted(
+        [f"projection_sweeps={s}/arm=l12/lam=0.001/seed=0" for s in (1, 2)]
+        + [f"mirror_lam={m}/projection_sweeps={s}/arm=l12_mirror/seed=0" for m in (1.0, 3.0) for s in (1, 2)])
 
 
 def test_classification_runs_distribute_imagenet_only(tmp_path):
