@@ -282,7 +282,7 @@ class LearnedShuffle(nn.Module):
         if self.weight is None or not self.is_mirror or self.weight.grad is None:
             return False
         grad = self.weight.grad
-        if not bool(torch.isfinite(grad).all()):
+        if not bool(torch.isfinite(grad.sum())):  # any NaN or inf entry makes the sum non-finite (one cheap pass)
             return False
         floor = torch.finfo(grad.dtype).tiny
         self.weight.copy_(mirror_step(self.weight, grad, lam, step, sweeps, floor))

@@ -534,8 +534,10 @@ def test_mirror_update_skips_what_it_cannot_use() -> None:
     layer = _mirror_layer()
     start = layer.weight.detach().clone()
     assert not layer.mirror_update_(1.0, 0.3)  # no gradient yet
-    layer.weight.grad = torch.full((6, 6), float("nan"))
-    assert not layer.mirror_update_(1.0, 0.3)  # a skipped mixed-precision step: non-finite gradient
+    for bad in (float("nan"), float("inf"), -float("inf")):  # a skipped mixed-precision step: one bad entry
+        layer.weight.grad = torch.ones(6, 6)
+        layer.weight.grad[2, 3] = bad
+        assert not layer.mirror_update_(1.0, 0.3)
     assert torch.equal(layer.weight.detach(), start)
     projected = LearnedShuffle(6, "uniform", noise=0.5, generator=torch.Generator().manual_seed(0))
     projected.weight.grad = torch.ones(6, 6)
