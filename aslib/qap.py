@@ -57,7 +57,7 @@ from aslib.penalty import ROUNDING_THRESHOLD, check_square, random_doubly_stocha
 from aslib.runtime import resolve_device
 from aslib.solver import SolverConfig, random_starts, solve_permutation
 
-__all__ = ["QAP_METHODS", "default_qap_config", "quadratic_assignment", "solve_qap"]
+__all__ = ["POLISH_METHODS", "QAP_METHODS", "default_qap_config", "quadratic_assignment", "solve_qap"]
 
 QAP_METHODS: tuple[str, ...] = ("l12", "relaxed", "faq", "2opt")
 
@@ -162,14 +162,53 @@ def _two_opt(A: np.ndarray, B: np.ndarray, col_ind: np.ndarray, maximize: bool) 
     return np.asarray(result.col_ind)
 
 
+#: ``polish`` values of ``"l12"`` and ``"relaxed"`` (``True`` is ``"faq"``): what runs after the solve.
+POLISH_METHODS: tuple[str, ...] = ("2opt", "faq")
+
+#: Weight of ``J/n`` mixed into a start's relaxed matrix before it is handed to FAQ (see :func:`_doubly_stochastic`).
+_FAQ_START_MIX = 1e-3
+
+
+def _doubly_stochastic(M: np.ndarray) -> np.ndarray:
+    """``M`` (near ``D_n``, nonnegative) made doubly stochastic to rounding error, as scipy's FAQ checks its ``P0``:
+    ``(1 - a) M + a J/n`` with ``a = 1e-3`` (entries ``>= a/n``, so Sinkhorn converges fast even at a near-vertex
+    ``M``), 20 row/column sweeps ending on the rows, then the rank-one correction ``M += 1 r^T / n``,
+    ``r = 1 - column sums``, which leaves the row sums (``sum_j r_j = 0`` for a row-stochastic ``M``) and sets every
+    column sum to 1. Falls back to the row-wise rounding's permutation matrix if an entry would turn negative."""
+    n = M.shape[0]
+    X = (1.0 - _FAQ_START_MIX) * np.clip(M, 0.0, None) + _FAQ_START_MIX / n
+    for _ in range(20):
+        X /= X.sum(0, keepdims=True)
+        X /= X.sum(1, keepdims=True)
+    X += (1.0 - X.sum(0, keepdims=True)) / n
+    if (X < 0).any():
+        return np.eye(n)[scipy.optimize.linear_sum_assignment(-M)[1]]
+    return X
+
+
+def _faq_polish(A: np.ndarray, B: np.ndarray, col_ind: np.ndarray, starts: np.ndarray,
+                maximize: bool) -> np.ndarray:
+    """The ``"faq"`` polish: scipy's FAQ from every start's relaxed matrix ``starts (restarts, n, n)`` (made doubly
+    stochastic by :func:`_doubly_stochastic`), the best of its answers and ``col_ind`` kept, then 2-opt from it
+    (:func:`_two_opt`). Nothing is random; the answer is a 2-opt local optimum no worse than ``col_ind``."""
+    best, best_fun = col_ind, _objective(A, B, col_ind)
+    for M in starts:
+        result = scipy.optimize.quadratic_assignment(A, B, method="faq",
+                                                     options={"maximize": maximize, "P0": _doubly_stochastic(M)})
+        if (result.fun > best_fun) if maximize else (result.fun < best_fun):
+            best, best_fun = np.asarray(result.col_ind), float(result.fun)
+    return _two_opt(A, B, best, maximize)
+
+
 def _penalty_method(penalised: bool) -> Callable[..., OptimizeResult]:
     def method(A: torch.Tensor, B: torch.Tensor, *, maximize: bool = False, P0: Any = "barycenter",
                rng: Any = None, maxiter: int | None = None, tol: float | None = None, restarts: int | None = None,
                lam: float | None = None, device: str | torch.device = "cpu",
-               dtype: torch.dtype = torch.float64, polish: bool = False) -> OptimizeResult:
+               dtype: torch.dtype = torch.float64, polish: bool | str = False) -> OptimizeResult:
         start_time = time.perf_counter()
-        if not isinstance(polish, bool):
-            raise ValueError(f"polish must be True or False, got {polish!r}")
+        if not (isinstance(polish, bool) or (isinstance(polish, str) and polish in POLISH_METHODS)):
+            raise ValueError(f"polish must be True, False or one of {POLISH_METHODS}, got {polish!r}")
+        polish = "faq" if polish is True else polish
         if tol is not None and not (isinstance(tol, (int, float)) and 0 < tol < ROUNDING_THRESHOLD):
             raise ValueError(f"tol must lie in (0, {ROUNDING_THRESHOLD:.4f}) (below it the error bound holds), got {tol!r}")
         config = default_qap_config(bool(maximize), penalised)
@@ -197,7 +236,8 @@ def _penalty_method(penalised: bool) -> Callable[..., OptimizeResult]:
         a, b = A.numpy(), B.numpy()
         unpolished = _objective(a, b, col_ind)
         if polish and not bool(solved.certified[0]):  # a certified answer is optimal: nothing to polish
-            col_ind = _two_opt(a, b, col_ind, bool(maximize))
+            col_ind = (_two_opt(a, b, col_ind, bool(maximize)) if polish == "2opt" else
+                       _faq_polish(a, b, col_ind, solved.starts_M[0].cpu().double().numpy(), bool(maximize)))
         return OptimizeResult(col_ind=col_ind, fun=_objective(a, b, col_ind), unpolished_fun=unpolished,
                               nit=solved.nit, M=solved.M[0].cpu().numpy(), certified=bool(solved.certified[0]),
                               agreed=bool(solved.agreed[0]), settled=int(solved.settled[0]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,9 +11,9 @@ import scipy.optimize
 import torch
 
 import aslib
-from aslib import solver
+from aslib import qap, solver
 from aslib.examples import graph_matching as gm
-from aslib.qap import solve_qap
+from aslib.qap import default_qap_config, solve_qap
 
 
 def brute_force(A: np.ndarray, B: np.ndarray, maximize: bool) -> float:
@@ -207,23 +208,55 @@ def test_starts_agree_once_every_top_entry_exceeds_one_half():
         assert not bool(stopping.settled.any())  # settling still needs P(M) <= settle_tol
 
 
+@pytest.mark.parametrize("polish", [True, "faq", "2opt"])
 @pytest.mark.parametrize("maximize", [False, True])
-def test_polish_returns_a_two_opt_local_optimum_no_worse_than_the_rounding(maximize):
+def test_polish_returns_a_two_opt_local_optimum_no_worse_than_the_rounding(maximize, polish):
     rng = np.random.default_rng(8)
     A, B = rng.exponential(size=(12, 12)), rng.exponential(size=(12, 12))
     options = {"maximize": maximize, "rng": 1, "maxiter": 40}
     plain = aslib.quadratic_assignment(A, B, options=options)
-    res = aslib.quadratic_assignment(A, B, options=dict(options, polish=True))
+    res = aslib.quadratic_assignment(A, B, options=dict(options, polish=polish))
     assert res.unpolished_fun == pytest.approx(plain.fun)  # the same solve, then the polish
     assert res.fun == pytest.approx(trace_objective(A, B, res.col_ind))
+    assert sorted(res.col_ind) == list(range(12))
     assert (res.fun >= res.unpolished_fun) if maximize else (res.fun <= res.unpolished_fun)
     for i, j in itertools.combinations(range(12), 2):  # no swap of two assignments improves the answer
         swapped = res.col_ind.copy()
         swapped[[i, j]] = swapped[[j, i]]
         value = trace_objective(A, B, swapped)
         assert (value <= res.fun + 1e-9) if maximize else (value >= res.fun - 1e-9)
-    with pytest.raises(ValueError, match="polish must be True or False"):
-        aslib.quadratic_assignment(A, B, options={"polish": "yes"})
+    for bad in ("yes", "FAQ", 1, None):
+        with pytest.raises(ValueError, match="polish must be True, False or one of"):
+            aslib.quadratic_assignment(A, B, options={"polish": bad})
+
+
+def test_faq_polish_is_no_worse_than_faq_from_each_start():
+    # the "faq" polish runs FAQ from every start's relaxed matrix: its answer is at least as good as each
+    rng = np.random.default_rng(3)
+    A, B = rng.exponential(size=(10, 10)), rng.exponential(size=(10, 10))
+    options = {"rng": 2, "maxiter": 30, "restarts": 3}
+    res = aslib.quadratic_assignment(A, B, options=dict(options, polish="faq"))
+    solved = aslib.quadratic_assignment(A, B, options=options)
+    config = replace(default_qap_config(False), iters=30, restarts=3)
+    starts = solve_qap(torch.from_numpy(A)[None], torch.from_numpy(B)[None], config, maximize=False,
+                       generator=torch.Generator().manual_seed(2)).starts_M[0]
+    assert starts.shape == (3, 10, 10)
+    for M in starts.numpy():
+        P0 = qap._doubly_stochastic(M)
+        assert (P0 >= 0).all() and np.allclose(P0.sum(0), 1, atol=1e-12) and np.allclose(P0.sum(1), 1, atol=1e-12)
+        faq = scipy.optimize.quadratic_assignment(A, B, method="faq", options={"P0": P0})
+        assert res.fun <= faq.fun + 1e-9
+    assert res.fun <= solved.fun + 1e-9
+
+
+def test_doubly_stochastic_start_for_faq():
+    n = 8
+    vertex = np.eye(n)[np.random.default_rng(0).permutation(n)]
+    for M in (vertex, 0.9 * vertex + 0.1 / n, np.full((n, n), 1.0 / n)):
+        X = qap._doubly_stochastic(M)
+        assert (X > 0).all() and np.abs(X.sum(0) - 1).max() < 1e-12 and np.abs(X.sum(1) - 1).max() < 1e-12
+        assert (X.argmax(1) == M.argmax(1)).all() or np.allclose(M, 1.0 / n)
+        assert np.abs(X - M).max() <= 2e-3
 
 
 def test_float32_starts_are_the_float64_starts_rounded():
