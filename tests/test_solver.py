@@ -214,9 +214,13 @@ def test_polish_returns_a_two_opt_local_optimum_no_worse_than_the_rounding(maxim
     rng = np.random.default_rng(8)
     A, B = rng.exponential(size=(12, 12)), rng.exponential(size=(12, 12))
     options = {"maximize": maximize, "rng": 1, "maxiter": 40}
-    plain = aslib.quadratic_assignment(A, B, options=options)
     res = aslib.quadratic_assignment(A, B, options=dict(options, polish=polish))
-    assert res.unpolished_fun == pytest.approx(plain.fun)  # the same solve, then the polish
+    config = replace(default_qap_config(maximize, polish=polish), iters=40)  # the same solve, then the polish
+    plain = solve_qap(torch.from_numpy(A)[None], torch.from_numpy(B)[None], config, maximize=maximize,
+                      generator=torch.Generator().manual_seed(1))
+    assert res.unpolished_fun == pytest.approx(trace_objective(A, B, plain.col_ind[0].numpy()))
+    if polish == "2opt" or maximize:
+        assert res.unpolished_fun == pytest.approx(aslib.quadratic_assignment(A, B, options=options).fun)
     assert res.fun == pytest.approx(trace_objective(A, B, res.col_ind))
     assert sorted(res.col_ind) == list(range(12))
     assert (res.fun >= res.unpolished_fun) if maximize else (res.fun <= res.unpolished_fun)
@@ -231,13 +235,14 @@ def test_polish_returns_a_two_opt_local_optimum_no_worse_than_the_rounding(maxim
 
 
 def test_faq_polish_is_no_worse_than_faq_from_each_start():
-    # the "faq" polish runs FAQ from every start's relaxed matrix: its answer is at least as good as each
+    # with at most FAQ_POLISH_STARTS starts the "faq" polish runs FAQ from every start's relaxed matrix:
+    # its answer is at least as good as each of these FAQ answers and as the rounding
     rng = np.random.default_rng(3)
     A, B = rng.exponential(size=(10, 10)), rng.exponential(size=(10, 10))
     options = {"rng": 2, "maxiter": 30, "restarts": 3}
     res = aslib.quadratic_assignment(A, B, options=dict(options, polish="faq"))
-    solved = aslib.quadratic_assignment(A, B, options=options)
-    config = replace(default_qap_config(False), iters=30, restarts=3)
+    config = replace(default_qap_config(False, polish="faq"), iters=30, restarts=3)
+    assert config.step == 1.0 and config.init_noise == 1.0  # the minimising settings of this polish
     starts = solve_qap(torch.from_numpy(A)[None], torch.from_numpy(B)[None], config, maximize=False,
                        generator=torch.Generator().manual_seed(2)).starts_M[0]
     assert starts.shape == (3, 10, 10)
@@ -246,7 +251,16 @@ def test_faq_polish_is_no_worse_than_faq_from_each_start():
         assert (P0 >= 0).all() and np.allclose(P0.sum(0), 1, atol=1e-12) and np.allclose(P0.sum(1), 1, atol=1e-12)
         faq = scipy.optimize.quadratic_assignment(A, B, method="faq", options={"P0": P0})
         assert res.fun <= faq.fun + 1e-9
-    assert res.fun <= solved.fun + 1e-9
+    assert res.fun <= res.unpolished_fun + 1e-9
+
+
+def test_polish_settings():
+    assert default_qap_config(False, polish=True) == default_qap_config(False, polish="faq")
+    assert default_qap_config(False, polish="faq").restarts == 24 and default_qap_config(False, polish="faq").iters == 20
+    for polish in (False, "2opt"):
+        assert default_qap_config(False, polish=polish) == default_qap_config(False)
+    for polish in (False, True, "faq", "2opt"):  # maximising keeps its settings (and its certificate)
+        assert default_qap_config(True, polish=polish) == default_qap_config(True)
 
 
 def test_doubly_stochastic_start_for_faq():
