@@ -131,7 +131,11 @@ def run(families: list[str], count: int, seed: int) -> pd.DataFrame:
                     P = np.eye(n)[result.col_ind]
                     row["exact_match"] = bool(np.array_equal(A, P @ B @ P.T))
                 rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    for column in ("recovery", "exact_match"):  # absent when no family has a planted answer
+        if column not in table:
+            table[column] = np.nan
+    return table
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -97,6 +97,30 @@ def test_exact_match_is_a_certificate_that_ends_the_solve_early():
     assert res.fun == pytest.approx(float((inst.A[0] ** 2).sum()))  # tr(A^T P B P^T) = ||A||^2: an isomorphism
 
 
+def test_maximising_l12_runs_the_full_solve_only_where_the_quick_stage_fails(monkeypatch):
+    inst = gm.random_regular(20, 3, batch=1, seed=0)
+    A, B = inst.A[0].numpy(), inst.B[0].numpy()
+    options = {"maximize": True, "rng": 0}
+    quick = aslib.quadratic_assignment(A, B, options=options)
+    config = default_qap_config(True)
+    assert quick.stages == 1 and (quick.certified or quick.agreed)
+    assert quick.nit <= qap.QUICK_STAGE["iters"] < config.iters  # the quick stage's cap, not the full one
+    stage = replace(config, **qap.QUICK_STAGE)  # the same solve as the first stage
+    alone = solve_qap(inst.A, inst.B, stage, maximize=True, generator=torch.Generator().manual_seed(0))
+    assert np.array_equal(quick.col_ind, alone.col_ind[0].numpy()) and quick.nit == alone.nit
+    # a first stage too short for any check ends with neither a certificate nor agreement: the full solve runs
+    monkeypatch.setattr(qap, "QUICK_STAGE", {"iters": 5})
+    both = aslib.quadratic_assignment(A, B, options=options)
+    first = solve_qap(inst.A, inst.B, replace(config, iters=5), maximize=True,
+                      generator=torch.Generator().manual_seed(0))
+    assert both.stages == 2 and 5 < both.nit <= 5 + config.iters
+    assert both.fun >= trace_objective(A, B, first.col_ind[0].numpy())  # the better of the two stages
+    # an explicit maxiter, minimising, and "relaxed" run one stage
+    for method, opts in (("l12", dict(options, maxiter=100)), ("l12", {"rng": 0}), ("relaxed", options)):
+        res = aslib.quadratic_assignment(A, B, method, opts)
+        assert res.stages == 1
+
+
 def test_no_hungarian_solve_inside_the_loop(monkeypatch):
     calls = []
     original = solver.round_to_permutation
