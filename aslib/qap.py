@@ -79,13 +79,15 @@ def default_qap_config(maximize: bool, penalised: bool = True, polish: bool | st
     instances n = 30 (1.6% against 2.2% to the best of 60 FAQ calls, in about the same time) but with 16
     starts missed the optimum of a brute-forced n = 6 instance by 16%, so it is not the default.
 
-    Maximising, ``"l12"`` first runs a quick stage (:data:`QUICK_STAGE`: ``eta = 3``, at most 150 steps, the
-    ramp over 120) and the settings above only where it ends with neither a certificate nor agreeing starts.
-    On 20 instances each of seeds 1 and 2 (n as in the benchmark), against the settings above alone: exact
-    matches on 3-regular graphs 20 and 19 of 20 against 19 and 17 (the hard instances get two stages'
-    starts), median time per FAQ call 25x and 41x against 59x and 36x (the quick stage certified 13 and
-    9 of 20); noisy Erdos-Renyi (every start agreed in the quick stage, recovery 1.00 both ways) 13x and
-    16x against 37x; grids 9x and 11x against 21x and 25x; cycles 27x and 26x against 61x and 55x.
+    Maximising, ``"l12"`` first runs a quick stage (:data:`QUICK_STAGE`: ``eta = 2``, at most 225 steps, the
+    ramp over 180) from the same starts, and the settings above only where it ends with neither a
+    certificate nor agreeing starts; the better answer is kept, so a stage that fails costs time, not
+    accuracy. Chosen among ``eta`` 2 or 3 and 100 to 225 steps on 3-regular graphs n = 30 (seed 0: 10
+    instances, seeds 1 and 2: 20 each, as in the benchmark), where it certified 7, 16 and 13 of them and the
+    median time per FAQ call went from 66x, 49x and 36x to 46x, 34x and 31x (mean 60x, 55x, 46x to 63x,
+    45x, 48x) with the same isomorphisms found (10, 19 and 17); noisy Erdos-Renyi n = 50 (seed 0, every
+    quick stage agreed, recovery 1.00): 38x to 19x; cycles n = 30: 38x to 21x. (``eta = 3``, 150 steps:
+    faster where it certifies, but it did on only 2 of 10 at seed 0: median 94x.)
 
     Minimising with ``polish=True`` or ``"faq"``, the solve only generates starts for FAQ (whose answers beat
     l12's own on these problems): 24 starts near ``J/n`` (``init_noise = 1``), 20 steps of ``eta = 1`` (the
@@ -183,9 +185,9 @@ def _two_opt(A: np.ndarray, B: np.ndarray, col_ind: np.ndarray, maximize: bool) 
 
 
 #: Maximising with ``"l12"`` (and no ``maxiter``), a first stage with these settings changed (the same
-#: starts' count, ``lam`` and stopping rule): the full solve runs, from fresh starts, only when this stage
+#: starts, ``lam`` and stopping rule): the full solve runs, from the same starts, only when this stage
 #: ends with neither a certificate nor agreeing starts, and the better answer of the two is kept.
-QUICK_STAGE: dict[str, Any] = {"step": 3.0, "iters": 150}
+QUICK_STAGE: dict[str, Any] = {"step": 2.0, "iters": 225}
 
 #: ``polish`` values of ``"l12"`` and ``"relaxed"`` (``True`` is ``"faq"``): what runs after the solve.
 POLISH_METHODS: tuple[str, ...] = ("2opt", "faq")
@@ -265,14 +267,15 @@ def _penalty_method(penalised: bool) -> Callable[..., OptimizeResult]:
                   else [config])
         a, b = A.numpy(), B.numpy()
         best, best_fun, nit, stages_run = None, None, 0, 0
+        shape = (1, config.restarts, n, n)
+        if isinstance(P0, str) and P0 == "randomized":  # drawn as random_starts draws
+            initial = random_doubly_stochastic(n, shape[:2], generator=generator).to(dtype)
+        else:  # every stage from the same starts, those of the one solve without the quick stage
+            initial = random_starts(config, shape, generator, dtype)
+            if start is not None:  # the caller's start first, then random starts
+                initial[0, 0] = start.clamp_min(1e-6).to(dtype)
         for stage in stages:
             stages_run += 1
-            initial = None
-            if isinstance(P0, str) and P0 == "randomized":  # drawn as random_starts draws
-                initial = random_doubly_stochastic(n, (1, stage.restarts), generator=generator).to(dtype)
-            elif start is not None:  # the caller's start first, then random starts
-                initial = random_starts(stage, (1, stage.restarts, n, n), generator, dtype)
-                initial[0, 0] = start.clamp_min(1e-6).to(dtype)
             solved = solve_qap(A[None], B[None], stage, maximize=bool(maximize), initial=initial,
                                generator=generator, dtype=dtype, device=device)
             nit += solved.nit
