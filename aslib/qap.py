@@ -22,21 +22,28 @@ relaxed loss that equals the objective up to a constant on permutations (``||A P
 
 ``"relaxed"`` is the same with ``lam = 0``: the relaxation and a final rounding.
 
-``polish=True`` (an option of ``"l12"`` and ``"relaxed"``) then runs scipy's 2-opt from the rounded answer
-(skipped when an exact match certified it optimal): an addition to the penalty method, reported
-separately from it in the benchmark.
+Maximising, ``"l12"`` runs a quick stage first (larger steps, fewer of them) and the full solve from the
+same starts only where the quick stage neither certified its answer nor saw its starts agree
+(:func:`default_qap_config`).
+
+``polish`` (an option of ``"l12"`` and ``"relaxed"``, inside the timed call, skipped when an exact match
+certified the answer optimal): ``"2opt"`` runs scipy's 2-opt from the rounded answer; ``True`` (``"faq"``)
+runs scipy's FAQ from the relaxed matrices of the best starts, keeps the best answer (the rounding
+included) and runs 2-opt from it; minimising, the solve before it is then a short one with more starts,
+a start generator for FAQ. An addition to the penalty method, reported separately from it in the benchmark.
 
 When to prefer which (``benchmarks/results/qap_benchmark_cpu.txt``: one instance at a time on a 2-core
-CPU shared with other work, one thread, 10 instances per family, seed 0; its times vary by a third from
-run to run): on graph matching with symmetries the penalty (``"l12"``) finds what FAQ and 2-opt miss in
-the same time: an isomorphism on 10 of 10 random 3-regular graphs n = 30 (FAQ with as many restarts as
-fit in l12's time: none, mean gap 20%), and on 10 of 10 grids and cycles (FAQ: 9 and 1). On noisy
-Erdos-Renyi graphs n = 50 both recover every planted matching (FAQ in the same time; in an earlier run
-92% of the vertices). But on a CPU l12 costs far more than one FAQ call (median 75x on the regular
-graphs, 51x on Erdos-Renyi, 19x to 58x on the other families), so where one FAQ call is good enough
-(planted weighted problems: its single call recovered 10 of 10) use FAQ. On weighted facility-layout
-style problems (nonnegative flow x distance, minimised) FAQ with restarts is better: mean gap 0.25%
-against 2.0% for l12 and 1.4% for l12 with ``polish=True`` (FAQ given the polished time: 0.24%).
+CPU shared with other work, CPU, 1 thread, 10 instances per family, seed 0; its times vary by a third
+from run to run): on graph matching with symmetries the penalty (``"l12"``) finds what FAQ and 2-opt miss
+in the same time: an isomorphism on 10 of 10 random 3-regular graphs n = 30 (FAQ with as many restarts as
+fit in l12's time: none, mean gap 23%), and on 10 of 10 grids and cycles n = 30 (FAQ: 7 and 0). On noisy
+Erdos-Renyi graphs n = 50 l12 recovers every planted matching (FAQ in the same time: 92% of the
+vertices). But on a CPU l12 costs far more than one FAQ call (median 45x on the regular graphs, 18x on
+Erdos-Renyi, 10x to 28x on the other families), so where one FAQ call is good enough (planted weighted
+problems n = 30: its single call recovered 10 of 10) use FAQ. On weighted facility-layout style problems
+(nonnegative flow x distance, n = 30, minimised) l12 alone is worse than FAQ with restarts (mean gap 2.1%
+against 0.29% in the same time; 1.4% with ``polish="2opt"``), but with ``polish=True`` its mean gap is
+0.24% in 16x one FAQ call, against 0.41% for FAQ given that time.
 ``"2opt"`` from random starts was the weakest everywhere; use it to polish an answer.
 """
 
