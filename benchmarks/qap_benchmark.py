@@ -3,9 +3,9 @@
 For every instance, ``aslib.quadratic_assignment(method="l12")`` runs once with its defaults and is
 timed, then one FAQ call, then l12 with ``polish="2opt"`` (scipy's 2-opt from l12's answer) and with
 ``polish=True`` (``"faq"``: scipy's FAQ from the relaxed matrices of l12's best starts, the best answer
-kept, then 2-opt; minimising, after a shorter solve with more starts), the polish inside the timed call, so that the four are interleaved on the same instance; then
-FAQ (``P0="randomized"`` after a first call from the barycenter) and 2-opt (random starts) are called
-again and again until their summed time reaches the l12 time (FAQ also the ``polish=True`` time), at
+kept, then 2-opt; minimising, after a shorter solve with more starts), the polish inside the timed
+call, so that the four are interleaved on the same instance; then FAQ (``P0="randomized"`` after a
+first call from the barycenter) and 2-opt (random starts) are called again and again until their summed time reaches the l12 time (FAQ also the ``polish=True`` time), at
 least once each, keeping their best answer. l12 is also run in float32, to count the instances where
 it gives the float64 answer (the same permutation or the same objective: a tie). One instance at a
 time, one CPU thread; the time ratio to one FAQ call is the median over instances of each instance's
