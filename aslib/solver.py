@@ -274,6 +274,8 @@ def solve_permutation(
     Returns:
         scipy's ``OptimizeResult`` for the batch: ``col_ind (batch, n)`` the best start's permutation
         (``R[i, col_ind[i]] = 1``), ``fun (batch,)`` its loss, ``M (batch, n, n)`` its final relaxed matrix,
+        ``starts_col_ind (batch, restarts, n)``, ``starts_fun (batch, restarts)`` and ``starts_M (batch,
+        restarts, n, n)`` the same for every start,
         ``loss_history`` and ``penalty_history`` ``(records, batch)`` its ``f(M_t)`` and ``P(M_t)``,
         ``nit`` the steps run, ``certified (batch,)`` whether ``lower_bound`` was reached, ``agreed (batch,)``
         whether the starts agreed, ``settled (batch,)`` the number of settled starts, ``seconds`` the wall time.
@@ -413,7 +415,7 @@ def _solve(loss_fn: LossFn, batch: int, n: int, config: SolverConfig, step_scale
     certified, agreed = ((stopping.certified, stopping.agreed) if stopping is not None else
                          (torch.zeros(batch, dtype=torch.bool), torch.zeros(batch, dtype=torch.bool)))
     return OptimizeResult(
-        col_ind=perm, fun=fun, M=M_final[rows, best],
+        col_ind=perm, fun=fun, M=M_final[rows, best], starts_col_ind=perms, starts_fun=rounded, starts_M=M_final,
         loss_history=torch.stack(losses)[:, rows, best].cpu(),
         penalty_history=torch.stack(penalties)[:, rows, best].cpu(),
         nit=t + 1, certified=certified, agreed=agreed, settled=settled, seconds=time.perf_counter() - start,

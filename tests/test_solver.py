@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,9 +11,9 @@ import scipy.optimize
 import torch
 
 import aslib
-from aslib import solver
+from aslib import qap, solver
 from aslib.examples import graph_matching as gm
-from aslib.qap import solve_qap
+from aslib.qap import default_qap_config, solve_qap
 
 
 def brute_force(A: np.ndarray, B: np.ndarray, maximize: bool) -> float:
@@ -94,6 +95,31 @@ def test_exact_match_is_a_certificate_that_ends_the_solve_early():
     res = aslib.quadratic_assignment(inst.A[0].numpy(), inst.B[0].numpy(), options={"maximize": True, "rng": 0})
     assert res.certified and res.nit < 300
     assert res.fun == pytest.approx(float((inst.A[0] ** 2).sum()))  # tr(A^T P B P^T) = ||A||^2: an isomorphism
+
+
+def test_maximising_l12_runs_the_full_solve_only_where_the_quick_stage_fails(monkeypatch):
+    inst = gm.random_regular(20, 3, batch=1, seed=0)
+    A, B = inst.A[0].numpy(), inst.B[0].numpy()
+    options = {"maximize": True, "rng": 0}
+    quick = aslib.quadratic_assignment(A, B, options=options)
+    config = default_qap_config(True)
+    assert quick.stages == 1 and (quick.certified or quick.agreed)
+    assert quick.nit <= qap.QUICK_STAGE["iters"] < config.iters  # the quick stage's cap, not the full one
+    stage = replace(config, **qap.QUICK_STAGE)  # the same solve as the first stage
+    alone = solve_qap(inst.A, inst.B, stage, maximize=True, generator=torch.Generator().manual_seed(0))
+    assert np.array_equal(quick.col_ind, alone.col_ind[0].numpy()) and quick.nit == alone.nit
+    # a first stage too short for any check ends with neither a certificate nor agreement: the full solve runs
+    monkeypatch.setattr(qap, "QUICK_STAGE", {"iters": 5})
+    both = aslib.quadratic_assignment(A, B, options=options)
+    first = solve_qap(inst.A, inst.B, replace(config, iters=5), maximize=True,
+                      generator=torch.Generator().manual_seed(0))
+    full = aslib.quadratic_assignment(A, B, options=dict(options, maxiter=config.iters))  # one stage, same starts
+    assert full.stages == 1 and both.stages == 2 and both.nit == 5 + full.nit
+    assert both.fun == max(full.fun, trace_objective(A, B, first.col_ind[0].numpy()))  # the better of the two
+    # an explicit maxiter, minimising, and "relaxed" run one stage
+    for method, opts in (("l12", dict(options, maxiter=100)), ("l12", {"rng": 0}), ("relaxed", options)):
+        res = aslib.quadratic_assignment(A, B, method, opts)
+        assert res.stages == 1
 
 
 def test_no_hungarian_solve_inside_the_loop(monkeypatch):
@@ -207,23 +233,69 @@ def test_starts_agree_once_every_top_entry_exceeds_one_half():
         assert not bool(stopping.settled.any())  # settling still needs P(M) <= settle_tol
 
 
+@pytest.mark.parametrize("polish", [True, "faq", "2opt"])
 @pytest.mark.parametrize("maximize", [False, True])
-def test_polish_returns_a_two_opt_local_optimum_no_worse_than_the_rounding(maximize):
+def test_polish_returns_a_two_opt_local_optimum_no_worse_than_the_rounding(maximize, polish):
     rng = np.random.default_rng(8)
     A, B = rng.exponential(size=(12, 12)), rng.exponential(size=(12, 12))
     options = {"maximize": maximize, "rng": 1, "maxiter": 40}
-    plain = aslib.quadratic_assignment(A, B, options=options)
-    res = aslib.quadratic_assignment(A, B, options=dict(options, polish=True))
-    assert res.unpolished_fun == pytest.approx(plain.fun)  # the same solve, then the polish
+    res = aslib.quadratic_assignment(A, B, options=dict(options, polish=polish))
+    config = replace(default_qap_config(maximize, polish=polish), iters=40)  # the same solve, then the polish
+    plain = solve_qap(torch.from_numpy(A)[None], torch.from_numpy(B)[None], config, maximize=maximize,
+                      generator=torch.Generator().manual_seed(1))
+    assert res.unpolished_fun == pytest.approx(trace_objective(A, B, plain.col_ind[0].numpy()))
+    if polish == "2opt" or maximize:
+        assert res.unpolished_fun == pytest.approx(aslib.quadratic_assignment(A, B, options=options).fun)
     assert res.fun == pytest.approx(trace_objective(A, B, res.col_ind))
+    assert sorted(res.col_ind) == list(range(12))
     assert (res.fun >= res.unpolished_fun) if maximize else (res.fun <= res.unpolished_fun)
     for i, j in itertools.combinations(range(12), 2):  # no swap of two assignments improves the answer
         swapped = res.col_ind.copy()
         swapped[[i, j]] = swapped[[j, i]]
         value = trace_objective(A, B, swapped)
         assert (value <= res.fun + 1e-9) if maximize else (value >= res.fun - 1e-9)
-    with pytest.raises(ValueError, match="polish must be True or False"):
-        aslib.quadratic_assignment(A, B, options={"polish": "yes"})
+    for bad in ("yes", "FAQ", 1, None):
+        with pytest.raises(ValueError, match="polish must be True, False or one of"):
+            aslib.quadratic_assignment(A, B, options={"polish": bad})
+
+
+def test_faq_polish_is_no_worse_than_faq_from_each_start():
+    # with at most FAQ_POLISH_STARTS starts the "faq" polish runs FAQ from every start's relaxed matrix:
+    # its answer is at least as good as each of these FAQ answers and as the rounding
+    rng = np.random.default_rng(3)
+    A, B = rng.exponential(size=(10, 10)), rng.exponential(size=(10, 10))
+    options = {"rng": 2, "maxiter": 30, "restarts": 3}
+    res = aslib.quadratic_assignment(A, B, options=dict(options, polish="faq"))
+    config = replace(default_qap_config(False, polish="faq"), iters=30, restarts=3)
+    assert config.step == 1.0 and config.init_noise == 1.0  # the minimising settings of this polish
+    starts = solve_qap(torch.from_numpy(A)[None], torch.from_numpy(B)[None], config, maximize=False,
+                       generator=torch.Generator().manual_seed(2)).starts_M[0]
+    assert starts.shape == (3, 10, 10)
+    for M in starts.numpy():
+        P0 = qap._doubly_stochastic(M)
+        assert (P0 >= 0).all() and np.allclose(P0.sum(0), 1, atol=1e-12) and np.allclose(P0.sum(1), 1, atol=1e-12)
+        faq = scipy.optimize.quadratic_assignment(A, B, method="faq", options={"P0": P0})
+        assert res.fun <= faq.fun + 1e-9
+    assert res.fun <= res.unpolished_fun + 1e-9
+
+
+def test_polish_settings():
+    assert default_qap_config(False, polish=True) == default_qap_config(False, polish="faq")
+    assert default_qap_config(False, polish="faq").restarts == 24 and default_qap_config(False, polish="faq").iters == 20
+    for polish in (False, "2opt"):
+        assert default_qap_config(False, polish=polish) == default_qap_config(False)
+    for polish in (False, True, "faq", "2opt"):  # maximising keeps its settings (and its certificate)
+        assert default_qap_config(True, polish=polish) == default_qap_config(True)
+
+
+def test_doubly_stochastic_start_for_faq():
+    n = 8
+    vertex = np.eye(n)[np.random.default_rng(0).permutation(n)]
+    for M in (vertex, 0.9 * vertex + 0.1 / n, np.full((n, n), 1.0 / n)):
+        X = qap._doubly_stochastic(M)
+        assert (X > 0).all() and np.abs(X.sum(0) - 1).max() < 1e-12 and np.abs(X.sum(1) - 1).max() < 1e-12
+        assert (X.argmax(1) == M.argmax(1)).all() or np.allclose(M, 1.0 / n)
+        assert np.abs(X - M).max() <= 2e-3
 
 
 def test_float32_starts_are_the_float64_starts_rounded():
