@@ -32,7 +32,7 @@ from typing import Any
 
 import pandas as pd
 
-from aslib.arms import Run, fixed_shuffle_permutations
+from aslib.arms import SHUFFLE_ARMS, Run, fixed_shuffle_permutations
 from aslib.io import save_results, save_table
 from aslib.plots import plot_layer_penalties, plot_learned_permutations, plot_training_curves, save_figure
 from aslib.report import histories, layer_penalty_tables, mean_std
@@ -66,7 +66,7 @@ _NOISE_STDS = 2.0
 
 def _headline(results: pd.DataFrame, arm: str) -> pd.DataFrame:
     rows = results[results["arm"] == arm]
-    if arm in ("relaxed", "l12", "sinkhorn") and (rows["shuffle_init"] == HEADLINE_INIT).any():
+    if arm in SHUFFLE_ARMS and SHUFFLE_ARMS[arm].learned and (rows["shuffle_init"] == HEADLINE_INIT).any():
         rows = rows[rows["shuffle_init"] == HEADLINE_INIT]
     return rows
 

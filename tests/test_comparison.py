@@ -68,7 +68,8 @@ def test_the_mirror_question_is_asked_where_its_arm_ran(tmp_path):
     runs = _runs(tmp_path, range(3))
     question = "rounded l12 (mirror step) beats rounded l12 (projected step)"
     assert not any(question in str(v) for v in comparison_verdicts(pd.DataFrame(base), runs))
-    mirror = _rows("l12_mirror", 0.0, "uniform", [0.90, 0.91, 0.92])
+    mirror = (_rows("l12_mirror", 0.0, "uniform", [0.90, 0.91, 0.92])
+              + _rows("l12_mirror", 0.0, "random", [0.10, 0.10, 0.10]))  # another start: not the headline's
     lines = [str(v) for v in comparison_verdicts(pd.DataFrame(base + mirror), runs)]
     [line] = [x for x in lines if question in x]
     assert line.startswith(f"digits, shufflenet_v1_g3: {question}: yes (0.910 ± 0.010 vs 0.510 ± 0.010, 3 seeds")
