@@ -343,14 +343,18 @@ def mix_channels(M: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
     For a 4-d ``x`` with more than :data:`MATMUL_MAX_POSITIONS` positions: a 1x1 convolution with weight
     ``M[:, :, None, None]``. Otherwise one matrix product over a channels-last view,
-    ``y = (x.movedim(1, -1) @ M^T).movedim(-1, 1)``, returned contiguous: the same sums (equal up to
+    ``y = (x.movedim(1, -1) @ M^T).movedim(-1, 1)``, returned in the memory format of ``x`` (contiguous, or
+    channels-last for a channels-last ``x``, which the product gives without a copy): the same sums (equal up to
     floating-point summation order), but on a CPU it skips the convolution's per-call overhead, which dominates
     on the small feature maps of late stages (on large ones the convolution is faster in a whole network).
     On a GPU the product follows torch's matmul precision, the convolution cuDNN's (TF32 where allowed).
     """
     if x.ndim == 4 and x.shape[2] * x.shape[3] > MATMUL_MAX_POSITIONS:
         return F.conv2d(x, M[:, :, None, None])
-    return torch.matmul(x.movedim(1, -1), M.t()).movedim(-1, 1).contiguous()
+    y = torch.matmul(x.movedim(1, -1), M.t()).movedim(-1, 1)
+    if x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return y  # already laid out channels-last, as the input was: no copy
+    return y.contiguous()
 
 
 def soft_matrices(layer: LearnedShuffle, weights: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ from aslib.models import count_flops, count_parameters, get_model
 from aslib.progress import progress
 from aslib.runtime import resolve_device, seed_everything
 
-__all__ = ["SpeedConfig", "measure_speed", "speed_config_for"]
+__all__ = ["SpeedConfig", "interleaved", "measure_speed", "speed_config_for"]
 
 
 @dataclass(frozen=True)
@@ -82,9 +82,10 @@ def _timer(device: torch.device) -> Callable[[Callable[[], None]], float]:
     return timed
 
 
-def _interleaved(tasks: dict[str, Callable[[], None]], cfg: SpeedConfig, device: torch.device,
-                 desc: str) -> dict[str, list[float]]:
-    """Seconds per call of each task over ``cfg.repeats`` rounds, alternating the order every round."""
+def interleaved(tasks: dict[str, Callable[[], None]], cfg: SpeedConfig, device: torch.device,
+                desc: str) -> dict[str, list[float]]:
+    """Seconds per call of each task over ``cfg.repeats`` rounds after ``cfg.warmup`` untimed ones, alternating
+    the order every round (so the slow drifts of a shared machine fall on every task alike)."""
     timed = _timer(device)
     names = list(tasks)
     for _ in range(cfg.warmup):
@@ -139,12 +140,12 @@ def measure_speed(cfg: SpeedConfig) -> dict[str, float | str | int]:
     fixed.train(), learned.train()
     train = {"fixed": [math.nan], "learned": [math.nan]}
     if cfg.time_training:
-        train = _interleaved({"fixed": _train_step(fixed, x, y, 0.0),
+        train = interleaved({"fixed": _train_step(fixed, x, y, 0.0),
                               "learned": _train_step(learned, x, y, cfg.lam)}, cfg, device, "train steps")
 
     harden_shuffles_(learned)
     fixed.eval(), learned.eval()
-    infer = _interleaved({"fixed": _inference(fixed, x, cfg.inference_batches),
+    infer = interleaved({"fixed": _inference(fixed, x, cfg.inference_batches),
                           "hardened": _inference(learned, x, cfg.inference_batches)}, cfg, device, "inference")
     images = cfg.batch_size * cfg.inference_batches
     fixed_ips = images / statistics.median(infer["fixed"])

@@ -271,7 +271,8 @@ def fit(model: nn.Module, splits: DataSplits, config: TrainConfig, callbacks: Se
     try:
         if config.batch_size % group.world:
             raise ValueError(f"batch_size {config.batch_size} is not divisible by the {group.world} processes")
-        return _fit(model.to(device), splits, config, hooks, resume, device, group)
+        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        return _fit(model.to(device, memory_format=memory_format), splits, config, hooks, resume, device, group)
     finally:
         if group.owns_group:
             dist.destroy_process_group()
@@ -306,6 +307,9 @@ def _fit(model: nn.Module, splits: DataSplits, config: TrainConfig, hooks: list[
     run_eval = functools.partial(evaluate, model, batch_size=config.eval_batch_size, device=device, autocast=autocast,
                                  num_workers=config.num_workers, group=group)
 
+    def input_format(x: torch.Tensor) -> torch.memory_format:  # images as the model's weights are laid out
+        return torch.channels_last if config.channels_last and x.ndim == 4 else torch.preserve_format
+
     settled = SettledShuffles(config.harden_after)
     history: list[dict[str, float]] = []
     penalty_rows: list[dict[str, float]] = []
@@ -337,7 +341,7 @@ def _fit(model: nn.Module, splits: DataSplits, config: TrainConfig, hooks: list[
         bar = progress(loader, enabled=config.show_progress and is_main, desc=f"epoch {epoch + 1}/{config.epochs}",
                        leave=False)
         for i, (x, y) in enumerate(bar):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = x.to(device, non_blocking=True, memory_format=input_format(x)), y.to(device, non_blocking=True)
             step_index, warmup_steps = epoch * steps_per_epoch + i, config.lam_warmup_epochs * steps_per_epoch
             lam_t = warmup_lam(config.lam, step_index, warmup_steps)
             lr_t = optimizer.param_groups[0]["lr"]

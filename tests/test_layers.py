@@ -456,6 +456,16 @@ def test_mix_channels_equals_the_convolution_with_gradients(shape: tuple[int, ..
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("shape", [(3, 7, 4, 4), (3, 7, 5, 5)])
+def test_mix_channels_keeps_a_channels_last_input_channels_last(shape: tuple[int, ...]) -> None:
+    g = torch.Generator().manual_seed(5)
+    M = torch.rand(7, 7, generator=g, dtype=torch.float64)
+    x = torch.randn(shape, generator=g, dtype=torch.float64)
+    out = mix_channels(M, x.contiguous(memory_format=torch.channels_last))
+    assert out.is_contiguous(memory_format=torch.channels_last)  # both paths: product and convolution
+    torch.testing.assert_close(out, _conv_mix(M, x), rtol=1e-12, atol=1e-12)
+
+
 def test_fused_penalty_equals_l12_penalty_and_its_autograd_gradient() -> None:
     g = torch.Generator().manual_seed(4)
     batch = torch.rand(3, 6, 6, generator=g, dtype=torch.float64)

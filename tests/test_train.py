@@ -411,3 +411,35 @@ def test_mirror_training_settles_and_hardens_its_shuffles(tmp_path):
     assert min(result.hardened_epochs) > 0 and max(result.hardened_epochs) < 6
     assert (per_layer.iloc[-1, 1:] == 0).all() and (per_layer.iloc[0, 1:] > 0).all()
     assert result.test_acc_hard > 0.8
+
+
+@pytest.mark.parametrize("parameterisation", ["projected", "mirror"])
+def test_a_channels_last_step_computes_what_the_default_one_does(parameterisation):
+    from aslib.loop import penalised_step
+
+    model = _tiny_model(shuffle_init="uniform", shuffle_noise=0.1, shuffle_parameterisation=parameterisation).double()
+    twin = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = torch.arange(8) % 10
+    losses = []
+    for net, batch in ((model, x), (twin, x.contiguous(memory_format=torch.channels_last))):
+        optimizer = make_optimizer(net, TrainConfig())
+        losses.append(penalised_step(net, batch, y, optimizer, 0.03, mirror_lam=3.0, mirror_step_size=0.3)[0])
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-10, atol=1e-12)
+    for a, b in zip(model.parameters(), twin.parameters()):  # the same step, up to summation order
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_channels_last_training_keeps_its_layout_and_learns(tmp_path, channels_last):
+    from aslib.train import fit
+
+    model = _tiny_model()
+    seen = []  # the layout of the training batches' activations after the first BatchNorm (16 x 8 x 8 maps)
+    norm = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    norm.register_forward_hook(lambda m, i, out: seen.append(out.is_contiguous(memory_format=torch.channels_last))
+                               if m.training else None)
+    config = TrainConfig(**TINY, epochs=2, max_train_samples=480, channels_last=channels_last, checkpoint=False,
+                         output_dir=str(tmp_path))
+    result = fit(model, load_dataset("digits", max_train_samples=480), config)
+    assert seen and set(seen) == {channels_last} and result.test_acc_hard > 0.5
