@@ -105,8 +105,12 @@ def penalised_step(
     the ``scheduler`` step, every soft projected learned shuffle of ``model`` is projected with
     ``projection_sweeps`` column/row normalisations. Mirror-parameterised shuffles are not in the loss's
     penalty; after the backward pass each takes its mirror step (:meth:`LearnedShuffle.mirror_update_` with
-    ``mirror_lam``, ``mirror_step_size`` and ``projection_sweeps``; nothing when ``mirror_step_size`` is 0).
+    ``mirror_lam``, ``mirror_step_size`` and ``projection_sweeps``); a model with such shuffles needs
+    ``mirror_step_size > 0``, or they would silently never move.
     """
+    if mirror_step_size <= 0 and mirror_parameters(model):
+        raise ValueError("the model has mirror-parameterised learned shuffles: pass mirror_step_size > 0 "
+                         "(and mirror_lam) to penalised_step, or they never move")
     with autocast():
         logits = (forward or model)(x)
     ce = F.cross_entropy(logits.float(), y)
@@ -119,8 +123,7 @@ def penalised_step(
     else:
         loss.backward()
         optimizer.step()
-    if mirror_step_size > 0:
-        mirror_shuffles_(model, mirror_lam, mirror_step_size, projection_sweeps)
+    mirror_shuffles_(model, mirror_lam, mirror_step_size, projection_sweeps)
     if scheduler is not None:
         scheduler.step()
     project_shuffles_(model, projection_sweeps)

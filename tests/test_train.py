@@ -390,6 +390,9 @@ def test_mirror_shuffles_get_no_optimizer_and_take_their_own_step():
     before = [layer.weight.detach().clone() for layer in layers]
     reference = copy.deepcopy(model)
     optimizer = make_optimizer(model, TrainConfig())
+    with pytest.raises(ValueError, match="mirror_step_size > 0"):  # mirror shuffles that would never move
+        penalised_step(model, x, y, optimizer, lam=5.0)
+    assert all(torch.equal(layer.weight.detach(), old) for layer, old in zip(layers, before))
     penalised_step(model, x, y, optimizer, lam=5.0, mirror_lam=2.0, mirror_step_size=0.25)
     # M's gradient is the cross-entropy's alone (lam, the loss weight, does not reach mirror shuffles) and
     # the step is mirror_step with mirror_lam and the step size
