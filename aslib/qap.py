@@ -33,17 +33,17 @@ included) and runs 2-opt from it; minimising, the solve before it is then a shor
 a start generator for FAQ. An addition to the penalty method, reported separately from it in the benchmark.
 
 When to prefer which (``benchmarks/results/qap_benchmark_cpu.txt``: one instance at a time on a 2-core
-CPU shared with other work, CPU, 1 thread, 10 instances per family, seed 0; its times vary by a third
-from run to run): on graph matching with symmetries the penalty (``"l12"``) finds what FAQ and 2-opt miss
-in the same time: an isomorphism on 10 of 10 random 3-regular graphs n = 30 (FAQ with as many restarts as
-fit in l12's time: none, mean gap 23%), and on 10 of 10 grids and cycles n = 30 (FAQ: 7 and 0). On noisy
-Erdos-Renyi graphs n = 50 l12 recovers every planted matching (FAQ in the same time: 92% of the
-vertices). But on a CPU l12 costs far more than one FAQ call (median 45x on the regular graphs, 18x on
-Erdos-Renyi, 10x to 28x on the other families), so where one FAQ call is good enough (planted weighted
+CPU, 1 thread, 10 instances per family, seed 0; earlier runs on the same machine shared with other work
+gave times up to a fifth longer): on graph matching with symmetries the penalty (``"l12"``) finds what FAQ
+and 2-opt miss in the same time: an isomorphism on 10 of 10 random 3-regular graphs n = 30 (FAQ with as
+many restarts as fit in l12's time: none, mean gap 23%), and on 10 of 10 grids and cycles n = 30 (FAQ: 7
+and 0). On noisy Erdos-Renyi graphs n = 50 l12 recovers every planted matching (FAQ in the same time: 92%
+of the vertices). But on a CPU l12 costs far more than one FAQ call (median 38x on the regular graphs, 16x
+on Erdos-Renyi, 10x to 25x on the other families), so where one FAQ call is good enough (planted weighted
 problems n = 30: its single call recovered 10 of 10) use FAQ. On weighted facility-layout style problems
-(nonnegative flow x distance, n = 30, minimised) l12 alone is worse than FAQ with restarts (mean gap 2.1%
-against 0.29% in the same time; 1.4% with ``polish="2opt"``), but with ``polish=True`` its mean gap is
-0.24% in 16x one FAQ call, against 0.41% for FAQ given that time.
+(nonnegative flow x distance, n = 30, minimised) l12 alone is worse than FAQ with restarts (mean gap 2.0%
+against 0.32% in the same time; 1.4% with ``polish="2opt"``), but with ``polish=True`` its mean gap is
+0.19% in 14x one FAQ call, against 0.49% for FAQ given that time.
 ``"2opt"`` from random starts was the weakest everywhere; use it to polish an answer.
 """
 
@@ -231,7 +231,8 @@ def _faq_polish(A: np.ndarray, B: np.ndarray, col_ind: np.ndarray, starts: np.nd
     best, best_fun = col_ind, _objective(A, B, col_ind)
     for M in starts:
         result = scipy.optimize.quadratic_assignment(A, B, method="faq",
-                                                     options={"maximize": maximize, "P0": _doubly_stochastic(M)})
+                                                     options={"maximize": maximize, "P0": _doubly_stochastic(M),
+                                                              "rng": np.random.default_rng(0)})  # no draw from P0
         if (result.fun > best_fun) if maximize else (result.fun < best_fun):
             best, best_fun = np.asarray(result.col_ind), float(result.fun)
     return _two_opt(A, B, best, maximize)
