@@ -278,10 +278,14 @@ class LearnedShuffle(nn.Module):
         ``step`` is the largest change of ``log M`` the loss gradient can make; ``lam`` weighs the penalty's
         gradient against that normalised loss gradient (so it is not the ``lam`` of the projected layer,
         whose penalty enters the loss). Returns False, leaving ``M`` alone, when the layer is hardened,
-        not mirror, has no gradient, or the gradient is not finite (a skipped mixed-precision step)."""
+        not mirror, has no gradient, or the gradient is not finite (a skipped mixed-precision step).
+
+        The step consumes the gradient (``weight.grad`` is None afterwards, whether the step was taken or
+        skipped): no optimizer holds ``M``, so no ``zero_grad`` clears it, and the next backward pass would
+        otherwise add to it, making every step follow the sum of all earlier gradients."""
         if self.weight is None or not self.is_mirror or self.weight.grad is None:
             return False
-        grad = self.weight.grad
+        grad, self.weight.grad = self.weight.grad, None
         if not bool(torch.isfinite(grad.sum())):  # any NaN or inf entry makes the sum non-finite (one cheap pass)
             return False
         floor = torch.finfo(grad.dtype).tiny

@@ -108,7 +108,8 @@ def penalised_step(
     ``mirror_lam``, ``mirror_step_size`` and ``projection_sweeps``); a model with such shuffles needs
     ``mirror_step_size > 0``, or they would silently never move.
     """
-    if mirror_step_size <= 0 and mirror_parameters(model):
+    mirror = [layer for layer in learned_shuffles(model) if layer.is_mirror and not layer.is_hardened]
+    if mirror_step_size <= 0 and mirror:
         raise ValueError("the model has mirror-parameterised learned shuffles: pass mirror_step_size > 0 "
                          "(and mirror_lam) to penalised_step, or they never move")
     with autocast():
@@ -123,7 +124,7 @@ def penalised_step(
     else:
         loss.backward()
         optimizer.step()
-    mirror_shuffles_(model, mirror_lam, mirror_step_size, projection_sweeps)
+    mirror_shuffles_(mirror, mirror_lam, mirror_step_size, projection_sweeps)
     if scheduler is not None:
         scheduler.step()
     project_shuffles_(model, projection_sweeps)

@@ -14,8 +14,9 @@ import torch
 
 __all__ = ["FINGERPRINT_PACKAGES", "code_fingerprint", "describe_device", "resolve_device", "seed_everything"]
 
-#: The packages whose versions enter :func:`code_fingerprint` (the pinned numerical stack).
-FINGERPRINT_PACKAGES: tuple[str, ...] = ("torch", "torchvision", "numpy", "scipy")
+#: The packages whose versions enter :func:`code_fingerprint`: the numerical stack, each pinned in pyproject.toml
+#: (unpinned, a fresh install on 2026-12-03 changed printed numbers of notebooks 02, 04, 05 and 07 at one commit).
+FINGERPRINT_PACKAGES: tuple[str, ...] = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "pandas")
 
 
 def seed_everything(seed: int) -> torch.Generator:

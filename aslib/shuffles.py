@@ -8,6 +8,7 @@ are stacked and handled in one batched call (fewer kernel launches); on a CPU on
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -100,10 +101,13 @@ def project_shuffles_(model: nn.Module, sweeps: int = 1) -> None:
 
 
 @torch.no_grad()
-def mirror_shuffles_(model: nn.Module, lam: float, step: float, sweeps: int = 1) -> int:
-    """:meth:`LearnedShuffle.mirror_update_` on every soft mirror-parameterised shuffle (call after the
-    backward pass of a loss that leaves their penalty out); returns how many moved."""
-    return sum(layer.mirror_update_(lam, step, sweeps) for layer in learned_shuffles(model))
+def mirror_shuffles_(shuffles: nn.Module | Iterable[LearnedShuffle], lam: float, step: float,
+                     sweeps: int = 1) -> int:
+    """:meth:`LearnedShuffle.mirror_update_` on every soft mirror-parameterised shuffle of ``shuffles`` (a model,
+    or learned shuffles already gathered from one); call after the backward pass of a loss that leaves their
+    penalty out. Returns how many moved."""
+    layers = learned_shuffles(shuffles) if isinstance(shuffles, nn.Module) else shuffles
+    return sum(layer.mirror_update_(lam, step, sweeps) for layer in layers)
 
 
 def harden_shuffles_(model: nn.Module) -> list[torch.Tensor]:

@@ -31,7 +31,7 @@ from aslib.models import count_flops, count_parameters, get_model
 from aslib.progress import progress
 from aslib.runtime import resolve_device, seed_everything
 
-__all__ = ["SpeedConfig", "interleaved", "measure_speed", "speed_config_for"]
+__all__ = ["SpeedConfig", "interleaved", "measure_speed", "speed_config_for", "train_step"]
 
 
 @dataclass(frozen=True)
@@ -98,11 +98,16 @@ def interleaved(tasks: dict[str, Callable[[], None]], cfg: SpeedConfig, device: 
     return times
 
 
-def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lam: float) -> Callable[[], None]:
-    optimizer = make_optimizer(model, TrainConfig(lr=0.01, lam=lam))  # the training loop's parameter groups
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> Callable[[], None]:
+    """One step of the training loop on the batch ``(x, y)``, as a closure to time: :func:`penalised_step` with
+    the loop's optimizer groups (:func:`make_optimizer`) and ``config``'s ``lam``, ``projection_sweeps``,
+    ``mirror_lam`` and ``mirror_step`` (the step size at the peak learning rate), so that projected, Sinkhorn
+    and mirror-parameterised learned shuffles are all timed as they train."""
+    optimizer = make_optimizer(model, config)
 
     def step() -> None:
-        penalised_step(model, x, y, optimizer, lam)
+        penalised_step(model, x, y, optimizer, config.lam, projection_sweeps=config.projection_sweeps,
+                       mirror_lam=config.mirror_lam, mirror_step_size=config.mirror_step)
 
     return step
 
@@ -140,8 +145,9 @@ def measure_speed(cfg: SpeedConfig) -> dict[str, float | str | int]:
     fixed.train(), learned.train()
     train = {"fixed": [math.nan], "learned": [math.nan]}
     if cfg.time_training:
-        train = interleaved({"fixed": _train_step(fixed, x, y, 0.0),
-                              "learned": _train_step(learned, x, y, cfg.lam)}, cfg, device, "train steps")
+        train = interleaved({"fixed": train_step(fixed, x, y, TrainConfig(lr=0.01, lam=0.0)),
+                              "learned": train_step(learned, x, y, TrainConfig(lr=0.01, lam=cfg.lam))},
+                             cfg, device, "train steps")
 
     harden_shuffles_(learned)
     fixed.eval(), learned.eval()

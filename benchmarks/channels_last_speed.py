@@ -1,6 +1,6 @@
 """Training step time in the default (NCHW) and the channels-last (NHWC) memory format (``TrainConfig.channels_last``).
 
-For each architecture and input shape, one SGD step (``aslib.loop.penalised_step``, batch 64, random images) of
+For each architecture and input shape, one training step (``aslib.speed.train_step``, batch 64, random images) of
 ShuffleNet with its fixed shuffle, of AutoShuffleNet with the paper's projected step (lam 0.03) and with the mirror
 step (``shuffle_parameterisation="mirror"``), each in both memory formats (weights and batch converted as
 ``aslib.train`` converts them): the six steps are interleaved in alternating order (``aslib.speed.interleaved``)
@@ -19,9 +19,8 @@ from pathlib import Path
 import torch
 
 from aslib.config import TrainConfig
-from aslib.loop import make_optimizer, penalised_step
 from aslib.runtime import describe_device, seed_everything
-from aslib.speed import SpeedConfig, interleaved
+from aslib.speed import SpeedConfig, interleaved, train_step
 from aslib.train import model_for
 
 #: (label, model, builder arguments, units per stage, input channels, image size)
@@ -38,15 +37,8 @@ def _step(config: TrainConfig, in_channels: int, size: int, channels_last: bool)
     seed_everything(0)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model_for(config, num_classes=10, in_channels=in_channels, stem="cifar").to(memory_format=memory_format)
-    optimizer = make_optimizer(model, config)
     x = torch.randn(64, in_channels, size, size).contiguous(memory_format=memory_format)
-    y = torch.arange(64) % 10
-
-    def step() -> None:
-        penalised_step(model, x, y, optimizer, config.lam, mirror_lam=config.mirror_lam,
-                       mirror_step_size=config.mirror_step)
-
-    return step
+    return train_step(model, x, torch.arange(64) % 10, config)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -540,6 +540,27 @@ def test_mirror_update_is_the_mirror_step_of_the_loss_gradient() -> None:
     assert torch.equal(layer.weight.detach(), moved) and torch.equal(layer.matrix().detach(), moved)
 
 
+def test_mirror_update_consumes_its_gradient_so_the_next_step_follows_only_the_next_gradient() -> None:
+    from aslib.penalty import mirror_step
+
+    layer = _mirror_layer()
+    generator = torch.Generator().manual_seed(2)
+    (layer(torch.randn(4, 6, 3, 3, generator=generator)) ** 3).sum().backward()
+    assert layer.mirror_update_(0.7, 0.2) and layer.weight.grad is None  # no optimizer would clear it
+    x = torch.randn(4, 6, 3, 3, generator=generator)
+    reference = _mirror_layer()
+    reference.weight.data.copy_(layer.weight.detach())
+    (reference(x) ** 3).sum().backward()  # the second batch's gradient alone
+    expected = mirror_step(layer.weight.detach().clone(), reference.weight.grad, 0.7, 0.2, 1,
+                           torch.finfo(torch.float32).tiny)
+    (layer(x) ** 3).sum().backward()
+    torch.testing.assert_close(layer.weight.grad, reference.weight.grad)  # not the sum with the first one
+    assert layer.mirror_update_(0.7, 0.2)
+    torch.testing.assert_close(layer.weight.detach(), expected)
+    layer.weight.grad = torch.full((6, 6), float("nan"))  # a skipped step drops its gradient too
+    assert not layer.mirror_update_(0.7, 0.2) and layer.weight.grad is None
+
+
 def test_mirror_update_skips_what_it_cannot_use() -> None:
     layer = _mirror_layer()
     start = layer.weight.detach().clone()

@@ -401,6 +401,15 @@ def test_mirror_shuffles_get_no_optimizer_and_take_their_own_step():
         torch.testing.assert_close(ref.weight.detach(), old)
         expected = mirror_step(old, ref.weight.grad, 2.0, 0.25, 1, torch.finfo(old.dtype).tiny)
         torch.testing.assert_close(layer.weight.detach(), expected)
+    # a second step follows the second batch's gradient only: the first was consumed, not summed into it
+    x2 = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    second = copy.deepcopy(model)
+    torch.nn.functional.cross_entropy(second(x2), y).backward()
+    after_first = [layer.weight.detach().clone() for layer in layers]
+    penalised_step(model, x2, y, optimizer, lam=5.0, mirror_lam=2.0, mirror_step_size=0.25)
+    for layer, old, ref in zip(layers, after_first, learned_shuffles(second)):
+        expected = mirror_step(old, ref.weight.grad, 2.0, 0.25, 1, torch.finfo(old.dtype).tiny)
+        torch.testing.assert_close(layer.weight.detach(), expected)
 
 
 def test_mirror_training_settles_and_hardens_its_shuffles(tmp_path):
@@ -414,6 +423,30 @@ def test_mirror_training_settles_and_hardens_its_shuffles(tmp_path):
     assert min(result.hardened_epochs) > 0 and max(result.hardened_epochs) < 6
     assert (per_layer.iloc[-1, 1:] == 0).all() and (per_layer.iloc[0, 1:] > 0).all()
     assert result.test_acc_hard > 0.8
+
+
+def test_a_mirror_run_resumes_exactly(tmp_path):
+    # every mirror step follows its own batch's gradient, so nothing a checkpoint leaves out carries over
+    common = dict(TINY, epochs=3, max_train_samples=240, shuffle_init="uniform", shuffle_noise=0.1,
+                  shuffle_parameterisation="mirror")
+    whole = train(TrainConfig(**common, output_dir=str(tmp_path / "whole")))
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**common, output_dir=str(tmp_path / "cut")), callbacks=[_StopAfter(1)])
+    resumed = train(TrainConfig(**common, output_dir=str(tmp_path / "cut")), resume=True)
+    assert resumed.test_acc_hard == whole.test_acc_hard and resumed.final_penalty == whole.final_penalty
+    _state_dicts_equal(tmp_path / "whole" / "model.pt", tmp_path / "cut" / "model.pt")
+
+
+def test_a_mirror_model_is_timed_as_it_trains() -> None:
+    from aslib.speed import train_step
+
+    model = _tiny_model(shuffle_init="uniform", shuffle_noise=0.1, shuffle_parameterisation="mirror")
+    before = [layer.weight.detach().clone() for layer in learned_shuffles(model)]
+    step = train_step(model, torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
+                      torch.arange(8) % 10, TrainConfig(lr=0.01))
+    step()
+    step()
+    assert all(not torch.equal(layer.weight.detach(), old) for layer, old in zip(learned_shuffles(model), before))
 
 
 @pytest.mark.parametrize("parameterisation", ["projected", "mirror"])
