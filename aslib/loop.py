@@ -36,6 +36,7 @@ from aslib.shuffles import (
     shuffle_parameters,
     shuffle_penalty,
     shuffle_stats,
+    soft_mirror_shuffles,
 )
 from aslib.penalty import ROUNDING_THRESHOLD
 
@@ -108,7 +109,7 @@ def penalised_step(
     ``mirror_lam``, ``mirror_step_size`` and ``projection_sweeps``); a model with such shuffles needs
     ``mirror_step_size > 0``, or they would silently never move.
     """
-    mirror = [layer for layer in learned_shuffles(model) if layer.is_mirror and not layer.is_hardened]
+    mirror = soft_mirror_shuffles(model)
     if mirror_step_size <= 0 and mirror:
         raise ValueError("the model has mirror-parameterised learned shuffles: pass mirror_step_size > 0 "
                          "(and mirror_lam) to penalised_step, or they never move")

@@ -26,6 +26,7 @@ __all__ = [
     "shuffle_parameters",
     "shuffle_penalty",
     "shuffle_stats",
+    "soft_mirror_shuffles",
 ]
 
 
@@ -121,10 +122,16 @@ def shuffle_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [layer.weight for layer in learned_shuffles(model) if layer.weight is not None and not layer.is_mirror]
 
 
+def soft_mirror_shuffles(model: nn.Module) -> list[LearnedShuffle]:
+    """The mirror-parameterised learned shuffles of ``model`` not yet hardened: those that
+    :func:`mirror_shuffles_` moves."""
+    return [layer for layer in learned_shuffles(model) if layer.is_mirror and not layer.is_hardened]
+
+
 def mirror_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The ``M`` parameters of the soft mirror-parameterised shuffles: they need gradients but no optimizer
     (:func:`mirror_shuffles_` moves them)."""
-    return [layer.weight for layer in learned_shuffles(model) if layer.weight is not None and layer.is_mirror]
+    return [layer.weight for layer in soft_mirror_shuffles(model)]
 
 
 @torch.no_grad()

@@ -180,6 +180,20 @@ def test_a_start_at_the_answer_is_certified_at_the_first_check():
     assert np.array_equal(res.col_ind, inst.perm[0].numpy())
 
 
+def test_an_argmax_that_is_an_isomorphism_certifies_far_from_a_vertex():
+    # M = 0.3 R + 0.7 J/n: its argmax is the planted isomorphism R, yet P(M) is far above any settling
+    # tolerance and no top entry exceeds 1/2 (so the argmax is not known to be the Hungarian rounding)
+    n = 20
+    inst = gm.random_regular(n, 3, batch=1, seed=4)
+    R = torch.eye(n, dtype=torch.float64)[inst.perm[0]]
+    M = 0.3 * R + 0.7 / n
+    assert float(solver.l12_penalty(M)) > 10 * 0.05 and float(M.max()) < 0.5
+    config = replace(default_qap_config(maximize=True), step=1e-3, iters=200)  # steps too small to move the argmax
+    result = solve_qap(inst.A, inst.B, config, maximize=True, initial=M.expand(1, config.restarts, n, n).clone())
+    assert bool(result.certified[0]) and result.nit == 10  # at the first check
+    assert torch.equal(result.col_ind[0], inst.perm[0]) and float(result.fun[0]) == 0.0
+
+
 def test_ended_instances_leave_the_batch_without_changing_any_answer():
     from aslib.qap import _relaxed_loss, default_qap_config
 
@@ -216,20 +230,21 @@ def test_trace_gradient_equals_autograd(maximize):
     assert torch.allclose(gradient(M.detach()), by_autograd, atol=1e-12)
 
 
-def test_starts_agree_once_every_top_entry_exceeds_one_half():
-    # M = 0.6 R + 0.4 J/n: P(M) is far above the rounding threshold, yet every row's top entry (0.64)
-    # exceeds 1/2, so the argmax is the Hungarian rounding; two starts at the same R agree, at two
-    # different R they do not
+def test_starts_agree_when_their_argmax_permutations_coincide_at_two_checks_in_a_row():
+    # M = 0.3 R + 0.7 J/n: P(M) is far above the rounding threshold and no top entry reaches 1/2, yet the
+    # argmax R is a permutation, hence a Hungarian rounding; two starts at the same R agree once R has
+    # been unchanged at two checks in a row, at two different R they never do
     n = 10
     P = [torch.eye(n, dtype=torch.float64)[torch.randperm(n, generator=torch.Generator().manual_seed(s))]
          for s in (0, 1)]
-    near = lambda R: 0.6 * R + 0.4 / n  # noqa: E731
-    assert float(solver.l12_penalty(near(P[0]))) > solver.ROUNDING_THRESHOLD
+    near = lambda R: 0.3 * R + 0.7 / n  # noqa: E731
+    assert float(solver.l12_penalty(near(P[0]))) > solver.ROUNDING_THRESHOLD and float(near(P[0]).max()) < 0.5
     config = solver.SolverConfig(restarts=2, settle_tol=0.05)
     for starts, agree in (((P[0], P[0]), True), ((P[0], P[1]), False)):
         stopping = solver._Stopping(config, lambda M: M.sum((-2, -1)), None, (1, 2), torch.float64, "cpu")
         M = torch.stack([near(R) for R in starts])[None]
         assert not stopping.update(M)  # the first check only records the roundings
+        assert not stopping.update(M)  # unchanged once: not yet
         assert stopping.update(M) is agree and bool(stopping.agreed[0]) is agree
         assert not bool(stopping.settled.any())  # settling still needs P(M) <= settle_tol
 
