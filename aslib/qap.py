@@ -32,18 +32,15 @@ runs scipy's FAQ from the relaxed matrices of the best starts, keeps the best an
 included) and runs 2-opt from it; minimising, the solve before it is then a short one with more starts,
 a start generator for FAQ. An addition to the penalty method, reported separately from it in the benchmark.
 
-When to prefer which (``benchmarks/results/qap_benchmark_cpu.txt``: one instance at a time on a 2-core CPU,
-1 thread, 10 instances per family, seed 0): on graph matching with symmetries the penalty (``"l12"``) finds
-what FAQ and 2-opt miss in the same time: an isomorphism on 10 of 10 random 3-regular graphs n = 30 (FAQ
-with as many restarts as fit in l12's time: none, mean gap 23%), and on 10 of 10 grids and cycles n = 30
-(FAQ: 7 and 0). On noisy Erdos-Renyi graphs n = 50 l12 recovers every planted matching (FAQ in the same
-time: 92% of the vertices). But on a CPU l12 costs far more than one FAQ call (median 38x on the regular
-graphs, 16x on Erdos-Renyi, 10x to 25x on the other families), so where one FAQ call is good enough (planted
-weighted problems n = 30: its single call recovered 10 of 10) use FAQ. On weighted facility-layout style
-problems (nonnegative flow x distance, n = 30, minimised) l12 alone is worse than FAQ with restarts (mean
-gap 2.0% against 0.32% in the same time; 1.4% with ``polish="2opt"``), but with ``polish=True`` its mean gap
-is 0.19% in 14x one FAQ call, against 0.49% for FAQ given that time. ``"2opt"`` from random starts was the
-weakest everywhere; use it to polish an answer.
+When to prefer which (measured by ``benchmarks/qap_benchmark.py``, one instance at a time on a CPU, one
+thread; its latest figures are in ``benchmarks/results/qap_benchmark_cpu.txt``): on graph matching with
+symmetries the penalty (``"l12"``) finds what FAQ and 2-opt miss in the same time: an isomorphism on random
+3-regular graphs, grids and cycles, where FAQ given as many restarts as fit in l12's time finds fewer (on
+the regular graphs and cycles, almost none), and every planted matching of noisy Erdos-Renyi graphs where FAQ in that time recovers most vertices but
+not all. But on a CPU one l12 solve costs tens of FAQ calls, so where one FAQ call is good enough (planted
+weighted problems) use FAQ. On weighted facility-layout style problems (nonnegative flow x distance,
+minimised) l12 alone is worse than FAQ with restarts, but with ``polish=True`` its mean gap is smaller than
+FAQ's in the same time. ``"2opt"`` from random starts was the weakest everywhere; use it to polish an answer.
 """
 
 from __future__ import annotations
