@@ -108,39 +108,39 @@ def main(argv: list[str] | None = None) -> None:
         settings.append((f"{label} soft to the end", dataclasses.replace(base, **weight)))
         settings.append((f"{label} harden_after={args.harden_after}",
                          dataclasses.replace(base, **weight, harden_after=args.harden_after)))
-    runs: dict[str, list[dict]] = {name: [] for name, _ in settings}
-    paired_fixed: dict[str, list[dict]] = {name: [] for name, _ in settings}  # --paired: the fixed run beside each
+    # each setting's runs, each with the fixed run it is timed against (--paired: the one beside it; else the
+    # fixed run of the same seed)
+    timed: dict[str, list[tuple[dict, dict]]] = {name: [] for name, _ in settings}
     with tempfile.TemporaryDirectory() as tmp:
         made = itertools.count()
 
         def configured(name: str, config: TrainConfig, seed: int) -> TrainConfig:  # each run its own folder
             return dataclasses.replace(config, seed=seed, output_dir=f"{tmp}/{next(made)}-{name}-{seed}")
 
+        fixed_name, fixed_config = settings[0]
         if args.paired:
-            fixed_name, fixed_config = settings[0]
             with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
                 for i, (seed, (name, config)) in enumerate(
                         (seed, setting) for seed in args.seeds for setting in settings[1:]):
                     cores = (0, 1) if i % 2 == 0 else (1, 0)
                     fixed = pool.submit(_run, configured(f"{name}-fixed", fixed_config, seed), cores[0], args.threads)
                     learned = pool.submit(_run, configured(name, config, seed), cores[1], args.threads)
-                    runs[name].append(learned.result())
-                    paired_fixed[name].append(fixed.result())
-                    runs[fixed_name].append(paired_fixed[name][-1])
-                    paired_fixed[fixed_name].append(paired_fixed[name][-1])
+                    learned_run, fixed_run = learned.result(), fixed.result()
+                    timed[name].append((learned_run, fixed_run))
+                    timed[fixed_name].append((fixed_run, fixed_run))
         else:
             # Settings interleaved seed by seed, in alternating order, so that the load of a shared machine
             # drifts over all of them alike; ratios to the fixed run are taken within a seed.
+            runs: dict[str, list[dict]] = {name: [] for name, _ in settings}
             for i, seed in enumerate(args.seeds):
                 for name, config in settings if i % 2 == 0 else settings[::-1]:
                     runs[name].append(_run(configured(name, config, seed), threads=args.threads))
-            for name, _ in settings:
-                paired_fixed[name] = runs["fixed"]
+            timed = {name: list(zip(runs[name], runs[fixed_name])) for name, _ in settings}
     for name, config in settings:
-        rows = runs[name]
+        rows = [run for run, _ in timed[name]]
         seconds = [r["seconds"] for r in rows]
-        ratio = _ratios([r["seconds"] / f["seconds"] for r, f in zip(rows, paired_fixed[name])])
-        cpu_ratio = _ratios([r["cpu"] / f["cpu"] for r, f in zip(rows, paired_fixed[name])])
+        ratio = _ratios([r["seconds"] / f["seconds"] for r, f in timed[name]])
+        cpu_ratio = _ratios([r["cpu"] / f["cpu"] for r, f in timed[name]])
         line = (f"{name:46s} train s {_mean_std(seconds, 2):>14s} (x fixed {ratio})  CPU s after epoch 1 "
                 f"{_mean_std([r['cpu'] for r in rows], 2):>14s} (x fixed {cpu_ratio})  "
                 f"test acc (rounded) {_mean_std([r['accuracy'] for r in rows])}")
