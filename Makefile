@@ -4,6 +4,7 @@
 PYTHON ?= python3.11
 PROFILE ?= quick
 JOBS ?= 1
+TEST_WORKERS ?= 2
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
@@ -29,11 +30,16 @@ reproduce: $(INSTALLED)
 
 ## Unit tests, the notebooks run through the runner, and nbval on the committed notebooks. nbval runs on
 ## copies in a temporary tree (its own figures/ and runs/), so a test run never rewrites a tracked file.
+## pytest-xdist runs whole test files on TEST_WORKERS processes at once (TEST_WORKERS=0: in one process):
+## --dist loadfile keeps each file, so every notebook's cells, on one worker and in order, and the slowest
+## files go first (tests/conftest.py orders them; --no-loadscope-reorder keeps that order). The copies are
+## passed as a folder: notebook files named one by one outside --rootdir get clashing node ids ("::Cell 0"),
+## and xdist would then run only one of them.
 test: $(INSTALLED)
 	@tree=$$(mktemp -d) && trap 'rm -rf "$$tree"' EXIT && \
 	$(PY) -m aslib.reproduce --copy-notebooks "$$tree/nbval" && \
 	$(PY) -m pytest tests "$$tree/nbval/notebooks" --nbval-lax --nbval-current-env -p no:cacheprovider \
-		--rootdir . --durations=10
+		--rootdir . --durations=10 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 ## JupyterLab on notebooks/ with the project's kernel (extra options: make lab LAB_ARGS=--no-browser).
 LAB_ARGS ?=

@@ -55,4 +55,6 @@ def test_readme_commands_exist_and_ci_runs_the_readme_test_command():
 def test_make_test_runs_nbval_on_copies_never_on_the_committed_notebooks():
     recipe = re.search(r"^test:.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), re.M).group(1)
     assert "--copy-notebooks" in recipe and "--nbval-lax" in recipe
+    # under pytest-xdist, each notebook's cells stay on one worker, in order
+    assert "--dist loadfile" in recipe
     assert not re.search(r"pytest[^\n]*\snotebooks\b", recipe), "nbval must not run on notebooks/ itself"

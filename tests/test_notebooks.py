@@ -8,10 +8,11 @@ import nbformat
 import pandas as pd
 import pytest
 
+from aslib.examples import two_layer as tl
 from aslib.io import load_results
 from aslib.report import verdict_table
 from aslib.runtime import code_fingerprint
-from aslib.verdicts import verdicts_from_results
+from aslib.verdicts import ANSWERS, verdicts_from_results
 from aslib.profiles import find_notebooks, load_profile
 from aslib.reproduce import execute_notebooks, prepare
 
@@ -77,6 +78,23 @@ def test_03_two_layer(smoke_runs):
     assert r["planted_loss"] < 1e-9
     assert r["final_penalty"]["l12"] < r["final_penalty"]["relaxed"]
     assert all(0 <= v <= 1 for v in r["success"].values())
+
+
+def test_03_two_layer_stores_its_verdicts(smoke_runs):
+    runs, out, _ = smoke_runs
+    run = runs["03_two_layer_closed_form"]
+    assert run.status == "ok", run.error
+    results = load_results(out, "03_two_layer_closed_form")
+    verdicts = verdicts_from_results(results)
+    assert all(v.answer in ANSWERS for v in verdicts)
+    questions = [v.question for v in verdicts]
+    assert len(questions) == len(set(questions)) == 4 + 4 * 5 + 2 * 4 + 1
+    convex = {v.question.split(":")[0]: v.answer for v in verdicts if "convex on random segments" in v.question}
+    assert convex == {"between": "no", "after": "yes", "input": "no", "linear": "yes"}
+    claims = [v for v in verdicts if "supports the paper's claim" in v.question]
+    assert [v.question.split()[0] for v in claims] == list(tl.SETUPS) and all(v.answer in ("yes", "no") for v in claims)
+    assert results["closed_form_max_abs_z"] < 4 and results["planted_loss"] < 1e-9
+    assert {row["setup"] for row in results["summary"]} == set(tl.SETUPS)
 
 
 def test_04_and_05_training_arms(smoke_runs):

@@ -156,9 +156,12 @@ def test_failing_run_is_reported_and_the_others_still_run(tmp_path):
     assert "no_such_option" in table["error"].iloc[0]
 
 
-def test_subprocess_workers_one_per_device(tmp_path):
+def test_subprocess_workers_one_per_device(tmp_path, monkeypatch):
     # On a machine without CUDA the "GPUs" are just worker slots: each run still goes through the
-    # subprocess path (config.json written, run from it, log.txt), two at a time.
+    # subprocess path (config.json written, run from it, log.txt), two at a time. The runs inherit the
+    # environment: one OpenMP thread each, as two processes of several threads on two cores crawl.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("MKL_NUM_THREADS", "1")
     runs = grid(TINY, tmp_path, arms=["fixed", "none"], seed=[0])
     table = execute(runs, gpus=[0, 1], show_progress=False)
     assert list(table["status"]) == ["ok", "ok"], [open(p).read()[-2000:] for p in table["log"]]

@@ -1,5 +1,6 @@
 """Two-layer teacher-student example: each set-up's closed form against Monte Carlo, the set-ups' symmetries and
-convexity, the solvers and restarts, the verdicts, and the smoke run of notebook 03."""
+convexity, the solvers and restarts, the verdicts (the verdicts of notebook 03's smoke run are checked in
+test_notebooks.py, which runs every notebook once)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,7 @@ import pytest
 import torch
 
 from aslib.examples import two_layer as tl
-from aslib.io import load_results
 from aslib.penalty import l12_penalty, permutation_matrix, project_doubly_stochastic
-from aslib.profiles import load_profile
-from aslib.reproduce import execute_notebooks, prepare
-from aslib.verdicts import ANSWERS, verdicts_from_results
 
 
 def test_relu_mean_and_kernel_match_monte_carlo():
@@ -219,21 +216,3 @@ def test_bad_input_is_refused_with_a_clear_error():
     problem.a[0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         tl.learn_permutation(problem, "l12")
-
-
-def test_smoke_run_of_notebook_03_stores_its_verdicts(tmp_path):
-    prepared = prepare(load_profile("smoke"), runs_dir=tmp_path / "runs", figures_dir=tmp_path / "figures",
-                       only=["03_two_layer_closed_form"])
-    (run,) = execute_notebooks(prepared, show_progress=False)
-    assert run.status == "ok", run.error
-    results = load_results(tmp_path / "runs" / "smoke", "03_two_layer_closed_form")
-    verdicts = verdicts_from_results(results)
-    assert all(v.answer in ANSWERS for v in verdicts)
-    questions = [v.question for v in verdicts]
-    assert len(questions) == len(set(questions)) == 4 + 4 * 5 + 2 * 4 + 1
-    convex = {v.question.split(":")[0]: v.answer for v in verdicts if "convex on random segments" in v.question}
-    assert convex == {"between": "no", "after": "yes", "input": "no", "linear": "yes"}
-    claims = [v for v in verdicts if "supports the paper's claim" in v.question]
-    assert [v.question.split()[0] for v in claims] == list(tl.SETUPS) and all(v.answer in ("yes", "no") for v in claims)
-    assert results["closed_form_max_abs_z"] < 4 and results["planted_loss"] < 1e-9
-    assert {row["setup"] for row in results["summary"]} == set(tl.SETUPS)
