@@ -118,9 +118,10 @@ def _compare(question: str, a: pd.Series, b: pd.Series, note: str = "", paired: 
 
 
 def comparison_verdicts(results: pd.DataFrame, runs: Sequence[Run]) -> list[Verdict]:
-    """The verdicts of a comparison, per data set and model (in the order of ``runs``), as the module says
-    (with the question of the mirror step's arm where it ran), plus the facts that hold whatever the numbers: every run finished, the fixed arm loses nothing when
-    rounded, the rounded l12 network has the fixed network's parameter count."""
+    """The verdicts of a comparison, per data set and model (in the order of ``runs``), as the module says (with the
+    question of the mirror step's arm where it ran), plus the facts that hold whatever the numbers: every run
+    finished, the fixed arm loses nothing when rounded, the rounded l12 network has the fixed network's parameter
+    count."""
     out = [verdict("every run finished", len(results) == len(runs), f"{len(results)} of {len(runs)}")]
     pairs = list(dict.fromkeys((r.config.dataset, r.config.model) for r in runs))
     for dataset, model in pairs:
@@ -226,7 +227,8 @@ def save_comparison(output_dir: str | os.PathLike[str], stem: str, *, runs: Sequ
                     summary: pd.DataFrame, speed: pd.DataFrame, verdicts: Sequence[Verdict], device: str,
                     datasets: Sequence[str], models: Sequence[str], data: str = "") -> Path:
     """Write ``<stem>_runs.csv``, ``<stem>_summary.csv``, ``<stem>_speed.csv`` and ``<stem>.json`` (with the
-    verdicts, and under ``"checks"`` whether each of :data:`FACTS` held everywhere) into ``output_dir``; returns the JSON's path.
+    verdicts, and under ``"checks"`` whether each of :data:`FACTS` held everywhere) into ``output_dir``; returns the
+    JSON's path.
 
     ``data`` describes where the images came from when the data set's name alone does not say it (e.g.
     "CIFAR-10 (exact train; test 1k exact + 9k JPEG)"); it defaults to the data sets' names."""

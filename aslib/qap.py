@@ -32,15 +32,15 @@ runs scipy's FAQ from the relaxed matrices of the best starts, keeps the best an
 included) and runs 2-opt from it; minimising, the solve before it is then a short one with more starts,
 a start generator for FAQ. An addition to the penalty method, reported separately from it in the benchmark.
 
-When to prefer which (measured by ``benchmarks/qap_benchmark.py``, one instance at a time on a CPU, one
-thread; its latest figures are in ``benchmarks/results/qap_benchmark_cpu.txt``): on graph matching with
-symmetries the penalty (``"l12"``) finds what FAQ and 2-opt miss in the same time: an isomorphism on random
-3-regular graphs, grids and cycles, where FAQ given as many restarts as fit in l12's time finds fewer (on
-the regular graphs and cycles, almost none), and every planted matching of noisy Erdos-Renyi graphs where FAQ in that time recovers most vertices but
-not all. But on a CPU one l12 solve costs tens of FAQ calls, so where one FAQ call is good enough (planted
-weighted problems) use FAQ. On weighted facility-layout style problems (nonnegative flow x distance,
-minimised) l12 alone is worse than FAQ with restarts, but with ``polish=True`` its mean gap is smaller than
-FAQ's in the same time. ``"2opt"`` from random starts was the weakest everywhere; use it to polish an answer.
+When to prefer which (measured by ``benchmarks/qap_benchmark.py``, one instance at a time on a CPU, one thread; its
+latest figures are in ``benchmarks/results/qap_benchmark_cpu.txt``): on graph matching with symmetries the penalty
+(``"l12"``) finds what FAQ and 2-opt miss in the same time: an isomorphism on random 3-regular graphs, grids and
+cycles, where FAQ given as many restarts as fit in l12's time finds fewer (on the regular graphs and cycles, almost
+none), and every planted matching of noisy Erdos-Renyi graphs where FAQ in that time recovers most vertices but not
+all. But on a CPU one l12 solve costs tens of FAQ calls, so where one FAQ call is good enough (planted weighted
+problems) use FAQ. On weighted facility-layout style problems (nonnegative flow x distance, minimised) l12 alone is
+worse than FAQ with restarts, but with ``polish=True`` its mean gap is smaller than FAQ's in the same time.
+``"2opt"`` from random starts was the weakest everywhere; use it to polish an answer.
 """
 
 from __future__ import annotations
@@ -92,13 +92,13 @@ def default_qap_config(maximize: bool, penalised: bool = True, polish: bool | st
     quick stage agreed, recovery 1.00): 38x to 19x; cycles n = 30: 38x to 21x. (``eta = 3``, 150 steps:
     faster where it certifies, but it did on only 2 of 10 at seed 0: median 94x.)
 
-    Minimising with ``polish=True`` or ``"faq"``, the solve only generates starts for FAQ (whose answers beat
-    l12's own on these problems): 24 starts near ``J/n`` (``init_noise = 1``), 20 steps of ``eta = 1`` (the
-    same ``lam`` ramp, over 16 steps). Chosen on 20 flow x distance instances n = 30 each of seeds 1 and 2
-    (the benchmark reports seed 0) against FAQ restarts given the same time, with the polish from the 12
-    best starts: mean objective 0.25% and 0.30% below FAQ's, better on 12 instances of 20, worse on 7 and
-    6; the default 8 starts x 300 steps followed by FAQ from all 8: 0.54% above, better on 2 (seed 1). The unpolished answer of these settings is
-    worse (mean objective 4550 against 4430 on seed 1), hence only with that polish."""
+    Minimising with ``polish=True`` or ``"faq"``, the solve only generates starts for FAQ (whose answers beat l12's
+    own on these problems): 24 starts near ``J/n`` (``init_noise = 1``), 20 steps of ``eta = 1`` (the same ``lam``
+    ramp, over 16 steps). Chosen on 20 flow x distance instances n = 30 each of seeds 1 and 2 (the benchmark reports
+    seed 0) against FAQ restarts given the same time, with the polish from the 12 best starts: mean objective 0.25%
+    and 0.30% below FAQ's, better on 12 instances of 20, worse on 7 and 6; the default 8 starts x 300 steps followed
+    by FAQ from all 8: 0.54% above, better on 2 (seed 1). The unpolished answer of these settings is worse (mean
+    objective 4550 against 4430 on seed 1), hence only with that polish."""
     lam = (1.0 if maximize else 0.3) if penalised else 0.0
     config = SolverConfig(parameterisation="mirror", iters=450 if maximize else 300, step=1.0 if maximize else 0.3,
                           lam=lam, lam_start=0.03 if maximize else 0.01, ramp=0.8, sweeps=1, restarts=8,
@@ -180,7 +180,10 @@ def solve_qap(A: torch.Tensor, B: torch.Tensor, config: SolverConfig, *, maximiz
 def _as_matrix(X: Any, name: str) -> torch.Tensor:
     """A numpy array or torch tensor as a float64 CPU tensor of shape ``(n, n)``, or a ``ValueError``."""
     dtype = X.dtype if isinstance(X, torch.Tensor) else np.asarray(X).dtype
-    kind = ("c" if X.is_complex() else "b" if X.dtype == torch.bool else "f") if isinstance(X, torch.Tensor) else dtype.kind
+    if isinstance(X, torch.Tensor):
+        kind = "c" if X.is_complex() else "b" if X.dtype == torch.bool else "f"
+    else:
+        kind = dtype.kind
     if kind not in "iuf":
         raise ValueError(f"{name} must hold real numbers (integer or float), got {dtype}")
     X = (X.detach().cpu() if isinstance(X, torch.Tensor) else torch.from_numpy(np.asarray(X))).to(torch.float64)
@@ -270,7 +273,8 @@ def _penalty_method(penalised: bool) -> Callable[..., OptimizeResult]:
             raise ValueError(f"polish must be True, False or one of {POLISH_METHODS}, got {polish!r}")
         polish = "faq" if polish is True else polish
         if tol is not None and not (isinstance(tol, (int, float)) and 0 < tol < ROUNDING_THRESHOLD):
-            raise ValueError(f"tol must lie in (0, {ROUNDING_THRESHOLD:.4f}) (below it the error bound holds), got {tol!r}")
+            raise ValueError(
+                f"tol must lie in (0, {ROUNDING_THRESHOLD:.4f}) (below it the error bound holds), got {tol!r}")
         config = default_qap_config(bool(maximize), penalised, polish)
         overrides = {"iters": maxiter, "settle_tol": tol, "restarts": restarts, "lam": lam}
         config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
@@ -373,9 +377,10 @@ def quadratic_assignment(A: Any, B: Any, method: str = "l12", options: dict[str,
             the relaxed matrices of the :data:`FAQ_POLISH_STARTS` starts of smallest rounded loss, the best
             answer kept, then 2-opt; minimising, it also changes the solve, see :func:`default_qap_config`;
             both are skipped after a certificate). For ``"l12"``: ``maxiter`` caps the mirror steps per
-            start (and, maximising, replaces the quick first stage by one solve of that length), ``tol`` is the penalty below which a start with an unchanged rounding
-            is settled (so ``sum |M - R| <= 2 tol``), ``P0`` ``"barycenter"`` (random starts near ``J/n``),
-            ``"randomized"`` or a doubly stochastic matrix (the first start).
+            start (and, maximising, replaces the quick first stage by one solve of that length), ``tol`` is the
+            penalty below which a start with an unchanged rounding is settled (so ``sum |M - R| <= 2 tol``), ``P0``
+            ``"barycenter"`` (random starts near ``J/n``), ``"randomized"`` or a doubly stochastic matrix (the first
+            start).
 
     Returns:
         ``OptimizeResult`` with ``col_ind`` (``P[i, col_ind[i]] = 1``), ``fun`` (``tr(A^T P B P^T)``), ``nit``;

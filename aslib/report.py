@@ -1,9 +1,9 @@
 """Reading results: the files of training runs and the tables of notebook 06.
 
-Nothing here computes a result. :func:`collect`, :func:`histories` and :func:`layer_penalty_tables` read the
-files of training runs, :func:`summarise_seeds` takes means over seeds, and the tables of notebook 06 are
-assembled from ``<output_dir>/<notebook>.json`` and the CSV tables beside it. A notebook whose results are missing shows as "not run", with the command that
-produces them, never as an error or a made-up number.
+Nothing here computes a result. :func:`collect`, :func:`histories` and :func:`layer_penalty_tables` read the files
+of training runs, :func:`summarise_seeds` takes means over seeds, and the tables of notebook 06 are assembled from
+``<output_dir>/<notebook>.json`` and the CSV tables beside it. A notebook whose results are missing shows as "not
+run", with the command that produces them, never as an error or a made-up number.
 """
 
 from __future__ import annotations

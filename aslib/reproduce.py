@@ -9,9 +9,9 @@ every notebook that succeeded (``<stem>.json`` and ``<stem>_*.csv``) are then pu
 ``results_dir`` parameter read those published results, so they run after all the others.
 
 Every parameter name and value is checked against the notebook's ``parameters`` cell before anything runs
-(:func:`aslib.profiles.check_parameters`, :func:`aslib.profiles.check_parameter_types`). A failing notebook is reported by name with its error cell; the others
-still run; the exit status is non-zero if any failed. Executed notebooks keep no progress-bar output
-(:func:`strip_progress_output`).
+(:func:`aslib.profiles.check_parameters`, :func:`aslib.profiles.check_parameter_types`). A failing notebook is
+reported by name with its error cell; the others still run; the exit status is non-zero if any failed. Executed
+notebooks keep no progress-bar output (:func:`strip_progress_output`).
 
 Command line::
 

@@ -28,6 +28,8 @@ def test_environment_yml_agrees_with_pyproject():
     # printed different numbers
     from aslib.runtime import FINGERPRINT_PACKAGES
     assert set(FINGERPRINT_PACKAGES) <= set(pins(project["dependencies"]))
+    # tests/conftest.py wraps nbval's kernel start-up (an internal function), so nbval is pinned too
+    assert "nbval" in pins(project["dependencies"])
     # the pip section installs this package, so every other dependency comes from pyproject itself
     assert "-e .[test]" in pip
 

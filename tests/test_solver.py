@@ -249,6 +249,22 @@ def test_starts_agree_when_their_argmax_permutations_coincide_at_two_checks_in_a
         assert not bool(stopping.settled.any())  # settling still needs P(M) <= settle_tol
 
 
+def test_confident_starts_agree_at_the_first_check_where_their_argmax_is_unchanged():
+    # every row's top entry above 1/2 makes the argmax the unique Hungarian rounding: starts that are all
+    # confident and agree end their instance at once; one start short of that waits for a second check
+    n = 10
+    R = torch.eye(n, dtype=torch.float64)[torch.randperm(n, generator=torch.Generator().manual_seed(0))]
+    confident, unsure = 0.6 * R + 0.4 / n, 0.3 * R + 0.7 / n
+    assert float(confident.max(-1).values.min()) > 0.5 > float(unsure.max())
+    assert float(solver.l12_penalty(confident)) > solver.ROUNDING_THRESHOLD  # confident by the top entries alone
+    config = solver.SolverConfig(restarts=2, settle_tol=0.05)
+    for second, checks in ((confident, 2), (unsure, 3)):
+        stopping = solver._Stopping(config, lambda M: M.sum((-2, -1)), None, (1, 2), torch.float64, "cpu")
+        M = torch.stack([confident, second])[None]
+        ended = [stopping.update(M) for _ in range(3)]
+        assert ended.index(True) + 1 == checks and bool(stopping.agreed[0])
+
+
 @pytest.mark.parametrize("polish", [True, "faq", "2opt"])
 @pytest.mark.parametrize("maximize", [False, True])
 def test_polish_returns_a_two_opt_local_optimum_no_worse_than_the_rounding(maximize, polish):

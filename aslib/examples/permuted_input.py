@@ -345,9 +345,10 @@ def run_arm(arm: str, config: PermutedInputConfig, pretrained: nn.Module | None 
     ``pretrained``: the trained CNN (``run_arm("oracle", config).model.cnn``) the :data:`PRETRAINED_ARMS`
     start from and keep frozen; ``None`` for the other arms.
 
-    SGD (``make_optimizer``: shuffle matrices without weight decay, their learning rate times
-    ``shuffle_lr_scale``) with a per-step cosine schedule; loss ``cross_entropy + lam_t P(M)`` with
-    ``lam_t`` zero before ``penalty_start_epoch``, then ramped over ``lam_warmup_epochs``; ``M`` projected toward ``D_n`` after every step.
+    SGD (``make_optimizer``: shuffle matrices without weight decay, their learning rate times ``shuffle_lr_scale``)
+    with a per-step cosine schedule; loss ``cross_entropy + lam_t P(M)`` with ``lam_t`` zero before
+    ``penalty_start_epoch``, then ramped over ``lam_warmup_epochs``; ``M`` projected toward ``D_n`` after every
+    step.
     """
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}; valid: {', '.join(ARMS)}")
