@@ -26,11 +26,15 @@ Every row reports the mean gap to the best value any method found on that instan
 (``|fun - best| / |best|``), the success rate where a planted answer exists, and the mean time.
 
     .venv/bin/python benchmarks/qap_benchmark.py --instances 10 --out benchmarks/results/qap_benchmark_cpu.csv
+
+With ``--device cuda`` the penalty method runs on the GPU (scipy's methods stay on the CPU, so "the same
+time" is l12's GPU time): ``benchmarks/gpu_checks.sh`` runs it that way.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -96,16 +100,17 @@ def best_within(method: str, A: np.ndarray, B: np.ndarray, maximize: bool, budge
     return best, spent, calls
 
 
-def run(families: list[str], count: int, seed: int) -> pd.DataFrame:
+def run(families: list[str], count: int, seed: int, device: str = "cpu") -> pd.DataFrame:
+    """One row per instance and method; the penalty method runs on ``device`` (scipy's on the CPU)."""
     rows = []
     warm = np.random.default_rng(seed).random((8, 8))  # first calls pay one-off set-up costs: not timed
     for method in ("l12", "faq", "2opt"):
-        quadratic_assignment(warm, warm, method)
+        quadratic_assignment(warm, warm, method, {"device": device} if method == "l12" else None)
     for family in families:
         n = SIZES[family]
         for index, (A, B, planted, maximize) in enumerate(instances(family, n, count, seed)):
             rng = np.random.default_rng(seed + index)
-            options = {"maximize": maximize, "rng": index}
+            options = {"maximize": maximize, "rng": index, "device": device}
             # interleaved on one instance, so that the shared machine's load falls on all of them alike
             l12, l12_seconds = timed(lambda: quadratic_assignment(A, B, "l12", options))
             faq1, faq1_seconds = timed(lambda: quadratic_assignment(A, B, "faq", {"maximize": maximize}))
@@ -144,20 +149,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--families", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--instances", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="where l12 runs: cpu, cuda, cuda:N or auto")
     parser.add_argument("--out", type=Path, default=None, help="write the summary table here (csv)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    table = run(args.families, args.instances, args.seed)
+    load_before = os.getloadavg()[0]
+    table = run(args.families, args.instances, args.seed, args.device)
+    load = f"1-minute load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     summary = (table.groupby(["family", "n", "method"], sort=False)
                .agg(instances=("gap", "size"), mean_gap=("gap", "mean"), recovery=("recovery", "mean"),
                     exact_match=("exact_match", "mean"), float32_same=("float32_same", "mean"),
                     calls=("calls", "mean"), ms=("ms", "mean"), median_ms=("ms", "median"),
                     median_per_faq_call=("per_faq_call", "median"))
                .reset_index().round(4))
-    device = describe_device("cpu")
+    device = describe_device(args.device)
     ratio = summary.pivot_table(index="family", columns="method", values="median_per_faq_call", sort=False)
-    lines = [f"device: {device}, shared with other processes (timings are noisy); one instance at a time; "
-             f"seed {args.seed}; per family {args.instances} instances, n as listed",
+    lines = [f"device: {device} (scipy on the CPU); {load} on {os.cpu_count()} cores; one instance "
+             f"at a time; seed {args.seed}; per family {args.instances} instances, n as listed",
              summary.to_string(index=False),
              "l12 time / one FAQ call (median over instances, each timed next to its FAQ call): "
              + ", ".join(f"{family} {row['l12']:.0f}x (with faq polish {row['l12 + faq polish']:.0f}x)"
@@ -165,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     print("\n".join(lines))
     if args.out is not None:  # the table as csv, and what was printed beside it as .txt
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        summary.assign(device=device + ", shared", seed=args.seed).to_csv(args.out, index=False)
+        summary.assign(device=device, load=load, seed=args.seed).to_csv(args.out, index=False)
         args.out.with_suffix(".txt").write_text("\n".join(lines) + "\n")
 
 
