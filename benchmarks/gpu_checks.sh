@@ -5,8 +5,9 @@
 #   3. the accuracy-against-wall-time benchmark, l12 one instance at a time on the GPU (FAQ, 2-opt on the CPU).
 # Each writes its figures under $OUT as soon as it ends, so a run stopped part-way keeps what it finished.
 #
-#   OUT=benchmarks/results/gpu bash benchmarks/gpu_checks.sh            # python3 with torch and scipy
-#   DEVICE=cpu INSTANCES=1 BATCH=8 REPEATS=1 OUT=/tmp/dry bash benchmarks/gpu_checks.sh   # a dry run of the script itself
+#   OUT=benchmarks/results/gpu bash benchmarks/gpu_checks.sh    # PYTHON (default python3): torch, scipy, pandas
+# A dry run of the script itself, on a CPU:
+#   DEVICE=cpu INSTANCES=1 BATCH=8 REPEATS=1 OUT=/tmp/dry PYTHON=.venv/bin/python bash benchmarks/gpu_checks.sh
 set -euo pipefail
 : "${OUT:?set OUT to the folder for the results}"
 PY=${PYTHON:-python3}
