@@ -19,14 +19,14 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 
-"$PY" -c "import torch, sys; from aslib.runtime import resolve_device, describe_device; \
-d = resolve_device('$DEVICE'); ok = d.type == 'cpu' or torch.cuda.is_available(); \
-print(describe_device(d) if ok else 'no CUDA device is visible', 'torch', torch.__version__); sys.exit(0 if ok else 1)" \
+# resolve_device refuses "cuda" with a clear error when no CUDA device is visible
+"$PY" -c "import torch; from aslib.runtime import describe_device; print(describe_device('$DEVICE'), torch.__version__)" \
     | tee "$OUT/device.txt"
 
 "$PY" benchmarks/inference_speed.py --model shufflenet_v2_1.0 --device "$DEVICE" --batch-sizes 1 64 256 \
     --inference-images 256 --repeats "$REPEATS" --no-progress --output-dir "$OUT" | tee "$OUT/inference_speed.txt"
 
-"$PY" benchmarks/graph_matching_speed.py --n 50 --batch "$BATCH" --device "$DEVICE" | tee "$OUT/graph_matching_speed.txt"
+"$PY" benchmarks/graph_matching_speed.py --n 50 --batch "$BATCH" --device "$DEVICE" \
+    | tee "$OUT/graph_matching_speed.txt"
 
 "$PY" benchmarks/qap_benchmark.py --device "$DEVICE" --instances "$INSTANCES" --out "$OUT/qap_benchmark.csv"
