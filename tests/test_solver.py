@@ -182,7 +182,7 @@ def test_a_start_at_the_answer_is_certified_at_the_first_check():
 
 def test_an_argmax_that_is_an_isomorphism_certifies_far_from_a_vertex():
     # M = 0.3 R + 0.7 J/n: its argmax is the planted isomorphism R, yet P(M) is far above any settling
-    # tolerance and no top entry exceeds 1/2 (so the argmax is not known to be the Hungarian rounding)
+    # tolerance and no top entry exceeds 1/2: neither the penalty nor the top entries say M is near a vertex
     n = 20
     inst = gm.random_regular(n, 3, batch=1, seed=4)
     R = torch.eye(n, dtype=torch.float64)[inst.perm[0]]
