@@ -24,9 +24,9 @@ env: $(INSTALLED)
 ## results/$(PROFILE)/ and regenerate figures/; then the README's results section and notebook 06 (which show
 ## every published profile) are rewritten from results/.
 reproduce: $(INSTALLED)
-	$(PY) -m aslib.reproduce --profile $(PROFILE) --jobs $(JOBS)
-	$(PY) -m aslib.report --readme
-	$(PY) -m aslib.reproduce --refresh notebooks/06_results.ipynb
+	$(PY) -m aslib.runner.reproduce --profile $(PROFILE) --jobs $(JOBS)
+	$(PY) -m aslib.study.report --readme
+	$(PY) -m aslib.runner.reproduce --refresh notebooks/06_results.ipynb
 
 ## Unit tests, the notebooks run through the runner, and nbval on the committed notebooks. nbval runs on
 ## copies in a temporary tree (its own figures/ and runs/), so a test run never rewrites a tracked file.
@@ -37,7 +37,7 @@ reproduce: $(INSTALLED)
 ## and xdist would then run only one of them.
 test: $(INSTALLED)
 	@tree=$$(mktemp -d) && trap 'rm -rf "$$tree"' EXIT && \
-	$(PY) -m aslib.reproduce --copy-notebooks "$$tree/nbval" && \
+	$(PY) -m aslib.runner.reproduce --copy-notebooks "$$tree/nbval" && \
 	$(PY) -m pytest tests "$$tree/nbval/notebooks" --nbval-lax --nbval-current-env -p no:cacheprovider \
 		--rootdir . --durations=10 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
@@ -48,7 +48,7 @@ lab: $(INSTALLED)
 
 ## Re-execute a notebook in place with its stored defaults: make refresh NB=notebooks/01_....ipynb
 refresh: $(INSTALLED)
-	$(PY) -m aslib.reproduce --refresh $(NB)
+	$(PY) -m aslib.runner.reproduce --refresh $(NB)
 
 clean-runs:
 	rm -rf runs/

@@ -1,9 +1,9 @@
 """Training step time in the default (NCHW) and the channels-last (NHWC) memory format (``TrainConfig.channels_last``).
 
-For each architecture and input shape, one training step (``aslib.speed.train_step``, batch 64, random images) of
+For each architecture and input shape, one training step (``aslib.training.speed.train_step``, batch 64, random images) of
 ShuffleNet with its fixed shuffle, of AutoShuffleNet with the paper's projected step (lam 0.03) and with the mirror
 step (``shuffle_parameterisation="mirror"``), each in both memory formats (weights and batch converted as
-``aslib.train`` converts them): the six steps are interleaved in alternating order (``aslib.speed.interleaved``)
+``aslib.training.train`` converts them): the six steps are interleaved in alternating order (``aslib.training.speed.interleaved``)
 and their medians compared. Prints milliseconds per step, the channels-last / default ratio of each arm, and each
 learned arm's ratio to the fixed one in the same format. Example::
 
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from aslib.config import TrainConfig
-from aslib.runtime import describe_device, seed_everything
-from aslib.speed import SpeedConfig, interleaved, train_step
-from aslib.train import model_for
+from aslib.training.config import TrainConfig
+from aslib.utils.runtime import describe_device, seed_everything
+from aslib.training.speed import SpeedConfig, interleaved, train_step
+from aslib.training.train import model_for
 
 #: (label, model, builder arguments, units per stage, input channels, image size)
 CASES = [

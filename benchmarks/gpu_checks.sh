@@ -20,7 +20,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 
 # resolve_device refuses "cuda" with a clear error when no CUDA device is visible
-"$PY" -c "import torch; from aslib.runtime import describe_device; print(describe_device('$DEVICE'), torch.__version__)" \
+"$PY" -c "import torch; from aslib.utils.runtime import describe_device; print(describe_device('$DEVICE'), torch.__version__)" \
     | tee "$OUT/device.txt"
 
 "$PY" benchmarks/inference_speed.py --model shufflenet_v2_1.0 --device "$DEVICE" --batch-sizes 1 64 256 \

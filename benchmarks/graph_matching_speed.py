@@ -16,7 +16,7 @@ import time
 import torch
 
 from aslib.examples.graph_matching import erdos_renyi, match_graphs, recovery
-from aslib.runtime import resolve_device
+from aslib.utils.runtime import resolve_device
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,7 +1,7 @@
-"""Command line for :mod:`aslib.speed`: inference and training speed of AutoShuffleNet against ShuffleNet.
+"""Command line for :mod:`aslib.training.speed`: inference and training speed of AutoShuffleNet against ShuffleNet.
 
 Goals: inference ratio hardened / fixed >= 0.98, training step ratio learned / fixed < 1.3. What is timed
-and how is in the docstring of ``aslib/speed.py``. Example::
+and how is in the docstring of ``aslib/training/speed.py``. Example::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/inference_speed.py --model shufflenet_v2_1.0 --device cpu \\
         --batch-sizes 64 1 256
@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 
-from aslib.checks import check_positive_int
-from aslib.io import save_results
+from aslib.core.checks import check_positive_int
+from aslib.utils.io import save_results
 from aslib.models import MODEL_NAMES
-from aslib.speed import SpeedConfig, measure_speed
+from aslib.training.speed import SpeedConfig, measure_speed
 
 
 def main(argv: list[str] | None = None) -> None:

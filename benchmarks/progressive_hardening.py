@@ -33,10 +33,10 @@ from concurrent.futures import ProcessPoolExecutor
 import pandas as pd
 import torch
 
-from aslib.config import TrainConfig
-from aslib.penalty import ROUNDING_THRESHOLD
-from aslib.runtime import describe_device
-from aslib.train import LAYER_PENALTIES_NAME, train
+from aslib.training.config import TrainConfig
+from aslib.core.penalty import ROUNDING_THRESHOLD
+from aslib.utils.runtime import describe_device
+from aslib.training.train import LAYER_PENALTIES_NAME, train
 
 
 def _mean_std(values: list[float], digits: int = 3) -> str:

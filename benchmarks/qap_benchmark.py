@@ -45,7 +45,7 @@ import torch
 
 from aslib import quadratic_assignment
 from aslib.examples.graph_matching import make_instances
-from aslib.runtime import describe_device
+from aslib.utils.runtime import describe_device
 
 SIZES = {"regular": 30, "erdos_renyi": 50, "grid": 30, "cycle": 30, "planted_qap": 30, "flow_distance": 30}
 

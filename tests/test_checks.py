@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from aslib.checks import as_generator, check_fraction, check_nonnegative, check_positive, check_positive_int
+from aslib.core.checks import as_generator, check_fraction, check_nonnegative, check_positive, check_positive_int
 
 
 @pytest.mark.parametrize("value", [1, 7, np.int64(3)])

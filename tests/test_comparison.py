@@ -3,9 +3,9 @@
 import pandas as pd
 import pytest
 
-from aslib.arms import grid
-from aslib.comparison import choose_lam, comparison_verdicts
-from aslib.config import TrainConfig
+from aslib.study.arms import grid
+from aslib.study.comparison import choose_lam, comparison_verdicts
+from aslib.training.config import TrainConfig
 
 
 def _rows(arm, lam, init, accs, *, val=None, soft=None, change=0.0, params=100):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from aslib.data import DIGITS_TEST_SEED, load_dataset, split_indices
+from aslib.training.data import DIGITS_TEST_SEED, load_dataset, split_indices
 
 CIFAR10_MEAN = np.array([0.4914, 0.4822, 0.4465])
 CIFAR10_STD = np.array([0.2470, 0.2435, 0.2616])
@@ -285,7 +285,7 @@ def test_bad_options(kwargs, match):
 
 
 def test_dataset_info_matches_the_digits_as_loaded():
-    from aslib.data import DATASET_INFO, DATASETS, load_dataset
+    from aslib.training.data import DATASET_INFO, DATASETS, load_dataset
 
     assert DATASETS == tuple(DATASET_INFO)
     info = DATASET_INFO["digits"]
@@ -297,7 +297,7 @@ def test_dataset_info_matches_the_digits_as_loaded():
 
 def test_dataset_info_matches_files_in_each_format(tmp_path):
     """Shapes, classes and stems of the table against what the loaders read (sizes: tests/test_real_data.py)."""
-    from aslib.data import DATASET_INFO
+    from aslib.training.data import DATASET_INFO
 
     write_mnist(tmp_path)
     write_cifar10(tmp_path)

@@ -12,7 +12,7 @@ import torch
 from scipy.optimize import quadratic_assignment
 
 from aslib.examples import graph_matching as gm
-from aslib.penalty import is_permutation_matrix, l12_penalty, permutation_matrix
+from aslib.core.penalty import is_permutation_matrix, l12_penalty, permutation_matrix
 
 
 def brute_force_min(A: torch.Tensor, B: torch.Tensor) -> float:
@@ -164,8 +164,8 @@ def test_bad_input_is_refused_with_a_clear_error():
 
 
 def test_fast_rounding_agrees_with_hungarian():
-    from aslib.solver import _round
-    from aslib.penalty import project_doubly_stochastic, round_to_permutation
+    from aslib.solver.relaxation import _round
+    from aslib.core.penalty import project_doubly_stochastic, round_to_permutation
 
     gen = torch.Generator().manual_seed(0)
     perm = torch.stack([torch.randperm(8, generator=gen) for _ in range(50)])

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from aslib.io import atomic_write, load_results, save_results, save_table
+from aslib.utils.io import atomic_write, load_results, save_results, save_table
 
 
 def test_save_and_load_results_round_trip_plain_types(tmp_path):

@@ -10,14 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import aslib.layers
-import aslib.shuffles
-from aslib.config import TrainConfig
-from aslib.loop import make_optimizer, penalised_step
+import aslib.nn.layers
+import aslib.nn.shuffles
+from aslib.training.config import TrainConfig
+from aslib.training.loop import make_optimizer, penalised_step
 from aslib.models import get_model
 
-from aslib.layers import ChannelShuffle, FixedPermutation, LearnedShuffle, make_shuffle, mix_channels, shuffle_indices
-from aslib.shuffles import (
+from aslib.nn.layers import ChannelShuffle, FixedPermutation, LearnedShuffle, make_shuffle, mix_channels, shuffle_indices
+from aslib.nn.shuffles import (
     harden_shuffles_,
     layer_penalties,
     learned_shuffles,
@@ -26,7 +26,7 @@ from aslib.shuffles import (
     shuffle_penalty,
     shuffle_stats,
 )
-from aslib.penalty import (
+from aslib.core.penalty import (
     fused_l12_penalty,
     ROUNDING_THRESHOLD,
     is_permutation_matrix,
@@ -503,10 +503,10 @@ def test_penalised_step_matches_the_former_formulation(monkeypatch: pytest.Monke
     stacked_groups = lambda model: [[layer for layer in learned_shuffles(model) if layer.channels == c]  # noqa: E731
                                     for c in sorted({layer.channels for layer in learned_shuffles(model)})]
     with monkeypatch.context() as patch:
-        patch.setattr(aslib.layers, "mix_channels", _conv_mix)
-        for module in (aslib.layers, aslib.shuffles):
+        patch.setattr(aslib.nn.layers, "mix_channels", _conv_mix)
+        for module in (aslib.nn.layers, aslib.nn.shuffles):
             patch.setattr(module, "fused_l12_penalty", lambda M: l12_penalty(M, check_finite=False))
-        patch.setattr(aslib.shuffles, "_soft_groups", stacked_groups)
+        patch.setattr(aslib.nn.shuffles, "_soft_groups", stacked_groups)
         assert any(len(group) > 1 for group in stacked_groups(old))  # the stacked path is exercised
         ce_old, logits_old = penalised_step(old, x, y, make_optimizer(old, config), 0.1)
     torch.testing.assert_close(ce_new, ce_old, rtol=1e-10, atol=1e-10)
@@ -523,7 +523,7 @@ def _mirror_layer(channels: int = 6, seed: int = 0) -> LearnedShuffle:
 
 
 def test_mirror_update_is_the_mirror_step_of_the_loss_gradient() -> None:
-    from aslib.penalty import mirror_step
+    from aslib.core.penalty import mirror_step
 
     layer = _mirror_layer()
     x = torch.randn(4, 6, 3, 3, generator=torch.Generator().manual_seed(1))
@@ -541,7 +541,7 @@ def test_mirror_update_is_the_mirror_step_of_the_loss_gradient() -> None:
 
 
 def test_mirror_update_consumes_its_gradient_so_the_next_step_follows_only_the_next_gradient() -> None:
-    from aslib.penalty import mirror_step
+    from aslib.core.penalty import mirror_step
 
     layer = _mirror_layer()
     generator = torch.Generator().manual_seed(2)
@@ -597,13 +597,13 @@ def test_a_large_gradient_collapses_the_projected_matrix_to_uniform_but_not_the_
 def test_mirror_shuffles_move_every_soft_mirror_layer_and_stay_out_of_the_loss_penalty() -> None:
     model = nn.Sequential(_mirror_layer(6, 0), LearnedShuffle(6, "uniform", noise=0.5), _mirror_layer(6, 1))
     mirrors = [model[0], model[2]]
-    assert aslib.shuffles.mirror_parameters(model) == [m.weight for m in mirrors]
-    assert aslib.shuffles.shuffle_parameters(model) == [model[1].weight]
-    torch.testing.assert_close(aslib.shuffles.shuffle_penalty(model, mirror=False), model[1].penalty())
-    torch.testing.assert_close(aslib.shuffles.shuffle_penalty(model),
+    assert aslib.nn.shuffles.mirror_parameters(model) == [m.weight for m in mirrors]
+    assert aslib.nn.shuffles.shuffle_parameters(model) == [model[1].weight]
+    torch.testing.assert_close(aslib.nn.shuffles.shuffle_penalty(model, mirror=False), model[1].penalty())
+    torch.testing.assert_close(aslib.nn.shuffles.shuffle_penalty(model),
                                sum(layer.penalty() for layer in learned_shuffles(model)))
     model(torch.randn(3, 6, 2, 2)).square().sum().backward()
     before = [m.weight.detach().clone() for m in model]
-    assert aslib.shuffles.mirror_shuffles_(model, 1.0, 0.3) == 2
+    assert aslib.nn.shuffles.mirror_shuffles_(model, 1.0, 0.3) == 2
     assert not torch.equal(model[0].weight, before[0]) and not torch.equal(model[2].weight, before[2])
     assert torch.equal(model[1].weight.detach(), before[1])

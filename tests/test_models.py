@@ -10,8 +10,8 @@ import torch
 import torchvision
 from torch import nn
 
-from aslib.layers import ChannelShuffle, FixedPermutation, LearnedShuffle, shuffle_indices
-from aslib.shuffles import harden_shuffles_, learned_shuffles, project_shuffles_, shuffle_penalty
+from aslib.nn.layers import ChannelShuffle, FixedPermutation, LearnedShuffle, shuffle_indices
+from aslib.nn.shuffles import harden_shuffles_, learned_shuffles, project_shuffles_, shuffle_penalty
 from aslib.models import (
     MODEL_NAMES,
     get_model,

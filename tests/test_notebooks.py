@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 
 from aslib.examples import two_layer as tl
-from aslib.io import load_results
-from aslib.report import verdict_table
-from aslib.runtime import code_fingerprint
-from aslib.verdicts import ANSWERS, verdicts_from_results
-from aslib.profiles import find_notebooks, load_profile
-from aslib.reproduce import execute_notebooks, prepare
+from aslib.utils.io import load_results
+from aslib.study.report import verdict_table
+from aslib.utils.runtime import code_fingerprint
+from aslib.study.verdicts import ANSWERS, verdicts_from_results
+from aslib.runner.profiles import find_notebooks, load_profile
+from aslib.runner.reproduce import execute_notebooks, prepare
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from aslib.penalty import (
+from aslib.core.penalty import (
     ROUNDING_THRESHOLD,
     is_permutation_matrix,
     l12_penalty,
@@ -23,8 +23,8 @@ from aslib.penalty import (
     round_to_permutation,
     sinkhorn,
 )
-import aslib.penalty as pen
-from aslib.theory import near_permutations
+import aslib.core.penalty as pen
+from aslib.core.theory import near_permutations
 from conftest import DEVICES
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from aslib.data import load_dataset
+from aslib.training.data import load_dataset
 from aslib.examples.permuted_input import (
     PermutedInputConfig,
     PermutedPixels,
@@ -21,9 +21,9 @@ from aslib.examples.permuted_input import (
     small_cnn,
     symmetric_recovery,
 )
-from aslib.layers import LearnedShuffle
-from aslib.penalty import permutation_matrix
-from aslib.train import TrainConfig
+from aslib.nn.layers import LearnedShuffle
+from aslib.core.penalty import permutation_matrix
+from aslib.training.train import TrainConfig
 
 
 def test_permute_pixels_moves_each_pixel_where_the_permutation_says():

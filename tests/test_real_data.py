@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from aslib.data import DATASET_INFO, load_dataset
+from aslib.training.data import DATASET_INFO, load_dataset
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CIFAR10_FOLDER = DATA / "cifar-10-batches-py"
@@ -106,7 +106,7 @@ def test_mnist_pixel_statistics():
 @needs_cifar10
 def test_a_short_cifar10_run_beats_chance_clearly(tmp_path):
     """About a minute of one-thread CPU training of an AutoShuffleNet (l1-2 penalty, then rounding)."""
-    from aslib.train import TrainConfig, train
+    from aslib.training.train import TrainConfig, train
 
     torch.set_num_threads(1)
     config = TrainConfig(

@@ -7,10 +7,10 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from aslib.profiles import (
+from aslib.runner.profiles import (
     REPO_ROOT, Profile, check_parameter_types, check_parameters, find_notebooks, load_profile, notebook_parameters,
 )
-from aslib.reproduce import execute_notebooks, main, prepare, refresh_notebook
+from aslib.runner.reproduce import execute_notebooks, main, prepare, refresh_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -176,7 +176,7 @@ def test_command_line_refuses_a_wrong_type_up_front(capsys):
 
 
 def test_progress_output_is_stripped_and_other_output_kept():
-    from aslib.reproduce import strip_progress_output
+    from aslib.runner.reproduce import strip_progress_output
 
     cell = new_code_cell("x")
     cell.outputs = [
@@ -196,7 +196,7 @@ def test_progress_output_is_stripped_and_other_output_kept():
 
 
 def test_published_results_carry_provenance_and_replace_older_files(tmp_path):
-    from aslib.reproduce import publish_results
+    from aslib.runner.reproduce import publish_results
 
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
@@ -216,7 +216,7 @@ def test_published_results_carry_provenance_and_replace_older_files(tmp_path):
     assert [r.status for r in runs] == ["ok", "ok"]
     assert sorted(p.name for p in (results / "t").iterdir()) == ["01_a.json", "01_a_table.csv", "other.txt"]
     record = json.loads((results / "t" / "01_a.json").read_text())
-    from aslib.runtime import code_fingerprint
+    from aslib.utils.runtime import code_fingerprint
     assert record == {"x": 1, "device": "cpu: test", "profile": "t", "seeds": [3],
                       "code_fingerprint": code_fingerprint(), "tables": ["01_a_table.csv"]}
     # a notebook with a seeds list and no device of its own
@@ -238,7 +238,7 @@ def test_reader_notebooks_run_last_with_the_results_dir(tmp_path):
 
 
 def test_notebook_tree_for_nbval_writes_nothing_into_the_repository(tmp_path):
-    from aslib.reproduce import copy_notebook_tree
+    from aslib.runner.reproduce import copy_notebook_tree
 
     root = tmp_path / "repo"
     (root / "notebooks").mkdir(parents=True)

@@ -12,9 +12,10 @@ import scipy.optimize
 import torch
 
 import aslib
-from aslib import qap, solver
+from aslib.solver import qap
+from aslib.solver import relaxation as solver
 from aslib.examples import graph_matching as gm
-from aslib.qap import default_qap_config, solve_qap
+from aslib.solver.qap import default_qap_config, solve_qap
 
 
 def brute_force(A: np.ndarray, B: np.ndarray, maximize: bool) -> float:
@@ -195,7 +196,7 @@ def test_an_argmax_that_is_an_isomorphism_certifies_far_from_a_vertex():
 
 
 def test_ended_instances_leave_the_batch_without_changing_any_answer():
-    from aslib.qap import _relaxed_loss, default_qap_config
+    from aslib.solver.qap import _relaxed_loss, default_qap_config
 
     inst = gm.random_regular(16, 3, batch=4, seed=3)
     A4, B4 = inst.A.unsqueeze(1), inst.B.unsqueeze(1)
@@ -218,7 +219,7 @@ def test_ended_instances_leave_the_batch_without_changing_any_answer():
 
 @pytest.mark.parametrize("maximize", [False, True])
 def test_trace_gradient_equals_autograd(maximize):
-    from aslib.qap import _relaxed_loss
+    from aslib.solver.qap import _relaxed_loss
 
     gen = torch.Generator().manual_seed(4)
     A, B = (torch.randn(2, 1, 6, 6, generator=gen, dtype=torch.float64) for _ in range(2))

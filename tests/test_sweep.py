@@ -6,15 +6,15 @@ import json
 import pytest
 import torch
 
-from aslib.arms import SHUFFLE_ARMS, Run, arm_config, classification_runs, grid
-from aslib.config import TrainConfig
-from aslib.data import DATASET_INFO, load_dataset
-from aslib.loop import evaluate
+from aslib.study.arms import SHUFFLE_ARMS, Run, arm_config, classification_runs, grid
+from aslib.training.config import TrainConfig
+from aslib.training.data import DATASET_INFO, load_dataset
+from aslib.training.loop import evaluate
 from aslib.models import count_flops, get_model
-from aslib.train import model_for
-from aslib.runtime import code_fingerprint
-from aslib.report import collect, histories, layer_penalty_tables, summarise_seeds
-from aslib.sweep import _command, check_data, execute, plan, run_status
+from aslib.training.train import model_for
+from aslib.utils.runtime import code_fingerprint
+from aslib.study.report import collect, histories, layer_penalty_tables, summarise_seeds
+from aslib.runner.sweep import _command, check_data, execute, plan, run_status
 
 TINY = TrainConfig(dataset="digits", model="shufflenet_v2_0.5", stages_repeats=(1, 1, 1), epochs=2, batch_size=32,
                    max_train_samples=256, recalibration_batches=2, show_progress=False, lam=1e-3)
@@ -174,7 +174,7 @@ def test_distributed_runs_use_torchrun_over_all_devices(tmp_path):
     run = Run("ddp", dataclasses.replace(TINY, output_dir=str(tmp_path / "ddp")), distributed=True)
     command = _command(run, 4)
     assert command[1:4] == ["-m", "torch.distributed.run", "--standalone"] and "--nproc_per_node=4" in command
-    assert command[-4:] == ["-m", "aslib.sweep", "--run-config", str(tmp_path / "ddp" / "config.json")]
+    assert command[-4:] == ["-m", "aslib.runner.sweep", "--run-config", str(tmp_path / "ddp" / "config.json")]
     single = _command(dataclasses.replace(run, distributed=False), 4)
     assert "torch.distributed.run" not in single
 

@@ -18,14 +18,14 @@ import pytest
 import torch
 from torch import nn
 
-from aslib.data import load_dataset
-from aslib.layers import LearnedShuffle
-from aslib.shuffles import learned_shuffles, shuffle_parameters
+from aslib.training.data import load_dataset
+from aslib.nn.layers import LearnedShuffle
+from aslib.nn.shuffles import learned_shuffles, shuffle_parameters
 from aslib.models import get_model
-from aslib.penalty import l12_penalty
-from aslib.config import TrainConfig, config_changes, parse_args
-from aslib.loop import SettledShuffles, evaluate, make_optimizer, recalibrate_batchnorm
-from aslib.train import HISTORY_COLUMNS, TrainState, main, train
+from aslib.core.penalty import l12_penalty
+from aslib.training.config import TrainConfig, config_changes, parse_args
+from aslib.training.loop import SettledShuffles, evaluate, make_optimizer, recalibrate_batchnorm
+from aslib.training.train import HISTORY_COLUMNS, TrainState, main, train
 
 # The tiniest ShuffleNet v1 (three units) on a few hundred digits: a couple of seconds per run.
 TINY = dict(model="shufflenet_v1_g3", model_kwargs={"width": 0.25}, stages_repeats=(1, 1, 1), batch_size=32,
@@ -265,7 +265,7 @@ def _state_dicts_equal(a: Path, b: Path) -> None:
 
 def test_a_killed_run_resumes_to_the_same_result(tmp_path):
     """SIGKILL after the first checkpoint, resume: weights, history and accuracies equal an uninterrupted run."""
-    cmd = [sys.executable, "-m", "aslib.train", *TINY_ARGS]
+    cmd = [sys.executable, "-m", "aslib.training.train", *TINY_ARGS]
     whole = subprocess.Popen([*cmd, "--output-dir", str(tmp_path / "whole")], env=_env(), cwd=REPO,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     killed = subprocess.Popen([*cmd, "--output-dir", str(tmp_path / "killed")], env=_env(), cwd=REPO,
@@ -300,7 +300,7 @@ def test_two_processes_with_gloo(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(
         "import os, sys, torch\n"
-        "from aslib.config import parse_args\nfrom aslib.train import train\n"
+        "from aslib.training.config import parse_args\nfrom aslib.training.train import train\n"
         "config, _ = parse_args(sys.argv[1:])\n"
         "result = train(config)\n"
         "torch.save(result.model.state_dict(), os.path.join(sys.argv[-1] + '_rank' + os.environ['RANK'] + '.pt'))\n"
@@ -364,7 +364,7 @@ def test_hardening_during_training_freezes_shuffles_and_resumes_exactly(tmp_path
 
 
 def test_measure_speed_can_time_inference_only() -> None:
-    from aslib.speed import SpeedConfig, measure_speed
+    from aslib.training.speed import SpeedConfig, measure_speed
 
     cfg = SpeedConfig(model="shufflenet_v1_g3", model_kwargs={"width": 0.25, "stages_repeats": (1, 1, 1)},
                       image_size=8, batch_size=1, inference_batches=2, repeats=2, warmup=0, show_progress=False,
@@ -376,8 +376,8 @@ def test_measure_speed_can_time_inference_only() -> None:
 
 
 def test_mirror_shuffles_get_no_optimizer_and_take_their_own_step():
-    from aslib.loop import penalised_step
-    from aslib.penalty import mirror_step
+    from aslib.training.loop import penalised_step
+    from aslib.core.penalty import mirror_step
 
     model = _tiny_model(shuffle_init="uniform", shuffle_noise=0.1, shuffle_parameterisation="mirror")
     layers = learned_shuffles(model)
@@ -438,7 +438,7 @@ def test_a_mirror_run_resumes_exactly(tmp_path):
 
 
 def test_a_mirror_model_is_timed_as_it_trains() -> None:
-    from aslib.speed import train_step
+    from aslib.training.speed import train_step
 
     model = _tiny_model(shuffle_init="uniform", shuffle_noise=0.1, shuffle_parameterisation="mirror")
     before = [layer.weight.detach().clone() for layer in learned_shuffles(model)]
@@ -451,7 +451,7 @@ def test_a_mirror_model_is_timed_as_it_trains() -> None:
 
 @pytest.mark.parametrize("parameterisation", ["projected", "mirror"])
 def test_a_channels_last_step_computes_what_the_default_one_does(parameterisation):
-    from aslib.loop import penalised_step
+    from aslib.training.loop import penalised_step
 
     model = _tiny_model(shuffle_init="uniform", shuffle_noise=0.1, shuffle_parameterisation=parameterisation).double()
     twin = copy.deepcopy(model).to(memory_format=torch.channels_last)
@@ -468,7 +468,7 @@ def test_a_channels_last_step_computes_what_the_default_one_does(parameterisatio
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_channels_last_training_keeps_its_layout_and_learns(tmp_path, channels_last):
-    from aslib.train import fit
+    from aslib.training.train import fit
 
     model = _tiny_model()
     seen = []  # the layout of the training batches' activations after the first BatchNorm (16 x 8 x 8 maps)

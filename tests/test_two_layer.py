@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from aslib.examples import two_layer as tl
-from aslib.penalty import l12_penalty, permutation_matrix, project_doubly_stochastic
+from aslib.core.penalty import l12_penalty, permutation_matrix, project_doubly_stochastic
 
 
 def test_relu_mean_and_kernel_match_monte_carlo():

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from aslib import runtime
-from aslib.verdicts import ALPHA, Verdict, compare_means, significance, verdict, verdicts_from_results, verdicts_to_results
+from aslib.utils import runtime
+from aslib.study.verdicts import ALPHA, Verdict, compare_means, significance, verdict, verdicts_from_results, verdicts_to_results
 
 
 def test_verdict_line_and_round_trip():
@@ -34,10 +34,10 @@ def test_code_fingerprint_follows_the_sources(tmp_path, monkeypatch):
     from pathlib import Path
 
     copy = tmp_path / "aslib"
-    shutil.copytree(Path(runtime.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(runtime, "__file__", str(copy / "runtime.py"))
+    shutil.copytree(Path(runtime.__file__).parents[1], copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(runtime, "__file__", str(copy / "utils" / "runtime.py"))
     assert runtime.code_fingerprint() == first
-    (copy / "penalty.py").write_text((copy / "penalty.py").read_text() + "\n# changed\n")
+    (copy / "core" / "penalty.py").write_text((copy / "core" / "penalty.py").read_text() + "\n# changed\n")
     assert runtime.code_fingerprint() != first
 
 

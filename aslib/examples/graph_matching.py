@@ -17,7 +17,7 @@ noise, so ``A M* = M* B`` for ``M* = permutation_matrix(perm)`` when there is no
 Methods of :func:`match_graphs` (all return scipy's ``OptimizeResult``):
 
 * ``"l12"``: the paper's method, ``f + lam_t P`` over ``D_n`` by the penalised mirror descent of
-  :mod:`aslib.solver` (:func:`aslib.qap.solve_qap` with ``maximize=True``, whose relaxed loss is ``f``),
+  :mod:`aslib.solver.relaxation` (:func:`aslib.solver.qap.solve_qap` with ``maximize=True``, whose relaxed loss is ``f``),
   with ``lam_t`` ramped geometrically from ``0.03 lam`` to ``lam`` over 80% of the steps and ``restarts``
   random starts near ``J/n``, keeping the one whose rounded permutation has the smallest ``f``; an instance
   ends early once every start has settled on its rounding, its starts agree on one rounding, or one start
@@ -25,7 +25,7 @@ Methods of :func:`match_graphs` (all return scipy's ``OptimizeResult``):
 * ``"relaxed"``: the same solver with ``lam = 0`` (the convex relaxation, then rounding).
 * ``"sinkhorn"``: ``M = sinkhorn(X, tau)`` with Adam on the logits and ``tau`` annealed, no penalty.
 * ``"faq"`` and ``"2opt"``: ``scipy.optimize.quadratic_assignment`` with ``maximize=True`` through
-  :func:`aslib.qap.quadratic_assignment` (for a permutation ``||A M - M B||^2 = ||A||^2 + ||B||^2 -
+  :func:`aslib.solver.qap.quadratic_assignment` (for a permutation ``||A M - M B||^2 = ||A||^2 + ||B||^2 -
   2 tr(A^T M B M^T)``, so minimising ``f`` is maximising scipy's objective); ``restarts`` calls, keeping
   the best: FAQ's first from scipy's default start (the barycenter ``J/n``) and the others from random
   doubly stochastic matrices; every 2-opt call from a random permutation.
@@ -42,13 +42,13 @@ import pandas as pd
 import torch
 from scipy.optimize import OptimizeResult
 
-from aslib.checks import as_generator, check_positive_int
-from aslib.penalty import check_square, permutation_matrix
-from aslib.qap import default_qap_config, quadratic_assignment, solve_qap
-from aslib.solver import SolverConfig, apply_overrides, solve_permutation
-from aslib.progress import progress
-from aslib.runtime import resolve_device
-from aslib.verdicts import Verdict, compare_means, verdict
+from aslib.core.checks import as_generator, check_positive_int
+from aslib.core.penalty import check_square, permutation_matrix
+from aslib.solver.qap import default_qap_config, quadratic_assignment, solve_qap
+from aslib.solver.relaxation import SolverConfig, apply_overrides, solve_permutation
+from aslib.utils.progress import progress
+from aslib.utils.runtime import resolve_device
+from aslib.study.verdicts import Verdict, compare_means, verdict
 
 __all__ = [
     "FAMILIES",
@@ -201,7 +201,7 @@ def recovery(perm: torch.Tensor, planted: torch.Tensor) -> torch.Tensor:
 def default_config(method: str) -> SolverConfig:
     """The solver settings used for ``method`` unless ``match_graphs`` is given a ``config``.
 
-    ``"l12"``: :func:`aslib.qap.default_qap_config` for maximising (at most 450 mirror steps of
+    ``"l12"``: :func:`aslib.solver.qap.default_qap_config` for maximising (at most 450 mirror steps of
     ``eta = 1``, one Sinkhorn sweep each, ``lam`` ramped from 0.03 to 1 over 80% of the steps, 8 random
     starts, early stop once settled, agreed or certified). ``"relaxed"``: the same with ``lam = 0``. ``"sinkhorn"``: 300 Adam
     steps (learning rate 0.1) on the logits, 10 Sinkhorn iterations, ``tau`` from 1 to 0.05, 8 random
@@ -351,7 +351,7 @@ def summarise_recovery(table: pd.DataFrame) -> pd.DataFrame:
 def compare_methods(table: pd.DataFrame, first: str, second: str, metric: str, families: tuple[str, ...] | list[str],
                     question: str) -> Verdict:
     """Whether ``first`` scores higher than ``second`` on ``metric`` over the same instances of ``families``
-    (rows of a :func:`recovery_table`): :func:`aslib.verdicts.compare_means` paired over instances (the
+    (rows of a :func:`recovery_table`): :func:`aslib.study.verdicts.compare_means` paired over instances (the
     paired t-test at the project's level), "n/a" when a method was not run.
     """
     rows = table[table["family"].isin(list(families))]

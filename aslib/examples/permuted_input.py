@@ -2,7 +2,7 @@
 
 Every image's pixels are permuted by one fixed, seeded "latent" permutation ``sigma`` of the ``H W``
 positions: the scrambled image is ``x_s[p] = x[sigma[p]]`` (positions flattened row-major). A
-:class:`~aslib.layers.LearnedShuffle` over the ``H W`` positions (the layer mixes dimension 1, so the
+:class:`~aslib.nn.layers.LearnedShuffle` over the ``H W`` positions (the layer mixes dimension 1, so the
 image is viewed as ``(B, H W, C)``) computes ``y[k] = sum_p M[k, p] x_s[p]``; hardened, ``y[k] =
 x_s[perm[k]] = x[sigma[perm[k]]]``. It undoes the scrambling exactly when ``sigma[perm[k]] = k`` for
 every ``k``, i.e. ``perm = sigma^{-1}``.
@@ -23,11 +23,11 @@ positions whose original pixels are 4-neighbours too (1 for identity, flips, tra
 cyclic shifts; about ``4 / (H W)`` for a random map), and :func:`symmetric_recovery` is the exact
 recovery up to the best of the 8 symmetries of the square grid.
 
-Why a loop of its own rather than :func:`aslib.train.fit`: the shuffle's learning rate is scaled, the penalty
-may start late, and the pretrained arms freeze the CNN. Its pieces are the shared ones of :mod:`aslib.loop`
-(:func:`~aslib.loop.penalised_step`, :func:`~aslib.loop.warmup_lam`, :func:`~aslib.loop.make_optimizer`,
-and the finish :func:`~aslib.loop.round_and_evaluate`), and it reads its settings from a
-:class:`~aslib.config.TrainConfig` (fields about ShuffleNets, checkpoints and mixed precision are ignored).
+Why a loop of its own rather than :func:`aslib.training.train.fit`: the shuffle's learning rate is scaled, the penalty
+may start late, and the pretrained arms freeze the CNN. Its pieces are the shared ones of :mod:`aslib.training.loop`
+(:func:`~aslib.training.loop.penalised_step`, :func:`~aslib.training.loop.warmup_lam`, :func:`~aslib.training.loop.make_optimizer`,
+and the finish :func:`~aslib.training.loop.round_and_evaluate`), and it reads its settings from a
+:class:`~aslib.training.config.TrainConfig` (fields about ShuffleNets, checkpoints and mixed precision are ignored).
 """
 
 from __future__ import annotations
@@ -43,15 +43,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from aslib.data import DataSplits, load_dataset
-from aslib.checks import as_generator, check_positive_int
-from aslib.config import TrainConfig
-from aslib.layers import LearnedShuffle
-from aslib.shuffles import shuffle_penalty, shuffle_stats
-from aslib.loop import evaluate, make_optimizer, penalised_step, round_and_evaluate, warmup_lam
+from aslib.training.data import DataSplits, load_dataset
+from aslib.core.checks import as_generator, check_positive_int
+from aslib.training.config import TrainConfig
+from aslib.nn.layers import LearnedShuffle
+from aslib.nn.shuffles import shuffle_penalty, shuffle_stats
+from aslib.training.loop import evaluate, make_optimizer, penalised_step, round_and_evaluate, warmup_lam
 from aslib.models.common import conv_bn
-from aslib.progress import progress
-from aslib.runtime import resolve_device, seed_everything
+from aslib.utils.progress import progress
+from aslib.utils.runtime import resolve_device, seed_everything
 
 __all__ = [
     "ARMS",

@@ -35,7 +35,7 @@ Success is "the rounded permutation ``Q`` computes the teacher's function", ``L(
 teacher's energy ``E[f^2]``), i.e. ``Q = P`` up to the symmetries of the set-up (hidden units with equal
 output weights, inputs with equal columns of ``W``); for generic instances only ``Q = P`` does. The methods
 are those of graph matching: ``"l12"``, ``"relaxed"`` (``lam = 0``) and ``"sinkhorn"``, all through
-:func:`aslib.solver.solve_permutation` (called in :func:`learn_permutation` only).
+:func:`aslib.solver.relaxation.solve_permutation` (called in :func:`learn_permutation` only).
 """
 
 from __future__ import annotations
@@ -47,12 +47,12 @@ import pandas as pd
 from scipy.optimize import OptimizeResult
 import torch
 
-from aslib.checks import as_generator, check_positive_int
-from aslib.penalty import check_square, l12_penalty, permutation_matrix, project_doubly_stochastic
-from aslib.progress import progress
-from aslib.runtime import resolve_device
-from aslib.solver import SolverConfig, apply_overrides, solve_permutation
-from aslib.verdicts import Verdict, significance, verdict
+from aslib.core.checks import as_generator, check_positive_int
+from aslib.core.penalty import check_square, l12_penalty, permutation_matrix, project_doubly_stochastic
+from aslib.utils.progress import progress
+from aslib.utils.runtime import resolve_device
+from aslib.solver.relaxation import SolverConfig, apply_overrides, solve_permutation
+from aslib.study.verdicts import Verdict, significance, verdict
 
 __all__ = [
     "CONVEX_SETUPS",
@@ -386,7 +386,7 @@ def compare_methods(table: pd.DataFrame, setup: str, first: str, second: str, k:
     """Does ``first`` find the teacher's permutation more often than ``second`` in ``setup``?
 
     Paired over the same instances and starts of a :func:`comparison_table` (best of ``k`` starts per
-    instance, or every start when ``k`` is None), by :func:`aslib.verdicts.significance` (the paired t-test
+    instance, or every start when ``k`` is None), by :func:`aslib.study.verdicts.significance` (the paired t-test
     at the project's level). The evidence gives the rates per size, the pooled difference and ``p``.
     """
     wide, label = _paired(table, setup, first, second, k)

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from aslib.checks import as_generator, check_positive_int
-from aslib.layers import INITS, PARAMETERISATIONS, SHUFFLE_KINDS, make_shuffle
+from aslib.core.checks import as_generator, check_positive_int
+from aslib.nn.layers import INITS, PARAMETERISATIONS, SHUFFLE_KINDS, make_shuffle
 
 __all__ = ["STEMS", "ShuffleNet", "ShuffleOptions", "Stem", "conv_bn", "make_divisible"]
 
@@ -64,7 +64,7 @@ class ShuffleOptions:
     Attributes:
         kind: ``"fixed"`` (ShuffleNet), ``"learned"`` (AutoShuffleNet; with penalty weight 0 it is the convex
             relaxation), ``"none"`` or ``"random"`` (a fixed permutation drawn once from ``seed``).
-        init, noise: :class:`~aslib.layers.LearnedShuffle` initialisation (``init="shuffle"`` starts at the
+        init, noise: :class:`~aslib.nn.layers.LearnedShuffle` initialisation (``init="shuffle"`` starts at the
             fixed shuffle of the unit's group count).
         seed: seeds the generator that draws ``"random"`` permutations and learned ``"random"``/``noise`` starts,
             layer after layer, so a model's shuffles depend on this seed only.

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from aslib.checks import check_positive_int
+from aslib.core.checks import check_positive_int
 from aslib.models.common import ShuffleNet, ShuffleOptions, Stem, conv_bn, make_divisible
 
 __all__ = ["STAGE_CHANNELS_V1", "ShuffleNetV1", "ShuffleV1Unit", "shufflenet_v1"]

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import matplotlib.tri as mtri
 from matplotlib.figure import Figure
 
-from aslib.io import atomic_write
+from aslib.utils.io import atomic_write
 
 _METADATA = {
     "png": {"Software": None},
@@ -61,7 +61,7 @@ def plot_gradient_near_zero(entry, gradients: dict, *, title: str = "") -> Figur
 
 
 def plot_error_bound(table) -> Figure:
-    """Scatter of the true rounding errors against their bounds (``aslib.theory.error_bound_experiment``)."""
+    """Scatter of the true rounding errors against their bounds (``aslib.core.theory.error_bound_experiment``)."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
     held = table[table["condition_holds"]]
     other = table[~table["condition_holds"]]
@@ -86,7 +86,7 @@ def plot_error_bound(table) -> Figure:
 def plot_simplex_slices(slices: list, *, titles: list[str], vertex_labels: list[list[str]]) -> Figure:
     """Heat maps of a function on triangular slices of the Birkhoff polytope.
 
-    ``slices`` holds ``(xy, values)`` pairs from :func:`aslib.theory.simplex_slice`.
+    ``slices`` holds ``(xy, values)`` pairs from :func:`aslib.core.theory.simplex_slice`.
     """
     fig, axes = plt.subplots(1, len(slices), figsize=(4.2 * len(slices), 3.8), squeeze=False)
     corners = [(0.0, 0.0), (1.0, 0.0), (0.5, 3**0.5 / 2)]
@@ -292,7 +292,7 @@ def plot_learned_permutations(learned: list, reference: list, *, layers: int = 3
 
 def plot_arm_comparison(summary, *, metric: str = "test_acc_hard") -> Figure:
     """Bars of ``<metric>_mean`` (with the standard deviation over seeds) per arm, one panel per data set
-    and model, from :func:`aslib.report.summarise_seeds` (the ``*_summary.csv`` tables)."""
+    and model, from :func:`aslib.study.report.summarise_seeds` (the ``*_summary.csv`` tables)."""
     panels = list(summary.groupby(["dataset", "model"], sort=False))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.4), squeeze=False)
     for ax, ((dataset, model), rows) in zip(axes[0], panels):

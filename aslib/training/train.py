@@ -1,17 +1,17 @@
 """Training one network: :func:`fit` trains a model it is given, :func:`train` builds it from names first.
 
-The objective of a step (:func:`aslib.loop.penalised_step`) is
+The objective of a step (:func:`aslib.training.loop.penalised_step`) is
 
     loss = cross_entropy(model(x), y) + lam_t * sum_l P(M_l)
 
 with ``P`` the l1-2 penalty of each learned shuffle ``M_l`` and ``lam_t`` ramped linearly from 0 to
-``lam`` over the first ``lam_warmup_epochs`` epochs (:func:`aslib.loop.warmup_lam`). SGD with momentum and a
+``lam`` over the first ``lam_warmup_epochs`` epochs (:func:`aslib.training.loop.warmup_lam`). SGD with momentum and a
 per-step cosine schedule updates the weights; after every optimizer step each ``M_l`` is projected back
 toward the doubly stochastic matrices (clamp, then ``projection_sweeps`` column/row normalisations); a
 shuffle parameterised by Sinkhorn's normalisation of logits is doubly stochastic by construction and is not
-projected. Weight decay applies to convolution and linear weights only (:func:`aslib.loop.make_optimizer`).
+projected. Weight decay applies to convolution and linear weights only (:func:`aslib.training.loop.make_optimizer`).
 
-At the end (:func:`aslib.loop.round_and_evaluate`) the test set is evaluated with the soft ``M_l``; then
+At the end (:func:`aslib.training.loop.round_and_evaluate`) the test set is evaluated with the soft ``M_l``; then
 every shuffle is rounded to its Hungarian permutation (a gather, ShuffleNet's inference cost), the
 BatchNorm statistics are re-estimated on training batches, and the test set is evaluated again. Every
 reported number is the final epoch's; nothing is chosen on the test set.
@@ -22,8 +22,8 @@ a run killed at any moment and resumed ends exactly as an uninterrupted one (bit
 fixed thread count). Under ``torchrun`` the same code runs data-parallel (DistributedDataParallel,
 ``batch_size`` is the global batch); rank 0 writes every file.
 
-Command line: ``python -m aslib.train --dataset cifar10 --model shufflenet_v1_g3 --lam 1e-3 ...``
-(``--help`` lists every field of :class:`~aslib.config.TrainConfig`), ``--resume`` to continue a run.
+Command line: ``python -m aslib.training.train --dataset cifar10 --model shufflenet_v1_g3 --lam 1e-3 ...``
+(``--help`` lists every field of :class:`~aslib.training.config.TrainConfig`), ``--resume`` to continue a run.
 """
 
 from __future__ import annotations
@@ -49,12 +49,12 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from aslib.config import MODEL_ARGUMENTS_SET_HERE, TrainConfig, config_changes, parse_args
-from aslib.data import DataSplits, load_dataset
-from aslib.distributed import ProcessGroup, all_reduce_sum, average_buffers, join_process_group
-from aslib.io import atomic_write, save_results, save_table
-from aslib.shuffles import layer_penalties, shuffle_stats
-from aslib.loop import (
+from aslib.training.config import MODEL_ARGUMENTS_SET_HERE, TrainConfig, config_changes, parse_args
+from aslib.training.data import DataSplits, load_dataset
+from aslib.training.distributed import ProcessGroup, all_reduce_sum, average_buffers, join_process_group
+from aslib.utils.io import atomic_write, save_results, save_table
+from aslib.nn.shuffles import layer_penalties, shuffle_stats
+from aslib.training.loop import (
     SettledShuffles,
     batch_sums,
     evaluate,
@@ -64,8 +64,8 @@ from aslib.loop import (
     warmup_lam,
 )
 from aslib.models import count_parameters, get_model
-from aslib.progress import progress
-from aslib.runtime import code_fingerprint, resolve_device, seed_everything
+from aslib.utils.progress import progress
+from aslib.utils.runtime import code_fingerprint, resolve_device, seed_everything
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -147,7 +147,7 @@ class TrainResult:
 
     def summary(self) -> dict[str, Any]:
         """Plain values for ``result.json``: every field but ``history`` and ``model``, and the
-        :func:`~aslib.runtime.code_fingerprint` of the code that computed them (a run whose fingerprint differs
+        :func:`~aslib.utils.runtime.code_fingerprint` of the code that computed them (a run whose fingerprint differs
         from the current code's is stale)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("history", "model")}
         out["config"] = self.config.to_dict()
@@ -254,10 +254,10 @@ def fit(model: nn.Module, splits: DataSplits, config: TrainConfig, callbacks: Se
         callbacks: called after every epoch with a :class:`TrainState`; each is a callable or an object
             with an ``on_epoch_end(state)`` method (on every rank; ``state.rank`` tells which).
         resume: continue from ``<output_dir>/checkpoint.pt`` if it exists (the configuration must match
-            except for :data:`~aslib.config.RESUMABLE_CHANGES`); without a checkpoint the run starts afresh.
+            except for :data:`~aslib.training.config.RESUMABLE_CHANGES`); without a checkpoint the run starts afresh.
 
     Files (rank 0): ``checkpoint.pt``, ``history.csv`` and ``layer_penalties.csv`` (``P(M_l)`` of each learned
-    shuffle, columns ``layer_<l>`` in :func:`~aslib.shuffles.learned_shuffles` order) after each epoch, and at the
+    shuffle, columns ``layer_<l>`` in :func:`~aslib.nn.shuffles.learned_shuffles` order) after each epoch, and at the
     end ``result.json`` (:meth:`TrainResult.summary`) and ``model.pt`` (the rounded model's ``state_dict``).
     """
     hooks = [c.on_epoch_end if hasattr(c, "on_epoch_end") else c for c in callbacks]
@@ -429,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = train(config, resume=resume)
     except (FileNotFoundError, ValueError) as err:  # missing data, bad option combination: no traceback
-        print(f"python -m aslib.train: error: {err}", file=sys.stderr)
+        print(f"python -m aslib.training.train: error: {err}", file=sys.stderr)
         return 1
     if dist.is_available() and int(os.environ.get("RANK", "0")) != 0:
         return 0

@@ -1,20 +1,20 @@
 """Notebooks 04 and 05 as functions: one comparison of shuffle arms, from its runs to its verdicts and figures.
 
-A comparison trains every arm of :data:`aslib.arms.SHUFFLE_ARMS` it is given over seeds
-(:func:`aslib.arms.classification_runs`); this module reads the finished runs and answers the paper's
+A comparison trains every arm of :data:`aslib.study.arms.SHUFFLE_ARMS` it is given over seeds
+(:func:`aslib.study.arms.classification_runs`); this module reads the finished runs and answers the paper's
 questions about them, per data set and model:
 
 * does the rounded l12 network match or beat the fixed shuffle (test accuracy after rounding)?
 * does rounding collapse the relaxation (its accuracy change from rounding, against the seed noise)?
 * does the shuffle matter at all (fixed against no shuffle)?
 * does rounding change the l12 network's accuracy by less than the seed noise?
-* where the ``l12_mirror`` arm ran: does the penalty method with the mirror step (:meth:`aslib.layers.
+* where the ``l12_mirror`` arm ran: does the penalty method with the mirror step (:meth:`aslib.nn.layers.
   LearnedShuffle.mirror_update_`) beat the paper's projected step after rounding?
 
 The l12 arm of these questions is the one whose penalty weight has the best mean *validation* accuracy over
 seeds (:func:`choose_lam`), never chosen on test, among the runs started at :data:`HEADLINE_INIT` when such
 runs exist. Comparisons of two arms are Welch's t-tests over seeds and the relaxation's rounded against soft
-accuracy a paired t-test (:func:`aslib.verdicts.significance`, two-sided at 5%): a difference the test
+accuracy a paired t-test (:func:`aslib.study.verdicts.significance`, two-sided at 5%): a difference the test
 cannot tell from the seed noise is a tie, and with a single seed there is no noise estimate, so such
 questions answer "n/a" with the numbers beside them. The last question asks for a small effect rather than
 a significant one: l12's mean rounding change must lie within twice the standard deviation over seeds of its
@@ -32,12 +32,12 @@ from typing import Any
 
 import pandas as pd
 
-from aslib.arms import SHUFFLE_ARMS, Run, fixed_shuffle_permutations
-from aslib.io import save_results, save_table
-from aslib.plots import plot_layer_penalties, plot_learned_permutations, plot_training_curves, save_figure
-from aslib.report import histories, layer_penalty_tables, mean_std
-from aslib.speed import measure_speed, speed_config_for
-from aslib.verdicts import Verdict, compare_means, verdict, verdicts_to_results
+from aslib.study.arms import SHUFFLE_ARMS, Run, fixed_shuffle_permutations
+from aslib.utils.io import save_results, save_table
+from aslib.study.plots import plot_layer_penalties, plot_learned_permutations, plot_training_curves, save_figure
+from aslib.study.report import histories, layer_penalty_tables, mean_std
+from aslib.training.speed import measure_speed, speed_config_for
+from aslib.study.verdicts import Verdict, compare_means, verdict, verdicts_to_results
 
 __all__ = [
     "FACTS",
@@ -75,7 +75,7 @@ def choose_lam(results: pd.DataFrame, arm: str = "l12") -> float | None:
     """The ``lam`` of ``arm`` whose runs (at :data:`HEADLINE_INIT` when run) have the best mean final validation
     accuracy over seeds (the smallest such ``lam`` on a tie); ``None`` when ``arm`` has no finished run.
 
-    ``results`` is :func:`aslib.report.collect`'s table of one data set and model. Raises ``ValueError`` when it
+    ``results`` is :func:`aslib.study.report.collect`'s table of one data set and model. Raises ``ValueError`` when it
     lacks the ``final_val_acc`` column (runs without a validation split cannot choose).
     """
     rows = _headline(results, arm)
@@ -109,7 +109,7 @@ def _noise(values: pd.Series) -> float:
 
 
 def _compare(question: str, a: pd.Series, b: pd.Series, note: str = "", paired: bool = False) -> Verdict:
-    """``a`` above ``b`` by :func:`aslib.verdicts.compare_means` (Welch's t-test over seeds, or the paired one
+    """``a`` above ``b`` by :func:`aslib.study.verdicts.compare_means` (Welch's t-test over seeds, or the paired one
     for two measurements of the same runs); n/a without one of them or with one seed."""
     if a.empty or b.empty:
         return verdict(question, None, "not run")
@@ -214,7 +214,7 @@ def learned_permutations_figure(runs: Sequence[Run], name: str, figures_dir: str
 
 
 def speed_table(runs: Sequence[Run], repeats: int) -> pd.DataFrame:
-    """:func:`aslib.speed.measure_speed` of each model of ``runs`` (its first run's architecture), one row each."""
+    """:func:`aslib.training.speed.measure_speed` of each model of ``runs`` (its first run's architecture), one row each."""
     rows = []
     for model in dict.fromkeys(r.config.model for r in runs):
         config = next(r.config for r in runs if r.config.model == model)

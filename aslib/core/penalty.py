@@ -212,7 +212,7 @@ def project_doubly_stochastic(
 def normalise_rows_and_columns(X: torch.Tensor, sweeps: int = 1) -> torch.Tensor:
     """``sweeps`` Sinkhorn sweeps on a positive ``X (..., n, n)``: divide every column by its sum, then every
     row. Rows then sum to 1 exactly (up to rounding) and columns converge to 1. No checks: for callers that
-    keep ``X > 0`` (the mirror step of :mod:`aslib.solver`); others use :func:`project_doubly_stochastic`."""
+    keep ``X > 0`` (the mirror step of :mod:`aslib.solver.relaxation`); others use :func:`project_doubly_stochastic`."""
     for _ in range(sweeps):
         X = X / X.sum(-2, keepdim=True)
         X = X / X.sum(-1, keepdim=True)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pandas as pd
 import torch
 
-from aslib.penalty import (
+from aslib.core.penalty import (
     l12_penalty,
     permutation_error_bound,
     permutation_matrix,
@@ -38,7 +38,7 @@ def near_permutations(
 
     ``M = (1 - a) R + a S(U)`` with ``R`` a random permutation matrix, ``U`` a matrix of independent
     ``U(0, 1)`` entries and ``S`` the alternating normalisation run to convergence (100 sweeps of
-    :func:`aslib.penalty.project_doubly_stochastic`, fast on a dense positive matrix), and
+    :func:`aslib.core.penalty.project_doubly_stochastic`, fast on a dense positive matrix), and
     ``a = max_noise * V^2`` with ``V ~ U(0, 1)`` (squared, so that many matrices lie close to their
     permutation, where the error bound applies). A convex combination of points of ``D_n`` is in ``D_n``.
     Returns ``M`` of shape ``(count, n, n)`` (float64) and ``perm`` of shape ``(count, n)``.
@@ -53,7 +53,7 @@ def near_permutations(
 def error_bound_experiment(
     n: int, count: int, *, max_noise: float = 0.5, generator: torch.Generator | None = None
 ) -> pd.DataFrame:
-    """Compare the error bounds of :func:`aslib.penalty.permutation_error_bound` with the true errors.
+    """Compare the error bounds of :func:`aslib.core.penalty.permutation_error_bound` with the true errors.
 
     One row per matrix: ``penalty``, ``condition_holds``, ``true_l1 = sum |M - R|`` and ``l1_bound``,
     ``true_max = max |M - R|`` and ``max_bound``, with ``R`` the row-argmax permutation, and whether the

@@ -1,7 +1,7 @@
 """A model's learned shuffles together: find them, penalise, project, harden, and summarise them.
 
-The training loop calls these once per step or epoch on the whole model (:mod:`aslib.loop`); each acts on
-every :class:`~aslib.layers.LearnedShuffle` of the model, in module order. On a GPU, matrices of equal size
+The training loop calls these once per step or epoch on the whole model (:mod:`aslib.training.loop`); each acts on
+every :class:`~aslib.nn.layers.LearnedShuffle` of the model, in module order. On a GPU, matrices of equal size
 are stacked and handled in one batched call (fewer kernel launches); on a CPU one at a time (no stack copies).
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from aslib.layers import LearnedShuffle, soft_matrices
-from aslib.penalty import ROUNDING_THRESHOLD, fused_l12_penalty, max_row_deficit, project_doubly_stochastic
+from aslib.nn.layers import LearnedShuffle, soft_matrices
+from aslib.core.penalty import ROUNDING_THRESHOLD, fused_l12_penalty, max_row_deficit, project_doubly_stochastic
 
 __all__ = [
     "harden_shuffles_",

@@ -5,21 +5,21 @@ The problem is ``min_{M in Pi_n} f(M)`` for a batch of independent instances. It
 (:data:`SOLVER_PARAMETERISATIONS`):
 
 * ``"mirror"`` (default): entropic mirror descent on ``f(M) + lam_t * P(M)`` over ``D_n``
-  (``P`` is :func:`aslib.penalty.l12_penalty`). With ``G = C(grad f) / max|C(grad f)| + lam_t grad P``,
+  (``P`` is :func:`aslib.core.penalty.l12_penalty`). With ``G = C(grad f) / max|C(grad f)| + lam_t grad P``,
   where ``C(X) = X - row means - column means + overall mean`` removes what ``D_n`` cannot feel (the
   divisor is floored at ``1e-3 L``, ``L = 1/step_scale`` a bound on the gradient's entries that the caller
   passes, so that rounding noise around a stationary point such as ``J/n`` is not blown up to full steps),
-  one step (:func:`aslib.penalty.mirror_step`) is
+  one step (:func:`aslib.core.penalty.mirror_step`) is
 
   .. math::
       M \leftarrow \mathrm{normalise}(M \odot \exp(-\eta G)),
 
-  ``normalise`` being ``sweeps`` Sinkhorn sweeps (:func:`aslib.penalty.normalise_rows_and_columns`). The
+  ``normalise`` being ``sweeps`` Sinkhorn sweeps (:func:`aslib.core.penalty.normalise_rows_and_columns`). The
   step is multiplicative, so ``M`` stays strictly positive and cannot collapse to ``J/n`` however large the
   gradient; dividing ``grad f`` by its own largest centred entry makes ``eta`` and ``lam`` independent of the
   scale and sign of the problem (``f`` and ``c f`` give the same iterates for any ``c > 0``).
 * ``"projected"``: the Euclidean variant. A gradient step of size ``step * step_scale`` on
-  ``f + lam_t P`` and then :func:`aslib.penalty.project_doubly_stochastic` (clamp and normalise). With
+  ``f + lam_t P`` and then :func:`aslib.core.penalty.project_doubly_stochastic` (clamp and normalise). With
   nonnegative data and a large step every entry is clamped to 0 and the projection returns ``J/n``; it is
   kept for the two-layer example, whose step is set from its curvature.
 * ``"sinkhorn"`` (the baseline): ``M = sinkhorn(X, sinkhorn_iters, tau_t)`` with unconstrained logits
@@ -36,7 +36,7 @@ penalty's gradient is constant, so it is stationary for ``P`` and, on regular gr
 
 Stopping (``settle_tol`` set): every ``check_every`` steps each start's row-wise argmax ``R`` is read.
 Where ``R`` hits every column once it is a Hungarian rounding of ``M`` (each row takes its largest entry);
-by the error bound (:func:`aslib.penalty.permutation_error_bound`), ``P(M) < ROUNDING_THRESHOLD`` on
+by the error bound (:func:`aslib.core.penalty.permutation_error_bound`), ``P(M) < ROUNDING_THRESHOLD`` on
 ``D_n`` makes it so, with ``sum_ij |M_ij - R_ij| <= 2 P(M)``. A start is *settled*, and stops moving, once
 ``P(M) <= settle_tol`` and ``R`` is the same as at the previous check. An instance ends
 
@@ -71,8 +71,8 @@ from dataclasses import dataclass, replace
 import torch
 from scipy.optimize import OptimizeResult
 
-from aslib.checks import check_fraction, check_nonnegative, check_positive, check_positive_int
-from aslib.penalty import (
+from aslib.core.checks import check_fraction, check_nonnegative, check_positive, check_positive_int
+from aslib.core.penalty import (
     ROUNDING_THRESHOLD,
     l12_penalty,
     mirror_step,
@@ -81,7 +81,7 @@ from aslib.penalty import (
     round_to_permutation,
     sinkhorn,
 )
-from aslib.progress import progress
+from aslib.utils.progress import progress
 
 __all__ = [
     "SOLVER_PARAMETERISATIONS",
@@ -209,7 +209,7 @@ def _round(M: torch.Tensor) -> torch.Tensor:
 
     Where the row-wise argmax hits every column once, it maximises ``<M, R>`` over permutations (each row
     takes its largest entry, the most any permutation can take there), so it is used directly (unique
-    unless a row's top entry is tied); other matrices go to :func:`aslib.penalty.round_to_permutation`.
+    unless a row's top entry is tied); other matrices go to :func:`aslib.core.penalty.round_to_permutation`.
     """
     perms = M.argmax(-1)
     slow = ~_distinct(perms)

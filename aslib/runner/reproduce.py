@@ -1,23 +1,23 @@
-"""Execute the numbered notebooks with papermill under a named profile of parameters (:mod:`aslib.profiles`).
+"""Execute the numbered notebooks with papermill under a named profile of parameters (:mod:`aslib.runner.profiles`).
 
 Every notebook in ``notebooks/`` runs, in order, with the profile's parameters (notebooks it does not name
 run with their stored defaults), plus ``output_dir`` and ``figures_dir`` which the runner sets itself.
 Executed copies and results files go to ``runs/<profile>/`` (not committed); the small results files of
 every notebook that succeeded (``<stem>.json`` and ``<stem>_*.csv``) are then published to
 ``results/<profile>/`` (committed), each JSON file stamped with the profile, device, seeds and
-:func:`aslib.runtime.code_fingerprint` (see :func:`publish_results`). Notebooks that declare a
+:func:`aslib.utils.runtime.code_fingerprint` (see :func:`publish_results`). Notebooks that declare a
 ``results_dir`` parameter read those published results, so they run after all the others.
 
 Every parameter name and value is checked against the notebook's ``parameters`` cell before anything runs
-(:func:`aslib.profiles.check_parameters`, :func:`aslib.profiles.check_parameter_types`). A failing notebook is
+(:func:`aslib.runner.profiles.check_parameters`, :func:`aslib.runner.profiles.check_parameter_types`). A failing notebook is
 reported by name with its error cell; the others still run; the exit status is non-zero if any failed. Executed
 notebooks keep no progress-bar output (:func:`strip_progress_output`).
 
 Command line::
 
-    python -m aslib.reproduce --profile quick
-    python -m aslib.reproduce --only 02_graph_matching -p n=40     # overrides: results are not published
-    python -m aslib.reproduce --refresh notebooks/01_penalty_and_error_bounds.ipynb
+    python -m aslib.runner.reproduce --profile quick
+    python -m aslib.runner.reproduce --only 02_graph_matching -p n=40     # overrides: results are not published
+    python -m aslib.runner.reproduce --refresh notebooks/01_penalty_and_error_bounds.ipynb
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ import pandas as pd
 import papermill
 from papermill.exceptions import PapermillExecutionError
 
-from aslib.checks import check_positive_int
-from aslib.io import atomic_write
-from aslib.profiles import (
+from aslib.core.checks import check_positive_int
+from aslib.utils.io import atomic_write
+from aslib.runner.profiles import (
     REPO_ROOT,
     Profile,
     check_parameter_types,
@@ -52,8 +52,8 @@ from aslib.profiles import (
     notebook_parameters,
     parse_override,
 )
-from aslib.progress import progress
-from aslib.runtime import code_fingerprint
+from aslib.utils.progress import progress
+from aslib.utils.runtime import code_fingerprint
 
 __all__ = [
     "NotebookRun",
@@ -209,12 +209,12 @@ def prepare(
 
 
 def training_plan(prepared: Sequence[tuple[Path, Mapping[str, Any]]]) -> pd.DataFrame:
-    """Every training run the prepared notebooks will execute (see :func:`aslib.sweep.plan`).
+    """Every training run the prepared notebooks will execute (see :func:`aslib.runner.sweep.plan`).
 
     Raises ``FileNotFoundError`` for a missing data set, so a long profile stops before it starts.
     """
-    from aslib.arms import notebook_runs
-    from aslib.sweep import check_data, plan
+    from aslib.study.arms import notebook_runs
+    from aslib.runner.sweep import check_data, plan
 
     frames = []
     for path, parameters in prepared:
@@ -376,12 +376,12 @@ def _print_plan(profile: Profile, plan: pd.DataFrame) -> None:
     columns = ["notebook", "run", "dataset", "model", "shuffle", "lam", "seed", "epochs", "status", "estimated_minutes"]
     print("training runs, one per line (done ones are skipped, interrupted ones resume):")
     print(plan[[c for c in columns if c in plan.columns]].to_string(index=False))
-    print("per notebook (estimates assume a sustained throughput, see aslib.sweep.plan: rough guesses):")
+    print("per notebook (estimates assume a sustained throughput, see aslib.runner.sweep.plan: rough guesses):")
     print(by_notebook.to_string())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aslib.reproduce", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m aslib.runner.reproduce", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="quick", help="profile name in profiles/ (default: quick)")
     parser.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="notebook stems to run (default: all)")
     parser.add_argument("-p", "--param", action="append", type=parse_override, default=[], metavar="NAME=VALUE",

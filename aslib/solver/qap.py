@@ -8,7 +8,7 @@ scipy's ``quadratic_assignment(A, B)`` minimises (or with ``maximize=True`` maxi
 over permutation matrices ``P`` (``P[i, col_ind[i]] = 1``). :func:`quadratic_assignment` takes the same
 arguments and returns the same ``OptimizeResult``; ``method="faq"`` and ``"2opt"`` call scipy itself.
 
-``"l12"`` relaxes ``P`` to ``M in D_n`` and runs the penalised mirror descent of :mod:`aslib.solver` on a
+``"l12"`` relaxes ``P`` to ``M in D_n`` and runs the penalised mirror descent of :mod:`aslib.solver.relaxation` on a
 relaxed loss that equals the objective up to a constant on permutations (``||A P||_F = ||A||_F`` and
 ``||P B||_F = ||B||_F`` there):
 
@@ -55,10 +55,10 @@ import scipy.optimize
 import torch
 from scipy.optimize import OptimizeResult
 
-from aslib.checks import as_generator, check_positive_int
-from aslib.penalty import ROUNDING_THRESHOLD, check_square, random_doubly_stochastic
-from aslib.runtime import resolve_device
-from aslib.solver import SolverConfig, random_starts, solve_permutation
+from aslib.core.checks import as_generator, check_positive_int
+from aslib.core.penalty import ROUNDING_THRESHOLD, check_square, random_doubly_stochastic
+from aslib.utils.runtime import resolve_device
+from aslib.solver.relaxation import SolverConfig, random_starts, solve_permutation
 
 __all__ = ["POLISH_METHODS", "QAP_METHODS", "default_qap_config", "quadratic_assignment", "solve_qap"]
 
@@ -160,7 +160,7 @@ def solve_qap(A: torch.Tensor, B: torch.Tensor, config: SolverConfig, *, maximiz
               dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
               show_progress: bool = False) -> OptimizeResult:
     """The batched solve behind ``"l12"`` and ``"relaxed"``: ``A``, ``B`` of shape ``(batch, n, n)``, checked by
-    the caller. Returns :func:`aslib.solver.solve_permutation`'s result, whose ``fun`` is the relaxed loss of
+    the caller. Returns :func:`aslib.solver.relaxation.solve_permutation`'s result, whose ``fun`` is the relaxed loss of
     the module docstring at the rounded permutation (maximising symmetric matrices: the edge disagreement
     ``||A P - P B||_F^2``, with 0 as the certificate)."""
     dev = resolve_device(device)

@@ -10,7 +10,7 @@
 * :func:`round_and_evaluate`: the finish of a run (evaluate soft, round every shuffle to its permutation,
   evaluate, recalibrate BatchNorm, evaluate again).
 
-Used by :func:`aslib.train.fit`, :mod:`aslib.examples.permuted_input` and :mod:`aslib.speed`.
+Used by :func:`aslib.training.train.fit`, :mod:`aslib.examples.permuted_input` and :mod:`aslib.training.speed`.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from aslib.config import TrainConfig
-from aslib.distributed import ProcessGroup, all_reduce_sum, average_buffers
-from aslib.shuffles import (
+from aslib.training.config import TrainConfig
+from aslib.training.distributed import ProcessGroup, all_reduce_sum, average_buffers
+from aslib.nn.shuffles import (
     harden_shuffles_,
     learned_shuffles,
     mirror_parameters,
@@ -38,7 +38,7 @@ from aslib.shuffles import (
     shuffle_stats,
     soft_mirror_shuffles,
 )
-from aslib.penalty import ROUNDING_THRESHOLD
+from aslib.core.penalty import ROUNDING_THRESHOLD
 
 __all__ = ["Rounded", "SettledShuffles", "batch_sums", "evaluate", "make_optimizer", "penalised_step", "recalibrate_batchnorm",
            "round_and_evaluate", "warmup_lam"]
@@ -205,7 +205,7 @@ class Rounded:
 
     ``soft``: learned shuffles still doubly stochastic; ``raw``: after rounding, before recalibration;
     ``hard``: after rounding and BatchNorm recalibration (all three equal without learned shuffles).
-    ``stats``: :func:`~aslib.shuffles.shuffle_stats` before rounding; ``permutations``: one per learned shuffle.
+    ``stats``: :func:`~aslib.nn.shuffles.shuffle_stats` before rounding; ``permutations``: one per learned shuffle.
     """
 
     soft: tuple[float, float]
@@ -226,7 +226,7 @@ def round_and_evaluate(
     group: ProcessGroup | None = None,
 ) -> Rounded:
     """The finish of a run: ``test()`` with the soft shuffles, round every learned shuffle to its Hungarian
-    permutation (:func:`~aslib.shuffles.harden_shuffles_`), ``test()`` again, re-estimate BatchNorm from
+    permutation (:func:`~aslib.nn.shuffles.harden_shuffles_`), ``test()`` again, re-estimate BatchNorm from
     ``num_batches`` of ``recalibration_batches`` (averaged over ranks of ``group``) and ``test()`` once more.
     A model without learned shuffles is tested once; ``num_batches = 0`` skips the recalibration."""
     stats = shuffle_stats(model)
@@ -247,7 +247,7 @@ class SettledShuffles:
     A soft learned shuffle is *settled* at a check when ``P(M) < ROUNDING_THRESHOLD`` (the row argmax of ``M`` is
     then provably a permutation, and the error bound of the penalty holds) and its Hungarian permutation equals
     the one of the previous check. After ``patience`` consecutive settled checks it is hardened
-    (:meth:`~aslib.layers.LearnedShuffle.harden`): for the rest of training it is the gather ``x[:, perm]``,
+    (:meth:`~aslib.nn.layers.LearnedShuffle.harden`): for the rest of training it is the gather ``x[:, perm]``,
     ShuffleNet's cost, and no longer learned. ``patience = 0`` never hardens.
     """
 
@@ -260,7 +260,7 @@ class SettledShuffles:
     @torch.no_grad()
     def update_(self, model: nn.Module, check: int) -> list[int]:
         """One check (e.g. at the end of epoch ``check``); returns the indices (in
-        :func:`~aslib.shuffles.learned_shuffles` order) of the shuffles hardened now."""
+        :func:`~aslib.nn.shuffles.learned_shuffles` order) of the shuffles hardened now."""
         if self.patience <= 0:
             return []
         now = []

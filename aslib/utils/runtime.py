@@ -65,7 +65,7 @@ def code_fingerprint() -> str:
     and is stale: it must be rerun, never shown as current.
     """
     digest = hashlib.sha256()
-    package_root = Path(__file__).resolve().parent
+    package_root = Path(__file__).resolve().parents[1]  # aslib/
     for path in sorted(package_root.rglob("*.py")):
         digest.update(path.relative_to(package_root).as_posix().encode())
         digest.update(b"\0")

@@ -1,10 +1,10 @@
 """Running many training runs: their status, the plan, a data check up front, every GPU used, nothing run twice.
 
-A run (:class:`aslib.arms.Run`) is *done* when its ``result.json`` exists and was computed by the current code
+A run (:class:`aslib.study.arms.Run`) is *done* when its ``result.json`` exists and was computed by the current code
 with its settings (it is skipped), *interrupted* when only its ``checkpoint.pt`` exists (it resumes from
 there), and *new* otherwise. A folder whose result was computed with other settings is *stale*, and
 :func:`execute` refuses to run over it; one whose result carries another
-:func:`~aslib.runtime.code_fingerprint` (or none) is *outdated*: it is run again from scratch.
+:func:`~aslib.utils.runtime.code_fingerprint` (or none) is *outdated*: it is run again from scratch.
 
 :func:`execute` runs a list of runs:
 
@@ -32,14 +32,14 @@ from typing import Any
 import pandas as pd
 import torch
 
-from aslib.arms import Run
-from aslib.config import TrainConfig, config_changes
-from aslib.data import DATASET_INFO, load_dataset
-from aslib.io import atomic_write
+from aslib.study.arms import Run
+from aslib.training.config import TrainConfig, config_changes
+from aslib.training.data import DATASET_INFO, load_dataset
+from aslib.utils.io import atomic_write
 from aslib.models import count_flops
-from aslib.progress import progress
-from aslib.runtime import code_fingerprint
-from aslib.train import CHECKPOINT_NAME, model_for, train
+from aslib.utils.progress import progress
+from aslib.utils.runtime import code_fingerprint
+from aslib.training.train import CHECKPOINT_NAME, model_for, train
 
 __all__ = [
     "ASSUMED_FLOPS_PER_SECOND",
@@ -148,7 +148,7 @@ def _write_config(run: Run) -> Path:
 
 
 def _command(run: Run, gpus: int) -> list[str]:
-    entry = ["-m", "aslib.sweep", "--run-config", str(_write_config(run))]
+    entry = ["-m", "aslib.runner.sweep", "--run-config", str(_write_config(run))]
     if run.distributed and gpus > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", *entry]
     return [sys.executable, *entry]
@@ -251,8 +251,8 @@ def _run_from_file(path: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aslib.sweep", description="Run one sweep run from its config.")
-    parser.add_argument("--run-config", required=True, help="config.json written by aslib.sweep.execute")
+    parser = argparse.ArgumentParser(prog="python -m aslib.runner.sweep", description="Run one sweep run from its config.")
+    parser.add_argument("--run-config", required=True, help="config.json written by aslib.runner.sweep.execute")
     return _run_from_file(parser.parse_args(argv).run_config)
 
 

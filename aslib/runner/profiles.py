@@ -1,4 +1,4 @@
-"""Profiles and notebook parameters: what the runner (:mod:`aslib.reproduce`) may pass to a notebook.
+"""Profiles and notebook parameters: what the runner (:mod:`aslib.runner.reproduce`) may pass to a notebook.
 
 A profile is a YAML file ``profiles/<name>.yaml``::
 
@@ -38,7 +38,7 @@ __all__ = [
     "parse_override",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)

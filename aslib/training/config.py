@@ -1,6 +1,6 @@
 """The configuration of one training run (:class:`TrainConfig`) and its command line.
 
-Every field of :class:`TrainConfig` is a command-line option of ``python -m aslib.train`` (``--field-name``,
+Every field of :class:`TrainConfig` is a command-line option of ``python -m aslib.training.train`` (``--field-name``,
 its help text and choices read from the field), so the two cannot drift apart. :func:`config_changes` says
 in which fields a saved run differs from a configuration (what decides whether it may be resumed or reused).
 """
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aslib.data import DATASETS
-from aslib.layers import INITS, PARAMETERISATIONS, SHUFFLE_KINDS
+from aslib.training.data import DATASETS
+from aslib.nn.layers import INITS, PARAMETERISATIONS, SHUFFLE_KINDS
 from aslib.models import MODEL_NAMES
 
 __all__ = ["AMP_DTYPES", "MODEL_ARGUMENTS_SET_HERE", "RESUMABLE_CHANGES", "TrainConfig", "build_parser", "config_changes",
@@ -228,7 +228,7 @@ _SPECIAL_ARGUMENTS: dict[str, dict[str, Any]] = {
 def build_parser(description: str = "Train, round and evaluate one ShuffleNet / AutoShuffleNet.") -> argparse.ArgumentParser:
     """One option per :class:`TrainConfig` field (type from its default, help and choices from its metadata),
     plus ``--resume``."""
-    parser = argparse.ArgumentParser(prog="python -m aslib.train", description=description,
+    parser = argparse.ArgumentParser(prog="python -m aslib.training.train", description=description,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):

@@ -23,13 +23,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from aslib.config import TrainConfig
-from aslib.data import DATASET_INFO
-from aslib.shuffles import harden_shuffles_
-from aslib.loop import make_optimizer, penalised_step
+from aslib.training.config import TrainConfig
+from aslib.training.data import DATASET_INFO
+from aslib.nn.shuffles import harden_shuffles_
+from aslib.training.loop import make_optimizer, penalised_step
 from aslib.models import count_flops, count_parameters, get_model
-from aslib.progress import progress
-from aslib.runtime import resolve_device, seed_everything
+from aslib.utils.progress import progress
+from aslib.utils.runtime import resolve_device, seed_everything
 
 __all__ = ["SpeedConfig", "interleaved", "measure_speed", "speed_config_for", "train_step"]
 

@@ -6,7 +6,7 @@ A shuffle of ``c`` channels is a permutation matrix ``R`` applied along the chan
 ``M`` in its place, drives it to a permutation with the l1-2 penalty, rounds it with the Hungarian
 algorithm (:meth:`LearnedShuffle.harden`) and then runs the gather ``x[:, perm]``, at the cost of the
 fixed shuffle. A learned shuffle can instead be parameterised by logits through Sinkhorn's
-normalisation (the baseline the paper compares with). :mod:`aslib.shuffles` acts on every learned
+normalisation (the baseline the paper compares with). :mod:`aslib.nn.shuffles` acts on every learned
 shuffle of a model at once.
 """
 
@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aslib.checks import check_fraction, check_positive, check_positive_int
-from aslib.penalty import (
+from aslib.core.checks import check_fraction, check_positive, check_positive_int
+from aslib.core.penalty import (
     fused_l12_penalty,
     mirror_step,
     permutation_matrix,
@@ -151,7 +151,7 @@ class LearnedShuffle(nn.Module):
     TF32 the soft product may be rounded to TF32; the hardened gather is always exact.)
 
     Hardened (inference) state, after :meth:`harden`: ``M`` is rounded to the nearest permutation
-    (Hungarian, :func:`~aslib.penalty.round_to_permutation`), the parameter is removed and the layer is
+    (Hungarian, :func:`~aslib.core.penalty.round_to_permutation`), the parameter is removed and the layer is
     the gather ``y = x[:, perm]`` with ``perm`` a long buffer: no parameter, no multiply-adds. The state
     travels with ``state_dict``: a soft layer loading a hardened state dict becomes hardened (and the
     reverse).
@@ -273,7 +273,7 @@ class LearnedShuffle(nn.Module):
     @torch.no_grad()
     def mirror_update_(self, lam: float, step: float, sweeps: int = 1) -> bool:
         """The mirror parameterisation's step, in place: ``M <- mirror_step(M, weight.grad, lam, step, sweeps)``
-        (:func:`aslib.penalty.mirror_step`: ``M * exp(-step * (C(g) / max|C(g)| + lam * grad P(M)))``,
+        (:func:`aslib.core.penalty.mirror_step`: ``M * exp(-step * (C(g) / max|C(g)| + lam * grad P(M)))``,
         normalised), ``g = weight.grad`` the gradient of the loss *without* the penalty, which this step adds.
         ``step`` is the largest change of ``log M`` the loss gradient can make; ``lam`` weighs the penalty's
         gradient against that normalised loss gradient (so it is not the ``lam`` of the projected layer,

@@ -1,7 +1,7 @@
 """The experiment arms the paper compares, and the named training runs of a comparison.
 
 An *arm* (:data:`SHUFFLE_ARMS`) is the kind of channel shuffle, how a learned one is parameterised, and
-whether the penalty applies. A :class:`Run` is a named :class:`~aslib.config.TrainConfig` whose
+whether the penalty applies. A :class:`Run` is a named :class:`~aslib.training.config.TrainConfig` whose
 ``output_dir`` is ``<root>/<name>``; :func:`grid` names every combination of arms and settings so that a
 run keeps its folder however the comparison around it changes, and :func:`classification_runs` builds the
 runs of notebooks 04 and 05 from their parameters.
@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aslib.config import TrainConfig
-from aslib.data import DATASET_INFO
-from aslib.layers import PARAMETERISATIONS, SHUFFLE_KINDS
-from aslib.shuffles import learned_shuffles
-from aslib.train import model_for
+from aslib.training.config import TrainConfig
+from aslib.training.data import DATASET_INFO
+from aslib.nn.layers import PARAMETERISATIONS, SHUFFLE_KINDS
+from aslib.nn.shuffles import learned_shuffles
+from aslib.training.train import model_for
 
 __all__ = [
     "Arm",
@@ -48,7 +48,7 @@ MIRROR_ONLY = ("mirror_lam", "mirror_step")
 
 @dataclass(frozen=True)
 class Arm:
-    """What one arm sets in a :class:`~aslib.train.TrainConfig`.
+    """What one arm sets in a :class:`~aslib.training.train.TrainConfig`.
 
     Attributes:
         shuffle: the shuffle kind (``TrainConfig.shuffle``).
@@ -85,7 +85,7 @@ class Arm:
 #: the penalty, then rounded; "sinkhorn" the same with the matrix parameterised by Sinkhorn's normalisation
 #: of logits (the usual baseline) instead of projected; "l12_mirror" the penalty method with the matrix moved
 #: by entropic mirror descent (its penalty weight is ``mirror_lam``, not ``lam``; see
-#: :meth:`aslib.layers.LearnedShuffle.mirror_update_`).
+#: :meth:`aslib.nn.layers.LearnedShuffle.mirror_update_`).
 SHUFFLE_ARMS: dict[str, Arm] = {
     "fixed": Arm("fixed"),
     "none": Arm("none"),

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aslib.arms import SHUFFLE_ARMS, Run
-from aslib.train import LAYER_PENALTIES_NAME
+from aslib.study.arms import SHUFFLE_ARMS, Run
+from aslib.training.train import LAYER_PENALTIES_NAME
 
 __all__ = [
     "CONFIG_COLUMNS",
@@ -49,7 +49,7 @@ NOT_RUN = "not run"
 
 def reproduce_command(output_dir: str | os.PathLike[str], notebook: str) -> str:
     """The command that writes ``notebook``'s results into ``output_dir`` (whose name is the profile)."""
-    return f"python -m aslib.reproduce --profile {Path(output_dir).name} --only {notebook}"
+    return f"python -m aslib.runner.reproduce --profile {Path(output_dir).name} --only {notebook}"
 
 
 def _load(output_dir: str | os.PathLike[str], notebook: str) -> dict[str, Any] | None:
@@ -212,7 +212,7 @@ __all__ += [
     "update_readme", "verdict_table",
 ]
 
-#: The markers around the README's generated results section (``python -m aslib.report --readme``).
+#: The markers around the README's generated results section (``python -m aslib.study.report --readme``).
 README_START = "<!-- results:start -->"
 README_END = "<!-- results:end -->"
 #: A hand-run exploration's table (``results/<name>.csv``) and the markers around its generated summary in
@@ -224,7 +224,7 @@ EXPLORATION_START, EXPLORATION_END = "<!-- exploration:start -->", "<!-- explora
 def published_results(results_dir: str | os.PathLike[str]) -> dict[str, dict[str, dict[str, Any]]]:
     """Every published results record: ``{profile: {notebook: record}}``, profiles and notebooks sorted.
 
-    Reads ``<results_dir>/<profile>/<notebook>.json`` as written by :func:`aslib.reproduce.publish_results`;
+    Reads ``<results_dir>/<profile>/<notebook>.json`` as written by :func:`aslib.runner.reproduce.publish_results`;
     a missing ``results_dir`` gives an empty mapping.
     """
     root = Path(results_dir)
@@ -239,9 +239,9 @@ def published_results(results_dir: str | os.PathLike[str]) -> dict[str, dict[str
 def published_overview(results_dir: str | os.PathLike[str], fingerprint: str | None = None) -> pd.DataFrame:
     """One row per published profile and results notebook (:data:`RESULT_NOTEBOOKS` and any other published
     one): published or not run, data, seeds, device, and ``code``: "current" when the record's fingerprint is
-    ``fingerprint`` (default: :func:`aslib.runtime.code_fingerprint` of the code now), else "stale" with
+    ``fingerprint`` (default: :func:`aslib.utils.runtime.code_fingerprint` of the code now), else "stale" with
     the record's fingerprint, since such numbers came from other code and must be regenerated."""
-    from aslib.runtime import code_fingerprint
+    from aslib.utils.runtime import code_fingerprint
 
     fingerprint = fingerprint or code_fingerprint()
     rows = []
@@ -283,7 +283,7 @@ def verdict_table(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
 
     A record without verdicts gives one row that says so (its notebook has not been brought to verdicts).
     """
-    from aslib.verdicts import verdicts_from_results
+    from aslib.study.verdicts import verdicts_from_results
 
     rows = []
     for profile, records in published_results(results_dir).items():
@@ -381,7 +381,7 @@ def readme_results(results_dir: str | os.PathLike[str]) -> str:
     if verdicts.empty:
         return "No results are published yet: run `make reproduce` (it writes `results/<profile>/`)."
     return "\n".join([
-        "Every line below is printed from `results/<profile>/` by `python -m aslib.report --readme`; each verdict",
+        "Every line below is printed from `results/<profile>/` by `python -m aslib.study.report --readme`; each verdict",
         "is the line its notebook printed. `code` is the fingerprint of the code that produced the record.",
         "",
         markdown_table(verdicts),
@@ -415,7 +415,7 @@ def exploration_table(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 def _rewrite_between(path: Path, start_marker: str, end_marker: str, body: str, check: bool) -> bool:
     """Replace the text between two markers of ``path`` by ``body``; whether it was already current."""
-    from aslib.io import atomic_write
+    from aslib.utils.io import atomic_write
 
     if not path.is_file():
         raise FileNotFoundError(f"no file {path}")
@@ -439,7 +439,7 @@ def update_readme(readme: str | os.PathLike[str], results_dir: str | os.PathLike
     current = _rewrite_between(Path(readme), README_START, README_END, readme_results(results_dir), check)
     notes, csv = Path(results_dir) / "README.md", Path(results_dir) / EXPLORATION_CSV
     if notes.is_file() and csv.is_file():
-        summary = (f"Generated from `{EXPLORATION_CSV}` by `python -m aslib.report --readme` (means over the listed "
+        summary = (f"Generated from `{EXPLORATION_CSV}` by `python -m aslib.study.report --readme` (means over the listed "
                    f"seeds; test accuracy after rounding):\n\n" + markdown_table(exploration_table(csv)))
         current = _rewrite_between(notes, EXPLORATION_START, EXPLORATION_END, summary, check) and current
     return current
@@ -448,8 +448,8 @@ def update_readme(readme: str | os.PathLike[str], results_dir: str | os.PathLike
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    root = Path(__file__).resolve().parent.parent
-    parser = argparse.ArgumentParser(prog="python -m aslib.report", description="Tables read from the results files.")
+    root = Path(__file__).resolve().parents[2]
+    parser = argparse.ArgumentParser(prog="python -m aslib.study.report", description="Tables read from the results files.")
     parser.add_argument("--readme", action="store_true",
                         help="rewrite README.md's results section and results/README.md's summary from results/")
     parser.add_argument("--check", action="store_true", help="with --readme: write nothing, exit 1 if out of date")
