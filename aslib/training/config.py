@@ -79,6 +79,10 @@ class TrainConfig:
     decay_norm_and_bias: bool = field(default=False, metadata=_option("also decay BatchNorm parameters and biases"))
     lam: float = field(default=0.03, metadata=_option("weight of the l1-2 penalty (0: convex relaxation)"))
     lam_warmup_epochs: float = field(default=0.0, metadata=_option("ramp lam linearly from 0 over this many epochs"))
+    penalty_start_epoch: float = field(default=0.0, metadata=_option(
+        "epoch at which the penalty starts (lam_t = 0 before it, then the lam_warmup_epochs ramp)"))
+    shuffle_lr_scale: float = field(default=1.0, metadata=_option(
+        "learning rate of the learned shuffles' matrices as a multiple of lr"))
     mirror_lam: float = field(default=2.5, metadata=_option(
         "penalty weight of mirror shuffles, against the loss gradient scaled to largest entry 1 per layer "
         "(lam weighs the penalty in the loss: projected and sinkhorn shuffles); ramped like lam; of the weights that kept "
@@ -131,8 +135,10 @@ class TrainConfig:
         if self.max_train_samples is not None:
             _at_least("max_train_samples", _integer(self, "max_train_samples"), 1)
         for name in ("lr", "weight_decay", "lam", "lam_warmup_epochs", "shuffle_noise", "val_fraction", "momentum",
-                     "mirror_lam", "mirror_step"):
+                     "mirror_lam", "mirror_step", "penalty_start_epoch"):
             _at_least(name, _real(self, name), 0.0)
+        if _real(self, "shuffle_lr_scale") <= 0:
+            raise ValueError(f"shuffle_lr_scale must be > 0, got {self.shuffle_lr_scale!r}")
         if self.shuffle_noise > 1:
             raise ValueError(f"shuffle_noise must be <= 1, got {self.shuffle_noise!r}")
         for name, high in (("val_fraction", 1.0), ("momentum", 1.0), ("seed", 2**32)):

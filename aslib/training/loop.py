@@ -48,7 +48,7 @@ Autocast = Callable[[], Any]
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
     """SGD (``config``'s ``lr``, ``momentum``, ``nesterov``) with up to three parameter groups: decayed weights,
-    undecayed norm/bias, undecayed shuffles.
+    undecayed norm/bias, undecayed shuffles (learning rate ``lr * shuffle_lr_scale``).
 
     Group names are in ``group["name"]``: ``"decay"`` (conv and linear weights, ``weight_decay``),
     ``"no_decay"`` (BatchNorm parameters and biases, i.e. every parameter with ``ndim <= 1``; weight decay
@@ -70,7 +70,9 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
             groups["decay"].append(p)
     weight_decay = config.weight_decay
     decay = {"decay": weight_decay, "no_decay": weight_decay if config.decay_norm_and_bias else 0.0, "shuffle": 0.0}
-    param_groups = [{"params": ps, "weight_decay": decay[name], "name": name} for name, ps in groups.items() if ps]
+    lr = {"decay": config.lr, "no_decay": config.lr, "shuffle": config.lr * config.shuffle_lr_scale}
+    param_groups = [{"params": ps, "weight_decay": decay[name], "lr": lr[name], "name": name}
+                    for name, ps in groups.items() if ps]
     return torch.optim.SGD(param_groups, lr=config.lr, momentum=config.momentum,
                            nesterov=config.nesterov and config.momentum > 0)
 

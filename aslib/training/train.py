@@ -29,7 +29,6 @@ Command line: ``python -m aslib.training.train --dataset cifar10 --model shuffle
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -278,16 +277,55 @@ def fit(model: nn.Module, splits: DataSplits, config: TrainConfig, callbacks: Se
             dist.destroy_process_group()
 
 
-def _fit(model: nn.Module, splits: DataSplits, config: TrainConfig, hooks: list[Callback], resume: bool,
-         device: torch.device, group: ProcessGroup) -> TrainResult:
-    output_dir = Path(config.output_dir)
-    checkpoint_path = output_dir / CHECKPOINT_NAME
-    is_main = group.rank == 0
+@dataclass
+class _Session:
+    """What one call of :func:`fit` holds while it trains (one per process under data parallelism)."""
+
+    model: nn.Module
+    config: TrainConfig
+    device: torch.device
+    group: ProcessGroup
+    optimizer: torch.optim.SGD
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    sampler: DistributedSampler
+    loader: DataLoader
+    loader_generator: torch.Generator
+    settled: SettledShuffles
+    num_parameters: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    penalty_rows: list[dict[str, float]] = field(default_factory=list)
+    start_epoch: int = 0
+    seconds_before: float = 0.0
+
+    @property
+    def is_main(self) -> bool:
+        return self.group.rank == 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.loader)
+
+    def autocast(self):  # noqa: ANN201
+        return _autocast(self.device, self.config)
+
+    def evaluate(self, dataset: Any) -> tuple[float, float]:
+        return evaluate(self.model, dataset, batch_size=self.config.eval_batch_size, device=self.device,
+                        autocast=self.autocast, num_workers=self.config.num_workers, group=self.group)
+
+    def order_epoch(self, epoch: int) -> None:
+        """Set the data order (and worker seeds) of ``epoch``: a function of ``(seed, epoch, rank)`` only."""
+        self.sampler.set_epoch(epoch)
+        self.loader_generator.manual_seed(_loader_seed(self.config.seed, epoch, self.group.rank))
+
+
+def _start(model: nn.Module, splits: DataSplits, config: TrainConfig, device: torch.device,
+           group: ProcessGroup) -> _Session:
+    """The optimizer, schedule, data order and loader of a run, before any epoch."""
     if group.active:  # same initialisation everywhere, but each rank its own augmentation stream
         seed_everything(_loader_seed(config.seed, -1, group.rank))
     num_parameters = count_parameters(model)
     optimizer = make_optimizer(model, config)
-
     per_rank_batch = config.batch_size // group.world
     sampler = DistributedSampler(splits.train, num_replicas=group.world, rank=group.rank, shuffle=True,
                                  seed=config.seed, drop_last=False)
@@ -296,110 +334,119 @@ def _fit(model: nn.Module, splits: DataSplits, config: TrainConfig, hooks: list[
     loader = DataLoader(splits.train, batch_size=per_rank_batch, sampler=sampler, drop_last=True,
                         num_workers=config.num_workers, generator=loader_generator,
                         pin_memory=device.type == "cuda")
-    steps_per_epoch = len(loader)
-    if steps_per_epoch == 0:
+    if len(loader) == 0:
         raise ValueError(f"the training set ({len(splits.train)} examples) is smaller than one batch "
                          f"({per_rank_batch} per process)")
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * len(loader))
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda"
                                   and config.amp_dtype == "float16")
-    autocast = lambda: _autocast(device, config)  # noqa: E731
-    run_eval = functools.partial(evaluate, model, batch_size=config.eval_batch_size, device=device, autocast=autocast,
-                                 num_workers=config.num_workers, group=group)
+    return _Session(model, config, device, group, optimizer, scheduler, scaler, sampler, loader, loader_generator,
+                    SettledShuffles(config.harden_after), num_parameters)
 
-    def input_format(x: torch.Tensor) -> torch.memory_format:  # images as the model's weights are laid out
-        return torch.channels_last if config.channels_last and x.ndim == 4 else torch.preserve_format
 
-    settled = SettledShuffles(config.harden_after)
-    history: list[dict[str, float]] = []
-    penalty_rows: list[dict[str, float]] = []
-    start_epoch, seconds_before = 0, 0.0
-    if resume and checkpoint_path.is_file():
-        ckpt = _load_checkpoint(checkpoint_path, config, group)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        _set_rng_state(ckpt["rng"][group.rank], loader_generator)
-        history = ckpt["history"]
-        penalty_rows = ckpt.get("layer_penalties", [])
-        if "settled" in ckpt:
-            settled.load_state_dict(ckpt["settled"])
-        start_epoch, seconds_before = ckpt["epoch"], ckpt["seconds"]
+def _resume(session: _Session, path: Path) -> None:
+    """Load the state of ``path`` (written by :func:`_save_epoch`) into ``session``."""
+    ckpt = _load_checkpoint(path, session.config, session.group)
+    session.model.load_state_dict(ckpt["model"])
+    session.optimizer.load_state_dict(ckpt["optimizer"])
+    session.scheduler.load_state_dict(ckpt["scheduler"])
+    session.scaler.load_state_dict(ckpt["scaler"])
+    _set_rng_state(ckpt["rng"][session.group.rank], session.loader_generator)
+    session.history = ckpt["history"]
+    session.penalty_rows = ckpt.get("layer_penalties", [])
+    if "settled" in ckpt:
+        session.settled.load_state_dict(ckpt["settled"])
+    session.start_epoch, session.seconds_before = ckpt["epoch"], ckpt["seconds"]
 
-    net = _data_parallel(model, group, device)
-    started = time.perf_counter()
-    epochs_bar = progress(total=config.epochs, initial=start_epoch, enabled=config.show_progress and is_main,
-                          desc="epochs")
-    for epoch in range(start_epoch, config.epochs):
-        t0 = time.perf_counter()
-        sampler.set_epoch(epoch)
-        loader_generator.manual_seed(_loader_seed(config.seed, epoch, group.rank))
-        net.train()
-        totals = torch.zeros(3, dtype=torch.float64, device=device)
-        lam_t, lr_t = config.lam, optimizer.param_groups[0]["lr"]
-        bar = progress(loader, enabled=config.show_progress and is_main, desc=f"epoch {epoch + 1}/{config.epochs}",
-                       leave=False)
-        for i, (x, y) in enumerate(bar):
-            x, y = x.to(device, non_blocking=True, memory_format=input_format(x)), y.to(device, non_blocking=True)
-            step_index, warmup_steps = epoch * steps_per_epoch + i, config.lam_warmup_epochs * steps_per_epoch
-            lam_t = warmup_lam(config.lam, step_index, warmup_steps)
-            lr_t = optimizer.param_groups[0]["lr"]
-            ce, logits = penalised_step(model, x, y, optimizer, lam_t, projection_sweeps=config.projection_sweeps,
-                                        forward=net, scaler=scaler, scheduler=scheduler, autocast=autocast,
-                                        mirror_lam=warmup_lam(config.mirror_lam, step_index, warmup_steps),
-                                        mirror_step_size=config.mirror_step * lr_t / config.lr if config.lr else 0.0)
-            totals += batch_sums(ce, logits, y)
-        bar.close()
-        average_buffers(model, group)
-        loss_sum, correct, count = all_reduce_sum(totals, group)
-        val_loss, val_acc = run_eval(splits.val) if splits.val is not None else (math.nan, math.nan)
-        stats = shuffle_stats(model)
-        penalty_rows.append({"epoch": epoch + 1,
-                             **{f"layer_{i}": p for i, p in enumerate(layer_penalties(model))}})
-        history.append({
-            "epoch": epoch + 1, "lr": lr_t, "lam": lam_t,
-            "train_loss": loss_sum / count, "train_acc": correct / count, "val_loss": val_loss, "val_acc": val_acc,
-            "penalty": stats["penalty"], "max_row_deficit": stats["max_row_deficit"],
-            "rounding_fraction": stats["rounding_fraction"], "seconds": time.perf_counter() - t0,
-        })
-        if settled.update_(model, epoch + 1):  # DDP must forget the parameters of frozen shuffles
-            net = _data_parallel(model, group, device)
-        rng = _rng_state(loader_generator)
-        if group.active:
-            rngs: list[Any] = [None] * group.world
-            dist.all_gather_object(rngs, rng)
-        else:
-            rngs = [rng]
-        if is_main:
-            save_table(output_dir, "history", pd.DataFrame(history, columns=HISTORY_COLUMNS))
-            save_table(output_dir, LAYER_PENALTIES_NAME, pd.DataFrame(penalty_rows))
-            if config.checkpoint:
-                ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
-                        "rng": rngs, "history": history, "layer_penalties": penalty_rows,
-                        "settled": settled.state_dict(),
-                        "config": config.to_dict(),
-                        "seconds": seconds_before + time.perf_counter() - started}
-                atomic_write(checkpoint_path, lambda f: torch.save(ckpt, f))
-        state = TrainState(config, epoch + 1, model, optimizer, pd.DataFrame(history, columns=HISTORY_COLUMNS),
-                           history[-1], group.rank)
-        for hook in hooks:
-            hook(state)
-        epochs_bar.set_postfix(val_acc=f"{val_acc:.3f}", penalty=f"{stats['penalty']:.3g}", refresh=False)
-        epochs_bar.update()
-    epochs_bar.close()
-    seconds = seconds_before + time.perf_counter() - started
 
+def penalty_weight(config: TrainConfig, step: int, steps_per_epoch: int, lam: float | None = None) -> float:
+    """``lam_t`` at optimizer step ``step`` (from 0): 0 before ``penalty_start_epoch``, then ramped linearly over
+    ``lam_warmup_epochs`` to ``lam`` (default ``config.lam``; :func:`~aslib.training.loop.warmup_lam`)."""
+    return warmup_lam(config.lam if lam is None else lam, step - config.penalty_start_epoch * steps_per_epoch,
+                      config.lam_warmup_epochs * steps_per_epoch)
+
+
+def _train_epoch(session: _Session, net: nn.Module, epoch: int) -> tuple[torch.Tensor, float, float]:
+    """One epoch of :func:`~aslib.training.loop.penalised_step`; returns the summed ``[loss, correct, count]``
+    of this rank and the last step's ``lam_t`` and learning rate."""
+    config, model, optimizer, device = session.config, session.model, session.optimizer, session.device
+    session.order_epoch(epoch)
+    net.train()
+    totals = torch.zeros(3, dtype=torch.float64, device=device)
+    lam_t, lr_t = config.lam, optimizer.param_groups[0]["lr"]
+    bar = progress(session.loader, enabled=config.show_progress and session.is_main,
+                   desc=f"epoch {epoch + 1}/{config.epochs}", leave=False)
+    for i, (x, y) in enumerate(bar):
+        memory_format = torch.channels_last if config.channels_last and x.ndim == 4 else torch.preserve_format
+        x, y = x.to(device, non_blocking=True, memory_format=memory_format), y.to(device, non_blocking=True)
+        step_index = epoch * session.steps_per_epoch + i
+        lam_t = penalty_weight(config, step_index, session.steps_per_epoch)
+        lr_t = optimizer.param_groups[0]["lr"]
+        mirror_lam = penalty_weight(config, step_index, session.steps_per_epoch, config.mirror_lam)
+        ce, logits = penalised_step(model, x, y, optimizer, lam_t, projection_sweeps=config.projection_sweeps,
+                                    forward=net, scaler=session.scaler, scheduler=session.scheduler,
+                                    autocast=session.autocast, mirror_lam=mirror_lam,
+                                    mirror_step_size=config.mirror_step * lr_t / config.lr if config.lr else 0.0)
+        totals += batch_sums(ce, logits, y)
+    bar.close()
+    return totals, lam_t, lr_t
+
+
+def _record_epoch(session: _Session, splits: DataSplits, epoch: int, totals: torch.Tensor, lam_t: float,
+                  lr_t: float, started: float) -> dict[str, float]:
+    """Evaluate on the validation set and append the epoch's row to the history and the layer penalties."""
+    model, group = session.model, session.group
+    average_buffers(model, group)
+    loss_sum, correct, count = all_reduce_sum(totals, group)
+    val_loss, val_acc = session.evaluate(splits.val) if splits.val is not None else (math.nan, math.nan)
+    stats = shuffle_stats(model)
+    session.penalty_rows.append({"epoch": epoch + 1,
+                                 **{f"layer_{i}": p for i, p in enumerate(layer_penalties(model))}})
+    session.history.append({
+        "epoch": epoch + 1, "lr": lr_t, "lam": lam_t,
+        "train_loss": loss_sum / count, "train_acc": correct / count, "val_loss": val_loss, "val_acc": val_acc,
+        "penalty": stats["penalty"], "max_row_deficit": stats["max_row_deficit"],
+        "rounding_fraction": stats["rounding_fraction"], "seconds": time.perf_counter() - started,
+    })
+    return session.history[-1]
+
+
+def _save_epoch(session: _Session, epoch: int, seconds: float) -> None:
+    """The files of an epoch's end (rank 0): ``history.csv``, ``layer_penalties.csv`` and the checkpoint (every
+    rank's RNG states gathered into it, so that each rank resumes its own stream)."""
+    config, group = session.config, session.group
+    rng = _rng_state(session.loader_generator)
+    if group.active:
+        rngs: list[Any] = [None] * group.world
+        dist.all_gather_object(rngs, rng)
+    else:
+        rngs = [rng]
+    if not session.is_main:
+        return
+    output_dir = Path(config.output_dir)
+    save_table(output_dir, "history", pd.DataFrame(session.history, columns=HISTORY_COLUMNS))
+    save_table(output_dir, LAYER_PENALTIES_NAME, pd.DataFrame(session.penalty_rows))
+    if config.checkpoint:
+        ckpt = {"model": session.model.state_dict(), "optimizer": session.optimizer.state_dict(),
+                "scheduler": session.scheduler.state_dict(), "scaler": session.scaler.state_dict(),
+                "epoch": epoch + 1, "rng": rngs, "history": session.history,
+                "layer_penalties": session.penalty_rows, "settled": session.settled.state_dict(),
+                "config": config.to_dict(), "seconds": seconds}
+        atomic_write(output_dir / CHECKPOINT_NAME, lambda f: torch.save(ckpt, f))
+
+
+def _finish(session: _Session, splits: DataSplits, seconds: float) -> TrainResult:
+    """Round and evaluate (:func:`~aslib.training.loop.round_and_evaluate`), write ``result.json`` and ``model.pt``."""
+    config, model = session.config, session.model
     # The recalibration batches are those of a further epoch, ordered by (seed, epochs) like any other.
-    sampler.set_epoch(config.epochs)
-    loader_generator.manual_seed(_loader_seed(config.seed, config.epochs, group.rank))
-    rounded = round_and_evaluate(model, lambda: run_eval(splits.test), loader, config.recalibration_batches,
-                                 device=device, autocast=autocast, group=group)
-    last = history[-1] if history else {}
+    session.order_epoch(config.epochs)
+    rounded = round_and_evaluate(model, lambda: session.evaluate(splits.test), session.loader,
+                                 config.recalibration_batches, device=session.device, autocast=session.autocast,
+                                 group=session.group)
+    last = session.history[-1] if session.history else {}
     result = TrainResult(
         config=config,
-        history=pd.DataFrame(history, columns=HISTORY_COLUMNS),
+        history=pd.DataFrame(session.history, columns=HISTORY_COLUMNS),
         test_acc_soft=rounded.soft[1],
         test_loss_soft=rounded.soft[0],
         test_acc_hard=rounded.hard[1],
@@ -410,17 +457,46 @@ def _fit(model: nn.Module, splits: DataSplits, config: TrainConfig, hooks: list[
         final_penalty=rounded.stats["penalty"],
         final_rounding_fraction=rounded.stats["rounding_fraction"],
         permutations=[p.tolist() for p in rounded.permutations],
-        hardened_epochs=[settled.hardened_at.get(i, 0) for i in range(len(rounded.permutations))],
-        num_parameters=num_parameters,
+        hardened_epochs=[session.settled.hardened_at.get(i, 0) for i in range(len(rounded.permutations))],
+        num_parameters=session.num_parameters,
         num_parameters_inference=count_parameters(model),
         seconds=seconds,
         model=model,
     )
-    if is_main:
+    if session.is_main:
+        output_dir = Path(config.output_dir)
         save_results(output_dir, "result", result.summary())
         weights = model.state_dict()
         atomic_write(output_dir / "model.pt", lambda f: torch.save(weights, f))
     return result
+
+
+def _fit(model: nn.Module, splits: DataSplits, config: TrainConfig, hooks: list[Callback], resume: bool,
+         device: torch.device, group: ProcessGroup) -> TrainResult:
+    session = _start(model, splits, config, device, group)
+    checkpoint_path = Path(config.output_dir) / CHECKPOINT_NAME
+    if resume and checkpoint_path.is_file():
+        _resume(session, checkpoint_path)
+    net = _data_parallel(model, group, device)
+    started = time.perf_counter()
+    epochs_bar = progress(total=config.epochs, initial=session.start_epoch,
+                          enabled=config.show_progress and session.is_main, desc="epochs")
+    for epoch in range(session.start_epoch, config.epochs):
+        t0 = time.perf_counter()
+        totals, lam_t, lr_t = _train_epoch(session, net, epoch)
+        metrics = _record_epoch(session, splits, epoch, totals, lam_t, lr_t, t0)
+        if session.settled.update_(model, epoch + 1):  # DDP must forget the parameters of frozen shuffles
+            net = _data_parallel(model, group, device)
+        _save_epoch(session, epoch, session.seconds_before + time.perf_counter() - started)
+        state = TrainState(config, epoch + 1, model, session.optimizer,
+                           pd.DataFrame(session.history, columns=HISTORY_COLUMNS), metrics, group.rank)
+        for hook in hooks:
+            hook(state)
+        epochs_bar.set_postfix(val_acc=f"{metrics['val_acc']:.3f}", penalty=f"{metrics['penalty']:.3g}",
+                               refresh=False)
+        epochs_bar.update()
+    epochs_bar.close()
+    return _finish(session, splits, session.seconds_before + time.perf_counter() - started)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
