@@ -21,7 +21,7 @@ import torch
 from aslib.training.config import TrainConfig
 from aslib.utils.runtime import describe_device, seed_everything
 from aslib.training.speed import SpeedConfig, interleaved, train_step
-from aslib.training.train import model_for
+from aslib.models import from_config
 
 #: (label, model, builder arguments, units per stage, input channels, image size)
 CASES = [
@@ -36,7 +36,7 @@ ARMS = {"fixed": dict(shuffle="fixed", lam=0.0), "l12 projected": dict(shuffle="
 def _step(config: TrainConfig, in_channels: int, size: int, channels_last: bool):  # noqa: ANN202
     seed_everything(0)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = model_for(config, num_classes=10, in_channels=in_channels, stem="cifar").to(memory_format=memory_format)
+    model = from_config(config, num_classes=10, in_channels=in_channels, stem="cifar").to(memory_format=memory_format)
     x = torch.randn(64, in_channels, size, size).contiguous(memory_format=memory_format)
     return train_step(model, x, torch.arange(64) % 10, config)
 

@@ -11,7 +11,7 @@ from aslib.training.config import TrainConfig
 from aslib.training.data import DATASET_INFO, load_dataset
 from aslib.training.loop import evaluate
 from aslib.models import count_flops, get_model
-from aslib.training.train import model_for
+from aslib.models import from_config
 from aslib.utils.runtime import code_fingerprint
 from aslib.study.report import collect, histories, layer_penalty_tables, summarise_seeds
 from aslib.runner.sweep import _command, check_data, execute, plan, run_status
@@ -116,7 +116,7 @@ def test_execute_in_process_then_skips_done_runs(tmp_path):
     # the collected accuracy is that of the saved, rounded model on the test set
     test = load_dataset("digits").test
     for run, acc in zip(runs, results["test_acc_hard"]):
-        model = model_for(run.config, num_classes=10, in_channels=1, stem="cifar")
+        model = from_config(run.config, num_classes=10, in_channels=1, stem="cifar")
         model.load_state_dict(torch.load(run.folder / "model.pt"))
         assert evaluate(model, test)[1] == acc
     second = execute(runs, gpus=[], show_progress=False)

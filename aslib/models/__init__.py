@@ -8,7 +8,7 @@ and the two costs the paper compares: :func:`count_parameters` and :func:`count_
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -17,6 +17,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from aslib.models.common import STEMS, ShuffleNet, ShuffleOptions
 from aslib.models.shufflenet_v1 import STAGE_CHANNELS_V1, ShuffleNetV1, shufflenet_v1
 from aslib.models.shufflenet_v2 import STAGE_CHANNELS_V2, ShuffleNetV2, shufflenet_v2
+
+if TYPE_CHECKING:
+    from aslib.training.config import TrainConfig
 
 __all__ = [
     "MODEL_NAMES",
@@ -28,6 +31,8 @@ __all__ = [
     "get_model",
     "count_flops",
     "count_parameters",
+    "CONFIG_ARGUMENTS",
+    "from_config",
     "shufflenet_v1",
     "shufflenet_v2",
 ]
@@ -50,6 +55,33 @@ def get_model(name: str, **kwargs: Any) -> ShuffleNet:
     if clash:
         raise ValueError(f"model name {name!r} already sets {', '.join(clash)}; do not pass it as an argument")
     return builder(**fixed, **kwargs)
+
+
+#: Builder arguments that :func:`from_config` takes from the data set or from a TrainConfig's own fields
+#: (``TrainConfig.model_kwargs`` may not set them).
+CONFIG_ARGUMENTS: tuple[str, ...] = ("num_classes", "in_channels", "stem", "shuffle", "shuffle_init", "shuffle_noise",
+                                     "shuffle_seed", "shuffle_parameterisation", "stages_repeats")
+
+
+def from_config(config: TrainConfig, *, num_classes: int, in_channels: int, stem: str, **overrides: Any) -> ShuffleNet:
+    """The model ``config`` trains (``config.model`` with its shuffle fields, ``stages_repeats`` and
+    ``model_kwargs``), for a data set of ``num_classes`` and ``in_channels`` with ``stem``.
+
+    ``overrides`` replace the arguments taken from ``config`` (e.g. ``shuffle="fixed"`` for the reference
+    ShuffleNet of the same architecture); only :data:`CONFIG_ARGUMENTS` may be overridden.
+    """
+    arguments = dict(num_classes=num_classes, in_channels=in_channels, stem=stem,
+                     shuffle=config.shuffle, shuffle_init=config.shuffle_init, shuffle_noise=config.shuffle_noise,
+                     shuffle_seed=config.seed, shuffle_parameterisation=config.shuffle_parameterisation,
+                     stages_repeats=config.stages_repeats)
+    unknown = sorted(set(overrides) - set(arguments))
+    if unknown:
+        raise ValueError(f"cannot override {', '.join(unknown)}; overridable: {', '.join(sorted(arguments))}")
+    arguments.update(overrides)
+    try:
+        return get_model(config.model, **arguments, **config.model_kwargs)
+    except TypeError as err:  # an argument the builder does not take
+        raise ValueError(f"model_kwargs {config.model_kwargs} do not fit {config.model}: {err}") from err
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -36,10 +36,10 @@ from aslib.study.arms import Run
 from aslib.training.config import TrainConfig, config_changes
 from aslib.training.data import DATASET_INFO, load_dataset
 from aslib.utils.io import atomic_write
-from aslib.models import count_flops
+from aslib.models import count_flops, from_config
 from aslib.utils.progress import progress
 from aslib.utils.runtime import code_fingerprint
-from aslib.training.train import CHECKPOINT_NAME, model_for, train
+from aslib.training.train import CHECKPOINT_NAME, train
 
 __all__ = [
     "ASSUMED_FLOPS_PER_SECOND",
@@ -94,7 +94,7 @@ def input_shape(config: TrainConfig) -> tuple[int, int, int]:
 
 def _forward_flops(config: TrainConfig) -> int:
     info = DATASET_INFO[config.dataset]
-    model = model_for(config, num_classes=info.num_classes, in_channels=info.in_channels, stem=info.stem,
+    model = from_config(config, num_classes=info.num_classes, in_channels=info.in_channels, stem=info.stem,
                       shuffle="fixed")
     return count_flops(model, (1, *input_shape(config)))
 

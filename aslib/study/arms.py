@@ -22,7 +22,7 @@ from aslib.training.config import TrainConfig
 from aslib.training.data import DATASET_INFO
 from aslib.nn.layers import PARAMETERISATIONS, SHUFFLE_KINDS
 from aslib.nn.shuffles import learned_shuffles
-from aslib.training.train import model_for
+from aslib.models import from_config
 
 __all__ = [
     "Arm",
@@ -219,6 +219,6 @@ def fixed_shuffle_permutations(config: TrainConfig) -> list[list[int]]:
     """ShuffleNet's fixed shuffles of the architecture ``config`` trains, as the permutations of its learned
     shuffles (same order as ``TrainResult.permutations``), for comparison with what was learned."""
     info = DATASET_INFO[config.dataset]
-    model = model_for(config, num_classes=info.num_classes, in_channels=info.in_channels, stem=info.stem,
+    model = from_config(config, num_classes=info.num_classes, in_channels=info.in_channels, stem=info.stem,
                       shuffle="learned", shuffle_init="shuffle", shuffle_noise=0.0)
     return [layer.permutation().tolist() for layer in learned_shuffles(model)]

@@ -17,15 +17,12 @@ from typing import Any
 
 from aslib.training.data import DATASETS
 from aslib.nn.layers import INITS, PARAMETERISATIONS, SHUFFLE_KINDS
-from aslib.models import MODEL_NAMES
+from aslib.models import CONFIG_ARGUMENTS, MODEL_NAMES
 
-__all__ = ["AMP_DTYPES", "MODEL_ARGUMENTS_SET_HERE", "RESUMABLE_CHANGES", "TrainConfig", "build_parser", "config_changes",
+__all__ = ["AMP_DTYPES", "RESUMABLE_CHANGES", "TrainConfig", "build_parser", "config_changes",
            "parse_args"]
 
 AMP_DTYPES = ("bfloat16", "float16")
-#: Builder arguments that the data set or TrainConfig's own fields decide (``model_kwargs`` may not set them).
-MODEL_ARGUMENTS_SET_HERE = ("num_classes", "in_channels", "stem", "shuffle", "shuffle_init", "shuffle_noise",
-                            "shuffle_seed", "shuffle_parameterisation", "stages_repeats")
 #: Fields that may change when a run is resumed or reused: they do not change what is computed.
 RESUMABLE_CHANGES = ("output_dir", "show_progress", "num_workers", "checkpoint", "device")
 
@@ -149,7 +146,7 @@ class TrainConfig:
                 or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in repeats)):
             raise ValueError(f"stages_repeats needs 3 positive integers, got {repeats!r}")
         _of_type(self, "model_kwargs", dict)
-        clash = sorted(set(self.model_kwargs) & set(MODEL_ARGUMENTS_SET_HERE))
+        clash = sorted(set(self.model_kwargs) & set(CONFIG_ARGUMENTS))
         if clash:
             raise ValueError(f"model_kwargs may not set {', '.join(clash)}: the data set or a TrainConfig field does")
         object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))

@@ -48,7 +48,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from aslib.training.config import MODEL_ARGUMENTS_SET_HERE, TrainConfig, config_changes, parse_args
+from aslib.training.config import TrainConfig, config_changes, parse_args
 from aslib.training.data import DataSplits, load_dataset
 from aslib.training.distributed import ProcessGroup, all_reduce_sum, average_buffers, join_process_group
 from aslib.utils.io import atomic_write, save_results, save_table
@@ -62,7 +62,7 @@ from aslib.training.loop import (
     round_and_evaluate,
     warmup_lam,
 )
-from aslib.models import count_parameters, get_model
+from aslib.models import count_parameters, from_config
 from aslib.utils.progress import progress
 from aslib.utils.runtime import code_fingerprint, resolve_device, seed_everything
 
@@ -74,7 +74,6 @@ __all__ = [
     "TrainState",
     "fit",
     "main",
-    "model_for",
     "train",
 ]
 
@@ -186,27 +185,6 @@ def _set_rng_state(state: dict[str, Any], loader_generator: torch.Generator) -> 
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def model_for(config: TrainConfig, *, num_classes: int, in_channels: int, stem: str, **overrides: Any) -> nn.Module:
-    """The model ``config`` trains, for a data set of ``num_classes`` and ``in_channels`` with ``stem``.
-
-    ``overrides`` replace the shuffle settings taken from ``config`` (e.g. ``shuffle="fixed"`` for the
-    reference ShuffleNet of the same architecture).
-    """
-    arguments = dict(num_classes=num_classes, in_channels=in_channels, stem=stem,
-                     shuffle=config.shuffle, shuffle_init=config.shuffle_init, shuffle_noise=config.shuffle_noise,
-                     shuffle_seed=config.seed, shuffle_parameterisation=config.shuffle_parameterisation,
-                     stages_repeats=config.stages_repeats)
-    assert set(arguments) == set(MODEL_ARGUMENTS_SET_HERE)
-    unknown = sorted(set(overrides) - set(arguments))
-    if unknown:
-        raise ValueError(f"cannot override {', '.join(unknown)}; overridable: {', '.join(sorted(arguments))}")
-    arguments.update(overrides)
-    try:
-        return get_model(config.model, **arguments, **config.model_kwargs)
-    except TypeError as err:  # an argument the builder does not take
-        raise ValueError(f"model_kwargs {config.model_kwargs} do not fit {config.model}: {err}") from err
-
-
 def _data_parallel(model: nn.Module, group: ProcessGroup, device: torch.device) -> nn.Module:
     """``model`` wrapped in DistributedDataParallel when several processes train it, else ``model``."""
     if not group.active:
@@ -235,7 +213,7 @@ def train(config: TrainConfig, callbacks: Sequence[Callback | Any] = (), *, resu
         augment=config.augment, max_train_samples=config.max_train_samples, image_size=config.image_size,
         verify_checksums=config.verify_checksums,
     )
-    model = model_for(config, num_classes=splits.num_classes, in_channels=splits.in_channels, stem=splits.stem)
+    model = from_config(config, num_classes=splits.num_classes, in_channels=splits.in_channels, stem=splits.stem)
     return fit(model, splits, config, callbacks, resume=resume)
 
 
