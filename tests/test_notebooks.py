@@ -152,7 +152,7 @@ def test_07_permuted_input(smoke_runs):
     means = arms.groupby("arm")[["test_acc_hard", "exact_recovery"]].mean()
     for arm, row in means.iterrows():
         assert r[f"{arm}_test_acc_hard"] == pytest.approx(row["test_acc_hard"])
-    for arm in ("learned", "relaxed", "learned_pretrained", "relaxed_pretrained"):
+    for arm in ("l12", "relaxed", "l12_pretrained", "relaxed_pretrained"):
         assert r[f"{arm}_exact_recovery"] == pytest.approx(means.loc[arm, "exact_recovery"])
     assert "oracle_exact_recovery" not in r
     # one verdict per learned arm against chance, plus the five comparisons over seeds

@@ -129,14 +129,14 @@ def test_exact_inverse_in_front_equals_the_oracle_cnn():
 def test_arms_share_the_cnn_initialisation():
     splits = load_dataset("digits", max_train_samples=8)
     config = TrainConfig(shuffle_init="uniform", shuffle_noise=0.1)
-    oracle, learned = build_model("oracle", config, splits, 4), build_model("learned", config, splits, 4)
+    oracle, learned = build_model("oracle", config, splits, 4), build_model("l12", config, splits, 4)
     assert oracle.shuffle is None and learned.shuffle is not None and learned.shuffle.channels == 64
     for a, b in zip(oracle.cnn.state_dict().values(), learned.cnn.state_dict().values()):
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="arm"):
         build_model("nope", config, splits, 4)
     with pytest.raises(ValueError, match="pixel"):
-        build_model("learned", TrainConfig(shuffle_init="shuffle"), splits, 4)
+        build_model("l12", TrainConfig(shuffle_init="shuffle"), splits, 4)
 
 
 def test_pretrained_arms_copy_and_freeze_the_given_cnn():
@@ -146,7 +146,7 @@ def test_pretrained_arms_copy_and_freeze_the_given_cnn():
     with torch.no_grad():
         for p in trained.parameters():
             p.add_(1.0)
-    model = build_model("learned_pretrained", config, splits, 4, pretrained=trained)
+    model = build_model("l12_pretrained", config, splits, 4, pretrained=trained)
     for a, b in zip(model.cnn.state_dict().values(), trained.state_dict().values()):
         assert torch.equal(a, b)
     assert not any(p.requires_grad for p in model.cnn.parameters())
@@ -154,15 +154,16 @@ def test_pretrained_arms_copy_and_freeze_the_given_cnn():
     with pytest.raises(ValueError, match="needs"):
         build_model("relaxed_pretrained", config, splits, 4)
     with pytest.raises(ValueError, match="takes no"):
-        build_model("learned", config, splits, 4, pretrained=trained)
+        build_model("l12", config, splits, 4, pretrained=trained)
 
 
-def test_tiny_training_run_lowers_the_penalty_and_hardens():
+def test_tiny_training_run_lowers_the_penalty_and_hardens(tmp_path):
     config = PermutedInputConfig(
         train=TrainConfig(max_train_samples=256, epochs=3, batch_size=32, lam=0.05, shuffle_init="uniform",
-                          shuffle_noise=0.1, device="cpu", show_progress=False, recalibration_batches=2),
-        width=4, shuffle_lr_scale=10.0)
-    result = run_arm("learned", config)
+                          shuffle_noise=0.1, device="cpu", show_progress=False, recalibration_batches=2,
+                          shuffle_lr_scale=10.0, output_dir=str(tmp_path)),
+        width=4)
+    result = run_arm("l12", config)
     penalties = result.history["penalty"]
     start = LearnedShuffle(64, "uniform", noise=0.1).penalty().item()  # close to the maximum 2*64*(1-1/8)
     assert penalties.iloc[-1] < 0.8 * start and penalties.iloc[-1] < penalties.iloc[0]

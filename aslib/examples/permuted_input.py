@@ -8,9 +8,10 @@ x_s[perm[k]] = x[sigma[perm[k]]]``. It undoes the scrambling exactly when ``sigm
 every ``k``, i.e. ``perm = sigma^{-1}``.
 
 The arms share the CNN, the seeds and the budget (:data:`ARMS`): ``"oracle"`` (unscrambled images,
-no learned layer), ``"scrambled"`` (scrambled images, no learned layer), ``"learned"`` (scrambled
+no learned layer), ``"scrambled"`` (scrambled images, no learned layer), ``"l12"`` (scrambled
 images, learned layer, l1-2 penalty, then rounding and BatchNorm recalibration) and ``"relaxed"`` (the
-same with ``lam = 0``, the convex relaxation). ``"learned_pretrained"`` and ``"relaxed_pretrained"``
+same with ``lam = 0``, the convex relaxation), named as in :data:`aslib.study.arms.SHUFFLE_ARMS`.
+``"l12_pretrained"`` and ``"relaxed_pretrained"``
 change the question: their CNN is the oracle arm's trained CNN, frozen, and only ``M`` is trained, i.e.
 a known model whose input arrives in an unknown order (as in the paper's two-layer example, where the
 teacher is known and only the permutation is sought).
@@ -23,35 +24,31 @@ positions whose original pixels are 4-neighbours too (1 for identity, flips, tra
 cyclic shifts; about ``4 / (H W)`` for a random map), and :func:`symmetric_recovery` is the exact
 recovery up to the best of the 8 symmetries of the square grid.
 
-Why a loop of its own rather than :func:`aslib.training.train.fit`: the shuffle's learning rate is scaled, the penalty
-may start late, and the pretrained arms freeze the CNN. Its pieces are the shared ones of :mod:`aslib.training.loop`
-(:func:`~aslib.training.loop.penalised_step`, :func:`~aslib.training.loop.warmup_lam`, :func:`~aslib.training.loop.make_optimizer`,
-and the finish :func:`~aslib.training.loop.round_and_evaluate`), and it reads its settings from a
-:class:`~aslib.training.config.TrainConfig` (fields about ShuffleNets, checkpoints and mixed precision are ignored).
+Each arm is one call of :func:`aslib.training.train.fit` (the training loop of every network here), so it has
+every parameterisation of the learned shuffle, the shuffle's own learning-rate scale, the penalty schedule,
+checkpoints and data parallelism; :class:`~aslib.training.config.TrainConfig`'s ShuffleNet fields are ignored.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from aslib.training.data import DataSplits, load_dataset
-from aslib.core.checks import as_generator, check_positive_int
-from aslib.training.config import TrainConfig
-from aslib.nn.layers import LearnedShuffle
-from aslib.nn.shuffles import shuffle_penalty, shuffle_stats
-from aslib.training.loop import evaluate, make_optimizer, penalised_step, round_and_evaluate, warmup_lam
+from aslib.core.checks import check_positive_int
 from aslib.models.common import conv_bn
-from aslib.utils.progress import progress
-from aslib.utils.runtime import resolve_device, seed_everything
+from aslib.nn.layers import LearnedShuffle
+from aslib.study.verdicts import Verdict, compare_means, verdict
+from aslib.training.config import TrainConfig
+from aslib.training.train import TrainState, fit
+from aslib.utils.runtime import seed_everything
 
 __all__ = [
     "ARMS",
@@ -69,6 +66,8 @@ __all__ = [
     "permute_pixels",
     "random_pixel_permutation",
     "recovery_measures",
+    "recovery_verdicts",
+    "arm_train_config",
     "run_arm",
     "run_experiment",
     "small_cnn",
@@ -76,9 +75,9 @@ __all__ = [
 ]
 
 #: The arms of the experiment, in the order of the results table.
-ARMS: tuple[str, ...] = ("oracle", "scrambled", "learned", "relaxed", "learned_pretrained", "relaxed_pretrained")
+ARMS: tuple[str, ...] = ("oracle", "scrambled", "l12", "relaxed", "l12_pretrained", "relaxed_pretrained")
 #: Arms whose CNN is the oracle arm's trained CNN, frozen (only ``M`` is trained).
-PRETRAINED_ARMS: tuple[str, ...] = ("learned_pretrained", "relaxed_pretrained")
+PRETRAINED_ARMS: tuple[str, ...] = ("l12_pretrained", "relaxed_pretrained")
 
 
 # --- the latent permutation --------------------------------------------------------------------------
@@ -278,7 +277,7 @@ def build_model(arm: str, config: TrainConfig, splits: DataSplits, width: int,
                              "positions; use uniform, identity or random")
         generator = torch.Generator().manual_seed(config.seed + 1)
         shuffle = LearnedShuffle(splits.input_size ** 2, config.shuffle_init, noise=config.shuffle_noise,
-                                 generator=generator)
+                                 generator=generator, parameterisation=config.shuffle_parameterisation)
     return PixelShuffleNet(cnn, shuffle)
 
 
@@ -287,15 +286,14 @@ def build_model(arm: str, config: TrainConfig, splits: DataSplits, width: int,
 
 @dataclass(frozen=True)
 class PermutedInputConfig:
-    """The experiment: training settings (a :class:`TrainConfig`; ``lam`` is the learned arms', the relaxed
-    arms use 0), the latent permutation's seed, the CNN width, the learning-rate factor of ``M`` and the
-    epoch at which the penalty starts (``lam_t = 0`` before it, then the ``lam_warmup_epochs`` ramp)."""
+    """The experiment: training settings (a :class:`TrainConfig`; ``lam`` is the penalised arms', the relaxed
+    arms use 0; its ``shuffle_lr_scale``, ``penalty_start_epoch`` and ``shuffle_parameterisation`` act on the
+    pixel shuffle as on a network's; each arm writes its run under ``<train.output_dir>/<arm>/seed=<seed>``),
+    the latent permutation's seed and the CNN width."""
 
     train: TrainConfig = field(default_factory=TrainConfig)
     permutation_seed: int = 1234
     width: int = 16
-    shuffle_lr_scale: float = 1.0
-    penalty_start_epoch: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.train, TrainConfig):
@@ -304,11 +302,6 @@ class PermutedInputConfig:
         if isinstance(self.permutation_seed, bool) or not isinstance(self.permutation_seed, int) \
                 or self.permutation_seed < 0:
             raise ValueError(f"permutation_seed must be a non-negative integer, got {self.permutation_seed!r}")
-        if not (isinstance(self.shuffle_lr_scale, (int, float)) and math.isfinite(self.shuffle_lr_scale)
-                and self.shuffle_lr_scale > 0):
-            raise ValueError(f"shuffle_lr_scale must be a positive number, got {self.shuffle_lr_scale!r}")
-        if not (isinstance(self.penalty_start_epoch, (int, float)) and 0 <= self.penalty_start_epoch < math.inf):
-            raise ValueError(f"penalty_start_epoch must be a number >= 0, got {self.penalty_start_epoch!r}")
 
 
 @dataclass
@@ -317,7 +310,8 @@ class ArmResult:
 
     ``test_acc_hard`` is after rounding the shuffle and recalibrating BatchNorm (equal to ``test_acc`` for
     arms without a shuffle); ``recovery`` holds :func:`recovery_measures` of the rounded permutation
-    (empty without a shuffle); ``history`` one row per epoch; ``model`` the final (hardened) model.
+    (empty without a shuffle); ``matrix`` the soft ``M`` at the end of training; ``history`` one row per epoch
+    (:data:`~aslib.training.train.HISTORY_COLUMNS`); ``model`` the final (hardened) model.
     """
 
     arm: str
@@ -339,81 +333,48 @@ class ArmResult:
                 "final_penalty": self.final_penalty, **self.recovery, "seconds": self.seconds}
 
 
-def run_arm(arm: str, config: PermutedInputConfig, pretrained: nn.Module | None = None) -> ArmResult:
-    """Train one arm and evaluate it (soft, then rounded + BatchNorm recalibrated), as the module says.
-
-    ``pretrained``: the trained CNN (``run_arm("oracle", config).model.cnn``) the :data:`PRETRAINED_ARMS`
-    start from and keep frozen; ``None`` for the other arms.
-
-    SGD (``make_optimizer``: shuffle matrices without weight decay, their learning rate times ``shuffle_lr_scale``)
-    with a per-step cosine schedule; loss ``cross_entropy + lam_t P(M)`` with ``lam_t`` zero before
-    ``penalty_start_epoch``, then ramped over ``lam_warmup_epochs``; ``M`` projected toward ``D_n`` after every
-    step.
-    """
+def arm_train_config(arm: str, config: PermutedInputConfig) -> TrainConfig:
+    """The :class:`TrainConfig` that :func:`run_arm` passes to :func:`~aslib.training.train.fit` for ``arm``:
+    ``config.train`` with ``lam = 0`` for the relaxed arms and the arm's own output folder."""
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}; valid: {', '.join(ARMS)}")
     tc = config.train
-    if arm.startswith("relaxed"):
-        tc = dataclasses.replace(tc, lam=0.0)
-    device = resolve_device(tc.device)
+    return dataclasses.replace(tc, lam=0.0 if arm.startswith("relaxed") else tc.lam,
+                               output_dir=str(Path(tc.output_dir) / arm / f"seed={tc.seed}"))
+
+
+def run_arm(arm: str, config: PermutedInputConfig, pretrained: nn.Module | None = None) -> ArmResult:
+    """Train one arm with :func:`~aslib.training.train.fit` and evaluate it (soft, then rounded + BatchNorm
+    recalibrated), as the module says.
+
+    ``pretrained``: the trained CNN (``run_arm("oracle", config).model.cnn``) the :data:`PRETRAINED_ARMS`
+    start from and keep frozen; ``None`` for the other arms. Everything else is :func:`fit`'s: SGD with the
+    shuffle matrix's learning rate ``lr * shuffle_lr_scale``, the penalty schedule, checkpoints, data order.
+    """
+    tc = arm_train_config(arm, config)
     seed_everything(tc.seed)
     splits, latent = load_permuted_splits(tc, None if arm == "oracle" else config.permutation_seed)
-    model = build_model(arm, tc, splits, config.width, pretrained).to(device)
-    optimizer = make_optimizer(model, tc)
-    for group in optimizer.param_groups:
-        if group["name"] == "shuffle":
-            group["lr"] *= config.shuffle_lr_scale
-    loader = DataLoader(splits.train, batch_size=tc.batch_size, shuffle=True, drop_last=True,
-                        generator=as_generator(tc.seed), num_workers=tc.num_workers)
-    steps_per_epoch = len(loader)
-    if steps_per_epoch == 0:
-        raise ValueError(f"the training set ({len(splits.train)} examples) is smaller than one batch")
-    total_steps = tc.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    warmup_steps = tc.lam_warmup_epochs * steps_per_epoch
-    start_step = config.penalty_start_epoch * steps_per_epoch
+    model = build_model(arm, tc, splits, config.width, pretrained)
+    soft: dict[str, torch.Tensor] = {}
 
-    history = []
-    started = time.perf_counter()
-    step = 0
-    for epoch in progress(range(tc.epochs), enabled=tc.show_progress, desc=arm, leave=False):
-        model.train()
-        loss_sum = correct = count = 0.0
-        lam_t = tc.lam
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            lam_t = warmup_lam(tc.lam, step - start_step, warmup_steps)
-            ce, logits = penalised_step(model, x, y, optimizer, lam_t, projection_sweeps=tc.projection_sweeps,
-                                        scheduler=scheduler)
-            step += 1
-            loss_sum += ce.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            count += len(y)
-        val_loss, val_acc = (evaluate(model, splits.val, batch_size=tc.eval_batch_size, device=device)
-                             if splits.val is not None else (math.nan, math.nan))
-        stats = shuffle_stats(model)
-        history.append({"epoch": epoch + 1, "lam": lam_t, "train_loss": loss_sum / count,
-                        "train_acc": correct / count, "val_loss": val_loss, "val_acc": val_acc,
-                        "penalty": stats["penalty"], "max_row_deficit": stats["max_row_deficit"]})
-    seconds = time.perf_counter() - started
+    def keep_matrix(state: TrainState) -> None:  # M before rounding, as it ends training
+        if state.epoch == tc.epochs and model.shuffle is not None and not model.shuffle.is_hardened:
+            soft["matrix"] = model.shuffle.matrix().detach().cpu().clone()
 
-    final_penalty = float(shuffle_penalty(model).detach())
-    matrix = model.shuffle.matrix().detach().cpu().clone() if model.shuffle is not None else None
-    rounded = round_and_evaluate(
-        model, lambda: evaluate(model, splits.test, batch_size=tc.eval_batch_size, device=device), loader,
-        tc.recalibration_batches, device=device)
-    test_acc, test_acc_raw, test_acc_hard = rounded.soft[1], rounded.raw[1], rounded.hard[1]
+    result = fit(model, splits, tc, [keep_matrix])
     recovery: dict[str, float] = {}
     permutation = None
-    if rounded.permutations:
+    if result.permutations:
         assert latent is not None
-        permutation = rounded.permutations[0].cpu()
-        recovery = recovery_measures(permutation, latent, splits.input_size, splits.input_size)
-        permutation = permutation.tolist()
-    return ArmResult(arm=arm, test_acc=test_acc, test_acc_hard=test_acc_hard,
-                     test_acc_hard_no_recalibration=test_acc_raw, final_penalty=final_penalty, recovery=recovery,
-                     permutation=permutation, matrix=matrix, history=pd.DataFrame(history), seconds=seconds,
-                     model=model)
+        permutation = result.permutations[0]
+        recovery = recovery_measures(torch.tensor(permutation), latent, splits.input_size, splits.input_size)
+    matrix = soft.get("matrix")
+    if matrix is None and permutation is not None:  # hardened during training (harden_after): M is its permutation
+        matrix = model.shuffle.matrix().detach().cpu()
+    return ArmResult(arm=arm, test_acc=result.test_acc_soft, test_acc_hard=result.test_acc_hard,
+                     test_acc_hard_no_recalibration=result.test_acc_hard_no_recalibration,
+                     final_penalty=result.final_penalty, recovery=recovery, permutation=permutation, matrix=matrix,
+                     history=result.history, seconds=result.seconds, model=result.model)
 
 
 def run_experiment(config: PermutedInputConfig, arms: tuple[str, ...] = ARMS) -> tuple[pd.DataFrame, dict[str, ArmResult]]:
@@ -446,3 +407,42 @@ def example_images(config: PermutedInputConfig, permutation: torch.Tensor | list
     if permutation is not None:
         rows["unscrambled"] = permute_pixels(scrambled, torch.as_tensor(permutation)).numpy()
     return rows
+
+
+def recovery_verdicts(table: pd.DataFrame, arms: tuple[str, ...] | list[str], n: int) -> list[Verdict]:
+    """The verdicts of notebook 07 from its results table (one row per arm and seed, :meth:`ArmResult.row` and
+    ``seed``) over ``n`` pixel positions.
+
+    An arm with a learned layer recovers more than chance when its mean number of exactly recovered positions
+    exceeds ``1 + 3 / sqrt(k)`` over ``k`` seeds (a random permutation fixes 1 position on average, standard
+    deviation 1); the paired questions compare arms by :func:`~aslib.study.verdicts.compare_means`.
+    """
+    seeds = table["seed"].nunique()
+    table = table.assign(rounding_change=table["test_acc_hard"] - table["test_acc"])
+
+    def values(arm: str, column: str) -> Any:
+        return table.loc[table["arm"] == arm, column].to_numpy()
+
+    def compare(question: str, a: str, b: str, column: str, scale: float = 1.0, digits: int = 2,
+                unit: str = "") -> Verdict:
+        if a not in arms or b not in arms:
+            return verdict(question, None, f"{a if a not in arms else b} not among the arms")
+        return compare_means(question, values(a, column), values(b, column), scale=scale, digits=digits, unit=unit)
+
+    checks = []
+    for arm in (a for a in arms if a not in ("oracle", "scrambled")):
+        positions = n * values(arm, "exact_recovery")
+        spread = positions.std(ddof=1) if seeds > 1 else 0
+        checks.append(verdict(f"{arm} recovers more positions than chance", positions.mean() > 1 + 3 / seeds ** 0.5,
+                              f"{positions.mean():.1f} ± {spread:.1f} of {n}, chance 1, {seeds} seeds"))
+    return checks + [
+        compare("from scratch, the penalty recovers more positions than the relaxation", "l12", "relaxed",
+                "exact_recovery", scale=n, digits=1, unit="positions"),
+        compare("with the frozen trained CNN, the penalty recovers more positions than the relaxation",
+                "l12_pretrained", "relaxed_pretrained", "exact_recovery", scale=n, digits=1, unit="positions"),
+        compare("from scratch, rounding costs the penalised arm less accuracy than the relaxed arm", "l12", "relaxed",
+                "rounding_change"),
+        compare("with the frozen CNN, rounding costs the penalised arm less accuracy than the relaxed arm",
+                "l12_pretrained", "relaxed_pretrained", "rounding_change"),
+        compare("the CNN is more accurate on ordered than on scrambled images", "oracle", "scrambled", "test_acc"),
+    ]
