@@ -25,7 +25,7 @@ env: $(INSTALLED)
 ## every published profile) are rewritten from results/.
 reproduce: $(INSTALLED)
 	$(PY) -m aslib.runner.reproduce --profile $(PROFILE) --jobs $(JOBS)
-	$(PY) -m aslib.study.report --readme
+	$(PY) -m aslib.study.published --readme
 	$(PY) -m aslib.runner.reproduce --refresh notebooks/06_results.ipynb
 
 ## Unit tests, the notebooks run through the runner, and nbval on the committed notebooks. nbval runs on

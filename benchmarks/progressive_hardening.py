@@ -36,7 +36,8 @@ import torch
 from aslib.training.config import TrainConfig
 from aslib.core.penalty import ROUNDING_THRESHOLD
 from aslib.utils.runtime import describe_device
-from aslib.training.train import LAYER_PENALTIES_NAME, train
+from aslib.training.state import LAYER_PENALTIES_NAME
+from aslib.training.train import train
 
 
 def _mean_std(values: list[float], digits: int = 3) -> str:

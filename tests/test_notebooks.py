@@ -10,7 +10,7 @@ import pytest
 
 from aslib.examples import two_layer as tl
 from aslib.utils.io import load_results
-from aslib.study.report import verdict_table
+from aslib.study.published import verdict_table
 from aslib.utils.runtime import code_fingerprint
 from aslib.study.verdicts import ANSWERS, verdicts_from_results
 from aslib.runner.profiles import find_notebooks, load_profile

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from aslib.study.report import (
+from aslib.study.published import (
     README_END, README_START, key_numbers_table, markdown_table, readme_results, update_readme, verdict_table,
 )
 from aslib.study.verdicts import verdict, verdicts_to_results
@@ -20,10 +20,10 @@ def publish(results, profile, notebook, record):
 
 
 def test_committed_readme_agrees_with_committed_results():
-    # fails when a results file changed and `python -m aslib.study.report --readme` was not run, or the README
+    # fails when a results file changed and `python -m aslib.study.published --readme` was not run, or the README
     # section was edited by hand
     assert update_readme(ROOT / "README.md", ROOT / "results", check=True), (
-        "README.md's results section differs from results/: run `python -m aslib.study.report --readme`")
+        "README.md's results section differs from results/: run `python -m aslib.study.published --readme`")
 
 
 def test_every_verdict_becomes_a_row_with_its_provenance(tmp_path):
@@ -88,7 +88,7 @@ def test_no_results_says_so_and_markdown_escapes_pipes(tmp_path):
 
 
 def test_overview_marks_records_of_other_code_as_stale_and_missing_notebooks_as_not_run(tmp_path):
-    from aslib.study.report import published_overview
+    from aslib.study.published import published_overview
 
     results = tmp_path / "results"
     publish(results, "quick", "01_penalty_and_error_bounds", {"code_fingerprint": "a" * 16, "seeds": [0]})
@@ -101,7 +101,7 @@ def test_overview_marks_records_of_other_code_as_stale_and_missing_notebooks_as_
 
 
 def test_exploration_summary_takes_means_over_seeds_per_setting(tmp_path):
-    from aslib.study.report import exploration_table
+    from aslib.study.published import exploration_table
 
     csv = tmp_path / "e.csv"
     csv.write_text("tag,arm,lam,epochs,seed,test_acc_hard,rounding_change,final_penalty,cpu_seconds\n"

@@ -25,7 +25,8 @@ from aslib.models import get_model
 from aslib.core.penalty import l12_penalty
 from aslib.training.config import TrainConfig, config_changes, parse_args
 from aslib.training.loop import SettledShuffles, evaluate, make_optimizer, recalibrate_batchnorm
-from aslib.training.train import HISTORY_COLUMNS, TrainState, main, train
+from aslib.training.state import HISTORY_COLUMNS, TrainState
+from aslib.training.train import main, train
 
 # The tiniest ShuffleNet v1 (three units) on a few hundred digits: a couple of seconds per run.
 TINY = dict(model="shufflenet_v1_g3", model_kwargs={"width": 0.25}, stages_repeats=(1, 1, 1), batch_size=32,

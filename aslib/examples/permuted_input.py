@@ -47,7 +47,8 @@ from aslib.models.common import conv_bn
 from aslib.nn.layers import LearnedShuffle
 from aslib.study.verdicts import Verdict, compare_means, verdict
 from aslib.training.config import TrainConfig
-from aslib.training.train import TrainState, fit
+from aslib.training.state import TrainState
+from aslib.training.train import fit
 from aslib.utils.runtime import seed_everything
 
 __all__ = [

@@ -39,7 +39,8 @@ from aslib.utils.io import atomic_write
 from aslib.models import count_flops, from_config
 from aslib.utils.progress import progress
 from aslib.utils.runtime import code_fingerprint
-from aslib.training.train import CHECKPOINT_NAME, train
+from aslib.training.state import CHECKPOINT_NAME
+from aslib.training.train import train
 
 __all__ = [
     "ASSUMED_FLOPS_PER_SECOND",

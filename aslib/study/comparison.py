@@ -99,7 +99,7 @@ def _spread(values: pd.Series) -> str:
     return mean_std(values.mean(), std)
 
 
-def _seeds(n: int) -> str:
+def _seed_count(n: int) -> str:
     return f"{n} seed{'s' if n != 1 else ''}"
 
 
@@ -142,7 +142,7 @@ def comparison_verdicts(results: pd.DataFrame, runs: Sequence[Run]) -> list[Verd
         l12_change = _values(part, "l12", "rounding_change", lam)
         l12_soft = _values(part, "l12", "test_acc_soft", lam)
         noise = _noise(l12_soft)
-        evidence = f"change {_spread(l12_change)}, {_seeds(len(l12_change))}{note}"
+        evidence = f"change {_spread(l12_change)}, {_seed_count(len(l12_change))}{note}"
         if l12_change.empty:
             out.append(verdict(where + "rounding changes l12's accuracy by less than the seed noise", None, "not run"))
         elif math.isnan(noise):
@@ -158,7 +158,7 @@ def comparison_verdicts(results: pd.DataFrame, runs: Sequence[Run]) -> list[Verd
         fixed_change = _values(part, "fixed", "rounding_change")
         out.append(verdict(where + "fixed arm changes by exactly 0 when rounded",
                            bool((fixed_change == 0).all()) if len(fixed_change) else None,
-                           _seeds(len(fixed_change))))
+                           _seed_count(len(fixed_change))))
         params = {arm: _values(part, arm, "num_parameters_inference") for arm in ("l12", "fixed")}
         same = (None if params["l12"].empty or params["fixed"].empty
                 else bool(params["l12"].max() == params["fixed"].max() == params["l12"].min()))

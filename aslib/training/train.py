@@ -28,27 +28,24 @@ Command line: ``python -m aslib.training.train --dataset cifar10 --model shuffle
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
-import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from aslib.training.config import TrainConfig, config_changes, parse_args
+from aslib.training.config import TrainConfig, parse_args
 from aslib.training.data import DataSplits, load_dataset
 from aslib.training.distributed import ProcessGroup, all_reduce_sum, average_buffers, join_process_group
 from aslib.utils.io import atomic_write, save_results, save_table
@@ -63,95 +60,21 @@ from aslib.training.loop import (
     warmup_lam,
 )
 from aslib.models import count_parameters, from_config
-from aslib.utils.progress import progress
-from aslib.utils.runtime import code_fingerprint, resolve_device, seed_everything
-
-__all__ = [
-    "CHECKPOINT_NAME",
-    "HISTORY_COLUMNS",
-    "LAYER_PENALTIES_NAME",
-    "TrainResult",
-    "TrainState",
-    "fit",
-    "main",
-    "train",
-]
-
-#: Columns of the per-epoch history (``history.csv``).
-HISTORY_COLUMNS: tuple[str, ...] = (
-    "epoch", "lr", "lam", "train_loss", "train_acc", "val_loss", "val_acc",
-    "penalty", "max_row_deficit", "rounding_fraction", "seconds",
+from aslib.training.state import (
+    CHECKPOINT_NAME,
+    HISTORY_COLUMNS,
+    LAYER_PENALTIES_NAME,
+    Callback,
+    TrainResult,
+    TrainState,
+    load_checkpoint,
+    rng_state,
+    set_rng_state,
 )
+from aslib.utils.progress import progress
+from aslib.utils.runtime import resolve_device, seed_everything
 
-CHECKPOINT_NAME = "checkpoint.pt"
-#: Per-epoch penalty of each learned shuffle (``<name>.csv``: ``epoch``, ``layer_0``, ``layer_1``, ...).
-LAYER_PENALTIES_NAME = "layer_penalties"
-
-
-@dataclass
-class TrainState:
-    """What a callback sees at the end of an epoch (``epoch`` counts completed epochs, from 1)."""
-
-    config: TrainConfig
-    epoch: int
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    history: pd.DataFrame
-    metrics: dict[str, float]
-    rank: int = 0
-
-
-Callback = Callable[[TrainState], None]
-
-
-@dataclass
-class TrainResult:
-    """The outcome of :func:`train`; every accuracy is the final epoch's (fractions in [0, 1]).
-
-    Attributes:
-        history: one row per epoch, columns :data:`HISTORY_COLUMNS`.
-        test_acc_soft, test_loss_soft: test set, learned shuffles still soft (doubly stochastic ``M``).
-        test_acc_hard, test_loss_hard: test set after rounding to permutations and BatchNorm recalibration.
-        test_acc_hard_no_recalibration: after rounding, before recalibration.
-        rounding_change: ``test_acc_hard - test_acc_soft``.
-        final_penalty: ``sum_l P(M_l)`` before rounding; ``final_rounding_fraction`` the fraction of shuffles
-            with ``P(M_l) < ROUNDING_THRESHOLD``.
-        permutations: the rounded permutations, one list per learned shuffle (``y = x[:, perm]``).
-        hardened_epochs: per learned shuffle, the epoch after which progressive hardening froze it
-            (``harden_after``; 0: rounded at the end).
-        num_parameters: trainable scalars during training (the ``M_l`` included);
-            ``num_parameters_inference`` after rounding.
-        seconds: training wall time, summed over resumed parts.
-        model: the final (rounded, recalibrated) model.
-    """
-
-    config: TrainConfig
-    history: pd.DataFrame
-    test_acc_soft: float
-    test_loss_soft: float
-    test_acc_hard: float
-    test_loss_hard: float
-    test_acc_hard_no_recalibration: float
-    rounding_change: float
-    final_val_acc: float
-    final_penalty: float
-    final_rounding_fraction: float
-    permutations: list[list[int]]
-    hardened_epochs: list[int]
-    num_parameters: int
-    num_parameters_inference: int
-    seconds: float
-    model: nn.Module = field(repr=False)
-
-    def summary(self) -> dict[str, Any]:
-        """Plain values for ``result.json``: every field but ``history`` and ``model``, and the
-        :func:`~aslib.utils.runtime.code_fingerprint` of the code that computed them (a run whose fingerprint differs
-        from the current code's is stale)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("history", "model")}
-        out["config"] = self.config.to_dict()
-        out["code_fingerprint"] = code_fingerprint()
-        return out
-
+__all__ = ["fit", "main", "penalty_weight", "train"]
 
 # --- pieces of the loop ------------------------------------------------------------------------------
 
@@ -168,38 +91,11 @@ def _loader_seed(seed: int, epoch: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch * 1_009 + rank) % (2**32)  # numpy accepts seeds below 2**32
 
 
-def _rng_state(loader_generator: torch.Generator) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-             "loader": loader_generator.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], loader_generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    loader_generator.set_state(state["loader"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _data_parallel(model: nn.Module, group: ProcessGroup, device: torch.device) -> nn.Module:
     """``model`` wrapped in DistributedDataParallel when several processes train it, else ``model``."""
     if not group.active:
         return model
     return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-
-def _load_checkpoint(path: Path, config: TrainConfig, group: ProcessGroup) -> dict[str, Any]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    differ = config_changes(ckpt["config"], config)
-    if differ:
-        raise ValueError(f"cannot resume {path}: the configuration changed ({', '.join(differ)})")
-    if len(ckpt["rng"]) != group.world:
-        raise ValueError(f"cannot resume {path}: written by {len(ckpt['rng'])} processes, now {group.world}")
-    return ckpt
 
 
 # --- the loop ----------------------------------------------------------------------------------------
@@ -324,12 +220,12 @@ def _start(model: nn.Module, splits: DataSplits, config: TrainConfig, device: to
 
 def _resume(session: _Session, path: Path) -> None:
     """Load the state of ``path`` (written by :func:`_save_epoch`) into ``session``."""
-    ckpt = _load_checkpoint(path, session.config, session.group)
+    ckpt = load_checkpoint(path, session.config, session.group)
     session.model.load_state_dict(ckpt["model"])
     session.optimizer.load_state_dict(ckpt["optimizer"])
     session.scheduler.load_state_dict(ckpt["scheduler"])
     session.scaler.load_state_dict(ckpt["scaler"])
-    _set_rng_state(ckpt["rng"][session.group.rank], session.loader_generator)
+    set_rng_state(ckpt["rng"][session.group.rank], session.loader_generator)
     session.history = ckpt["history"]
     session.penalty_rows = ckpt.get("layer_penalties", [])
     if "settled" in ckpt:
@@ -393,7 +289,7 @@ def _save_epoch(session: _Session, epoch: int, seconds: float) -> None:
     """The files of an epoch's end (rank 0): ``history.csv``, ``layer_penalties.csv`` and the checkpoint (every
     rank's RNG states gathered into it, so that each rank resumes its own stream)."""
     config, group = session.config, session.group
-    rng = _rng_state(session.loader_generator)
+    rng = rng_state(session.loader_generator)
     if group.active:
         rngs: list[Any] = [None] * group.world
         dist.all_gather_object(rngs, rng)
