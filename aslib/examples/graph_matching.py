@@ -21,7 +21,7 @@ Methods of :func:`match_graphs` (all return scipy's ``OptimizeResult``):
   with ``lam_t`` ramped geometrically from ``0.03 lam`` to ``lam`` over 80% of the steps and ``restarts``
   random starts near ``J/n``, keeping the one whose rounded permutation has the smallest ``f``; an instance
   ends early once every start has settled on its rounding, its starts agree on one rounding, or one start
-  matches exactly (``f = 0``) (:func:`default_config`).
+  matches exactly (``f = 0``) (:func:`graph_matching_config`).
 * ``"relaxed"``: the same solver with ``lam = 0`` (the convex relaxation, then rounding).
 * ``"sinkhorn"``: ``M = sinkhorn(X, tau)`` with Adam on the logits and ``tau`` annealed, no penalty.
 * ``"faq"`` and ``"2opt"``: ``scipy.optimize.quadratic_assignment`` with ``maximize=True`` through
@@ -34,6 +34,7 @@ Methods of :func:`match_graphs` (all return scipy's ``OptimizeResult``):
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import networkx as nx
@@ -43,34 +44,36 @@ import torch
 from scipy.optimize import OptimizeResult
 
 from aslib.core.checks import as_generator, check_positive_int
-from aslib.core.penalty import check_square, permutation_matrix
+from aslib.core.penalty import ROUNDING_THRESHOLD, check_square, permutation_matrix
 from aslib.solver.qap import default_qap_config, quadratic_assignment, solve_qap
-from aslib.solver.relaxation import SolverConfig, apply_overrides, solve_permutation
+from aslib.solver.relaxation import SolverConfig, replace_given, solve_permutation
 from aslib.utils.progress import progress
 from aslib.utils.runtime import resolve_device
 from aslib.study.verdicts import Verdict, compare_means, verdict
 
 __all__ = [
     "FAMILIES",
-    "METHODS",
+    "GRAPH_METHODS",
     "GraphInstances",
-    "default_config",
-    "edge_disagreement",
-    "erdos_renyi",
-    "grid_graph",
+    "compare_metric",
     "cycle_graph",
+    "edge_disagreement",
+    "endpoint_verdicts",
+    "erdos_renyi",
+    "graph_matching_config",
+    "grid_graph",
     "make_instances",
     "match_graphs",
     "matching_loss",
     "plant",
     "random_regular",
     "recovery",
-    "compare_methods",
     "recovery_table",
+    "recovery_verdicts",
     "summarise_recovery",
 ]
 
-METHODS = ("l12", "relaxed", "sinkhorn", "faq", "2opt")
+GRAPH_METHODS = ("l12", "relaxed", "sinkhorn", "faq", "2opt")
 FAMILIES = ("erdos_renyi", "regular", "cycle", "grid")
 
 
@@ -198,20 +201,20 @@ def recovery(perm: torch.Tensor, planted: torch.Tensor) -> torch.Tensor:
     return (perm.to(planted.device) == planted).double().mean(-1)
 
 
-def default_config(method: str) -> SolverConfig:
+def graph_matching_config(method: str) -> SolverConfig:
     """The solver settings used for ``method`` unless ``match_graphs`` is given a ``config``.
 
     ``"l12"``: :func:`aslib.solver.qap.default_qap_config` for maximising (at most 450 mirror steps of
     ``eta = 1``, one Sinkhorn sweep each, ``lam`` ramped from 0.03 to 1 over 80% of the steps, 8 random
     starts, early stop once settled, agreed or certified). ``"relaxed"``: the same with ``lam = 0``. ``"sinkhorn"``: 300 Adam
     steps (learning rate 0.1) on the logits, 10 Sinkhorn iterations, ``tau`` from 1 to 0.05, 8 random
-    starts. (Chosen by us on 3-regular graphs with n = 20 and 30.)
+    starts (ours: ``docs/tuning.md``).
     """
     if method in ("l12", "relaxed"):
         return default_qap_config(maximize=True, penalised=method == "l12")
     if method == "sinkhorn":
         return SolverConfig(parameterisation="sinkhorn", iters=300, step=0.1, restarts=8, sinkhorn_iters=10)
-    raise ValueError(f"method {method!r} has no solver config; use one of {METHODS[:3]}")
+    raise ValueError(f"method {method!r} has no solver config; use one of {GRAPH_METHODS[:3]}")
 
 
 def _validate(A: torch.Tensor | np.ndarray, B: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -244,11 +247,12 @@ def match_graphs(
 
     Args:
         A, B: adjacency (or any real) matrices of the same shape, torch tensors or numpy arrays.
-        method: one of :data:`METHODS` (see the module docstring).
+        method: one of :data:`GRAPH_METHODS` (see the module docstring).
         lam: penalty weight for ``"l12"`` (overrides the config; must be ``>= 0``).
         restarts: random starts (overrides the config; for scipy's methods the number of calls).
         iters: most solver iterations (overrides the config; ignored by scipy's methods).
-        config: solver settings for ``"l12"``, ``"relaxed"``, ``"sinkhorn"`` (else :func:`default_config`).
+        config: solver settings for ``"l12"``, ``"relaxed"``, ``"sinkhorn"`` (else :func:`graph_matching_config`;
+            ``"relaxed"`` always runs with ``lam = 0``).
         seed: seeds the random starts.
         device: where the torch solvers run (``"cpu"``, ``"cuda"``, ``"auto"``); scipy runs on the CPU.
         dtype: floating type of the torch solvers.
@@ -260,8 +264,8 @@ def match_graphs(
         ``(records, batch)`` (empty for scipy's), ``nit`` (iterations; for scipy the largest total ``nit``),
         ``seconds`` (wall time of the call), ``method`` and ``config`` (None for scipy's methods).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
+    if method not in GRAPH_METHODS:
+        raise ValueError(f"unknown method {method!r}; use one of {GRAPH_METHODS}")
     if lam is not None and not lam >= 0:  # checked before the scipy methods, which ignore it
         raise ValueError(f"lam must be >= 0, got {lam}")
     if restarts is not None:
@@ -279,7 +283,8 @@ def match_graphs(
                               M=permutation_matrix(perm, torch.float64), loss_history=empty, penalty_history=empty,
                               nit=max(int(r.nit) for r in results), seconds=time.perf_counter() - start,
                               method=method, config=None)
-    cfg = apply_overrides(config or default_config(method), method, lam=lam, restarts=restarts, iters=iters)
+    cfg = replace_given(config or graph_matching_config(method), restarts=restarts, iters=iters,
+                        lam=0.0 if method == "relaxed" else lam if method == "l12" else None)
     if method == "sinkhorn":
         dev = resolve_device(device)
         A4, B4 = A.to(dev, dtype).unsqueeze(1), B.to(dev, dtype).unsqueeze(1)
@@ -296,7 +301,7 @@ def recovery_table(
     family: str,
     sizes: tuple[int, ...] | list[int],
     noises: tuple[float, ...] | list[float],
-    methods: tuple[str, ...] | list[str] = METHODS,
+    methods: tuple[str, ...] | list[str] = GRAPH_METHODS,
     *,
     instances: int = 10,
     scipy_restarts: int = 10,
@@ -311,7 +316,7 @@ def recovery_table(
     """Solve ``instances`` planted instances for every size, noise and method; one row per instance.
 
     The torch methods solve all instances of a setting as one batch (``seconds`` is the batch time
-    divided by ``instances``) with :func:`default_config`, or ``restarts`` starts and ``iters`` steps
+    divided by ``instances``) with :func:`graph_matching_config`, or ``restarts`` starts and ``iters`` steps
     where given; scipy's methods get ``scipy_restarts`` calls per instance. Columns:
     ``family, n, noise, method, instance, recovery`` (fraction of vertices matched to the planted
     partner), ``exact`` (recovery == 1), ``isomorphic`` (edge disagreement 0), ``disagreement``
@@ -348,8 +353,8 @@ def summarise_recovery(table: pd.DataFrame) -> pd.DataFrame:
             .reset_index())
 
 
-def compare_methods(table: pd.DataFrame, first: str, second: str, metric: str, families: tuple[str, ...] | list[str],
-                    question: str) -> Verdict:
+def compare_metric(table: pd.DataFrame, first: str, second: str, metric: str, families: tuple[str, ...] | list[str],
+                   question: str) -> Verdict:
     """Whether ``first`` scores higher than ``second`` on ``metric`` over the same instances of ``families``
     (rows of a :func:`recovery_table`): :func:`aslib.study.verdicts.compare_means` paired over instances (the
     paired t-test at the project's level), "n/a" when a method was not run.
@@ -361,3 +366,36 @@ def compare_methods(table: pd.DataFrame, first: str, second: str, metric: str, f
         return verdict(question, None, f"{first if scores[first].empty else second} not run")
     a, b = scores[first].align(scores[second], join="inner")
     return compare_means(question, a.to_numpy(), b.to_numpy(), paired=True, over="instances", digits=2)
+
+
+def endpoint_verdicts(from_barycenter: torch.Tensor, penalties: Mapping[str, float]) -> list[Verdict]:
+    """Where the solvers of one instance end (notebook 02, section 1): the relaxation started at ``J/n`` stays
+    there (``from_barycenter``: its final ``M``, ``(n, n)``), and ``l12`` ends at a vertex while the relaxation
+    ends inside ``D_n`` (``penalties``: the final ``P(M)`` of ``"l12"`` and ``"relaxed"``)."""
+    n = from_barycenter.shape[-1]
+    shift = (from_barycenter - torch.full((n, n), 1.0 / n)).abs().max().item()
+    return [
+        verdict("the relaxation started at J/n stays at J/n", shift < 1e-6, f"max |M - J/n| = {shift:.0e}"),
+        verdict(f"l12 ends at a vertex (penalty below {ROUNDING_THRESHOLD:.3f}) and the relaxation inside D_n",
+                penalties["l12"] < ROUNDING_THRESHOLD < penalties["relaxed"],
+                f"final penalty {penalties['l12']:.2f} vs {penalties['relaxed']:.2f}"),
+    ]
+
+
+def recovery_verdicts(table: pd.DataFrame, scipy_restarts: int) -> list[Verdict]:
+    """The comparisons of a :func:`recovery_table` over every family (notebook 02, section 2), each by
+    :func:`compare_metric`: l12 against every other method on regular graphs (isomorphisms found), against
+    relaxed and FAQ on Erdos-Renyi graphs (vertices recovered), against relaxed on cycles and grids
+    (isomorphisms); ``scipy_restarts`` (the calls of scipy's methods per instance) is named in the questions."""
+    calls = f"({scipy_restarts} calls)"
+    comparisons = [
+        ("relaxed", "isomorphic", ["regular"], "l12 finds more isomorphisms than relaxed on regular graphs"),
+        ("sinkhorn", "isomorphic", ["regular"], "l12 finds more isomorphisms than sinkhorn on regular graphs"),
+        ("faq", "isomorphic", ["regular"], f"l12 finds more isomorphisms than FAQ {calls} on regular graphs"),
+        ("2opt", "isomorphic", ["regular"], f"l12 finds more isomorphisms than 2-opt {calls} on regular graphs"),
+        ("relaxed", "recovery", ["erdos_renyi"], "l12 recovers more vertices than relaxed on Erdos-Renyi graphs"),
+        ("faq", "recovery", ["erdos_renyi"], f"l12 recovers more vertices than FAQ {calls} on Erdos-Renyi graphs"),
+        ("relaxed", "isomorphic", ["cycle", "grid"], "l12 finds more isomorphisms than relaxed on cycles and grids"),
+    ]
+    return [compare_metric(table, "l12", other, metric, families, question)
+            for other, metric, families, question in comparisons]

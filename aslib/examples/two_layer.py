@@ -47,25 +47,24 @@ import pandas as pd
 from scipy.optimize import OptimizeResult
 import torch
 
-from aslib.core.checks import as_generator, check_positive_int
+from aslib.core.checks import as_generator, check_nonnegative, check_positive_int
 from aslib.core.penalty import check_square, l12_penalty, permutation_matrix, project_doubly_stochastic
 from aslib.utils.progress import progress
 from aslib.utils.runtime import resolve_device
-from aslib.solver.relaxation import SolverConfig, apply_overrides, solve_permutation
+from aslib.solver.relaxation import SolverConfig, replace_given, solve_permutation
 from aslib.study.verdicts import Verdict, significance, verdict
 
 __all__ = [
     "CONVEX_SETUPS",
-    "METHODS",
     "SETUPS",
     "SUCCESS_RTOL",
+    "TWO_LAYER_METHODS",
     "TeacherStudent",
     "best_of",
     "claim_verdicts",
-    "compare_methods",
+    "compare_success",
     "comparison_table",
     "convexity_gap",
-    "default_config",
     "failure_verdicts",
     "learn_permutation",
     "make_teacher_student",
@@ -78,9 +77,10 @@ __all__ = [
     "schedule_verdict",
     "summarise_success",
     "teacher_energy",
+    "two_layer_config",
 ]
 
-METHODS = ("l12", "relaxed", "sinkhorn")
+TWO_LAYER_METHODS = ("l12", "relaxed", "sinkhorn")
 SETUPS = ("between", "after", "input", "linear")
 #: The set-ups whose loss is a convex quadratic in ``M`` (the relaxation's minimisers form a slice).
 CONVEX_SETUPS = ("after", "linear")
@@ -236,8 +236,8 @@ def convexity_gap(problem: TeacherStudent, pairs: int = 100, seed: int = 0) -> f
     return float(gap.max() / teacher_energy(problem).mean())
 
 
-def default_config(method: str, setup: str = "between") -> SolverConfig:
-    """Solver settings for ``method`` (ours, chosen on small sizes), one random start each:
+def two_layer_config(method: str, setup: str = "between") -> SolverConfig:
+    """Solver settings for ``method`` (ours: ``docs/tuning.md``), one random start each:
     ``"l12"`` 600 projected steps of size ``step / L``, one normalisation sweep, ``lam`` ramped
     geometrically from ``0.001`` to ``0.1`` over the first 80% of the steps; ``"relaxed"`` the same with
     ``lam = 0``; ``"sinkhorn"`` 300 Adam steps (learning rate 0.1) on the logits, 10 Sinkhorn iterations,
@@ -249,7 +249,7 @@ def default_config(method: str, setup: str = "between") -> SolverConfig:
                             lam_start=0.01, ramp=0.8, sweeps=1, restarts=1)
     if method == "sinkhorn":
         return SolverConfig(parameterisation="sinkhorn", iters=300, step=0.1, restarts=1, sinkhorn_iters=10)
-    raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
+    raise ValueError(f"unknown method {method!r}; use one of {TWO_LAYER_METHODS}")
 
 
 def _curvature(problem: TeacherStudent) -> torch.Tensor:
@@ -278,10 +278,12 @@ def learn_permutation(
     ``lam``, ``restarts`` and ``iters`` override the config (``lam`` only for ``"l12"``; it must be ``>= 0``).
     ``result.fun`` is ``L`` at the rounded permutation (0 when the permutation is recovered).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
-    cfg = apply_overrides(config or default_config(method, problem.setup), method, lam=lam, restarts=restarts,
-                          iters=iters)
+    if method not in TWO_LAYER_METHODS:
+        raise ValueError(f"unknown method {method!r}; use one of {TWO_LAYER_METHODS}")
+    if lam is not None:  # checked for every method, though only "l12" uses it
+        check_nonnegative(lam, "lam")
+    cfg = replace_given(config or two_layer_config(method, problem.setup), restarts=restarts, iters=iters,
+                        lam=0.0 if method == "relaxed" else lam if method == "l12" else None)
     for name in ("a", "W"):
         if not bool(torch.isfinite(getattr(problem, name)).all()):
             raise ValueError(f"problem.{name} contains NaN or inf")
@@ -294,7 +296,7 @@ def learn_permutation(
 def comparison_table(
     setups: tuple[str, ...] | list[str] = SETUPS,
     sizes: tuple[int, ...] | list[int] = (4, 6),
-    methods: tuple[str, ...] | list[str] = METHODS,
+    methods: tuple[str, ...] | list[str] = TWO_LAYER_METHODS,
     *,
     instances: int = 10,
     starts: int = 4,
@@ -309,7 +311,7 @@ def comparison_table(
 
     Every method sees the same instances, and ``"l12"`` and ``"relaxed"`` the same starts (``"sinkhorn"``
     draws its logits from the same seed). ``configs`` maps a method to its solver settings (default
-    :func:`default_config`); ``iters`` overrides the number of steps. Columns: ``setup, n, method, instance,
+    :func:`two_layer_config`); ``iters`` overrides the number of steps. Columns: ``setup, n, method, instance,
     start``, ``success`` (the rounded ``Q`` computes the teacher's function: ``L(Q) <= SUCCESS_RTOL E[f^2]``),
     ``exact`` (``Q = P``), ``rows_matched`` (fraction of rows with ``Q = P``), ``rounded_loss`` and
     ``relaxed_loss`` (``L`` at ``Q`` and at the final ``M``, relative to ``E[f^2]``), ``penalty``
@@ -317,8 +319,8 @@ def comparison_table(
     """
     instances, starts = check_positive_int(instances, "instances"), check_positive_int(starts, "starts")
     for method in methods:
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
+        if method not in TWO_LAYER_METHODS:
+            raise ValueError(f"unknown method {method!r}; use one of {TWO_LAYER_METHODS}")
     settings = [(_check_setup(s), check_positive_int(n, "n")) for s in setups for n in sizes]
     rows = []
     for setup, n in progress(settings, enabled=show_progress, desc="two-layer"):
@@ -382,7 +384,7 @@ def _paired(table: pd.DataFrame, setup: str, first: str, second: str, k: int | N
     return wide[[first, second]], label
 
 
-def compare_methods(table: pd.DataFrame, setup: str, first: str, second: str, k: int | None = None) -> Verdict:
+def compare_success(table: pd.DataFrame, setup: str, first: str, second: str, k: int | None = None) -> Verdict:
     """Does ``first`` find the teacher's permutation more often than ``second`` in ``setup``?
 
     Paired over the same instances and starts of a :func:`comparison_table` (best of ``k`` starts per
@@ -406,11 +408,11 @@ def claim_verdicts(table: pd.DataFrame, k: int) -> list[Verdict]:
     rate, pooled over sizes, is below 1/2) and the penalty succeeds (l12 beats relaxed beyond the noise)."""
     verdicts = []
     for setup in dict.fromkeys(table["setup"]):
-        versus = [compare_methods(table, setup, "l12", other, kk) for other in ("relaxed", "sinkhorn")
+        versus = [compare_success(table, setup, "l12", other, kk) for other in ("relaxed", "sinkhorn")
                   for kk in (None, k) if other in set(table["method"])]
         verdicts += versus
         best = best_of(table[table["setup"] == setup], k).groupby("method")["success"].mean()
-        beats = compare_methods(table, setup, "l12", "relaxed", k).answer == "yes"
+        beats = compare_success(table, setup, "l12", "relaxed", k).answer == "yes"
         verdicts.append(verdict(
             f"{setup} supports the paper's claim (relaxation fails, penalty succeeds)", bool(best["relaxed"] < 0.5 and beats),
             f"best of {k}: relaxed {best['relaxed']:.2f}, l12 {best['l12']:.2f}, pooled over sizes"))
@@ -446,14 +448,14 @@ def failure_verdicts(table: pd.DataFrame, setup: str, k: int, *, vertex_penalty:
 def schedule_table(setup: str, n: int, lams: tuple[float, ...] | list[float], iters: tuple[int, ...] | list[int], *,
                    instances: int = 10, starts: int = 4, seed: int = 0, device: str | torch.device = "cpu") -> pd.DataFrame:
     """l12 in ``setup`` at size ``n`` with every ``lam`` and number of ``iters`` (other settings
-    :func:`default_config`'s, which is always included), on the instances and starts of
+    :func:`two_layer_config`'s, which is always included), on the instances and starts of
     :func:`comparison_table`; its ``method`` column names the setting, e.g. ``"l12 lam=0.1 iters=600"``."""
-    default = default_config("l12", setup)
+    default = two_layer_config("l12", setup)
     settings = dict.fromkeys([(default.lam, default.iters)] + [(float(lam), check_positive_int(it, "iters"))
                                                                 for lam in lams for it in iters])
     tables = []
     for lam, its in settings:
-        config = apply_overrides(default, "l12", lam=lam, restarts=None, iters=its)
+        config = replace(default, lam=lam, iters=its)
         table = comparison_table((setup,), (n,), ("l12",), instances=instances, starts=starts,
                                  configs={"l12": config}, seed=seed, device=device)
         tables.append(table.assign(method=f"l12 lam={lam:g} iters={its}", lam=lam, iters=its))
@@ -462,12 +464,12 @@ def schedule_table(setup: str, n: int, lams: tuple[float, ...] | list[float], it
 
 def schedule_verdict(table: pd.DataFrame) -> Verdict:
     """Does the best setting of a :func:`schedule_table` (highest single-start success) beat the default
-    beyond the noise (:func:`compare_methods`, paired over the same starts)? Choosing the best of the grid
+    beyond the noise (:func:`compare_success`, paired over the same starts)? Choosing the best of the grid
     favours it, so a "tie" says the schedule is not what limits l12."""
-    default = default_config("l12", table["setup"].iloc[0])
+    default = two_layer_config("l12", table["setup"].iloc[0])
     base = f"l12 lam={default.lam:g} iters={default.iters}"
     rates = table.groupby("method")["success"].mean()
     best = rates.drop(base).idxmax() if len(rates) > 1 else base
     if best == base:
         return verdict("the best lam / iteration setting beats l12's default", "n/a", "the grid holds only the default")
-    return compare_methods(table, table["setup"].iloc[0], best, base)
+    return compare_success(table, table["setup"].iloc[0], best, base)

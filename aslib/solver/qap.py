@@ -15,16 +15,14 @@ relaxed loss that equals the objective up to a constant on permutations (``||A P
 * maximising symmetric ``A`` and ``B`` (graph matching): ``f(M) = ||A M - M B||_F^2 = ||A||^2 + ||B||^2 -
   2 tr(A^T M B M^T)`` on ``Pi_n``, the paper's loss, convex on ``D_n``, zero exactly at an isomorphism (a
   certificate of optimality);
-* otherwise: ``s tr(A^T M B M^T)`` itself (``s = -1`` when maximising; indefinite). The convex alternatives
-  gave worse answers in our trials: ``||A M + M B||_F^2`` (minimising) gaps several times larger on flow x
-  distance instances, ``||A M - M B||_F^2`` on asymmetric weighted matrices (maximising) fewer optima
-  reached on brute-forced n = 6 instances.
+* otherwise: ``s tr(A^T M B M^T)`` itself (``s = -1`` when maximising; indefinite; the convex alternatives
+  tried in its place: ``docs/tuning.md``).
 
 ``"relaxed"`` is the same with ``lam = 0``: the relaxation and a final rounding.
 
 Maximising, ``"l12"`` runs a quick stage first (larger steps, fewer of them) and the full solve from the
 same starts only where the quick stage neither certified its answer nor saw its starts agree
-(:func:`default_qap_config`).
+(:class:`QuickStage`, :func:`default_qap_config`).
 
 ``polish`` (an option of ``"l12"`` and ``"relaxed"``, inside the timed call, skipped when an exact match
 certified the answer optimal): ``"2opt"`` runs scipy's 2-opt from the rounded answer; ``True`` (``"faq"``)
@@ -32,22 +30,20 @@ runs scipy's FAQ from the relaxed matrices of the best starts, keeps the best an
 included) and runs 2-opt from it; minimising, the solve before it is then a short one with more starts,
 a start generator for FAQ. An addition to the penalty method, reported separately from it in the benchmark.
 
-When to prefer which (measured by ``benchmarks/qap_benchmark.py``, one instance at a time on a CPU, one thread; its
-latest figures are in ``benchmarks/results/qap_benchmark_cpu.txt``): on graph matching with symmetries the penalty
-(``"l12"``) finds what FAQ and 2-opt miss in the same time: an isomorphism on random 3-regular graphs, grids and
-cycles, where FAQ given as many restarts as fit in l12's time finds fewer (on the regular graphs and cycles, almost
-none), and every planted matching of noisy Erdos-Renyi graphs where FAQ in that time recovers most vertices but not
-all. But on a CPU one l12 solve costs tens of FAQ calls, so where one FAQ call is good enough (planted weighted
-problems) use FAQ. On weighted facility-layout style problems (nonnegative flow x distance, minimised) l12 alone is
-worse than FAQ with restarts, but with ``polish=True`` its mean gap is smaller than FAQ's in the same time.
-``"2opt"`` from random starts was the weakest everywhere; use it to polish an answer.
+Each method is one function ``_quadratic_assignment_<method>(A, B, *, **options)`` whose keyword arguments are
+its options, with their defaults; :func:`quadratic_assignment` checks ``A`` and ``B``, refuses the options a
+method does not take and dispatches. When to prefer which (measured by ``benchmarks/qap_benchmark.py``, details
+in ``docs/tuning.md``): ``"l12"`` on graph matching with symmetries, ``"faq"`` where one FAQ call is good enough
+(planted weighted problems), ``"l12"`` with ``polish=True`` on minimised flow x distance problems, ``"2opt"`` to
+polish an answer.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -58,47 +54,37 @@ from scipy.optimize import OptimizeResult
 from aslib.core.checks import as_generator, check_positive_int
 from aslib.core.penalty import ROUNDING_THRESHOLD, check_square, random_doubly_stochastic
 from aslib.utils.runtime import resolve_device
-from aslib.solver.relaxation import SolverConfig, random_starts, solve_permutation
+from aslib.solver.relaxation import SolverConfig, random_starts, replace_given, solve_permutation
 
-__all__ = ["POLISH_METHODS", "QAP_METHODS", "default_qap_config", "quadratic_assignment", "solve_qap"]
+__all__ = ["FAQ_POLISH_STARTS", "POLISH_METHODS", "QAP_METHODS", "QuickStage", "default_qap_config",
+           "quadratic_assignment", "solve_qap"]
 
-QAP_METHODS: tuple[str, ...] = ("l12", "relaxed", "faq", "2opt")
+
+@dataclass(frozen=True)
+class QuickStage:
+    """The first stage of maximising ``"l12"``: the full config with ``step`` and ``iters`` changed (the same
+    starts, ``lam`` and stopping rule). The full solve runs, from the same starts, only when this stage ends
+    with neither a certificate nor agreeing starts; the better answer of the two is kept."""
+
+    step: float = 2.0
+    iters: int = 225
 
 
 def default_qap_config(maximize: bool, penalised: bool = True, polish: bool | str = False) -> SolverConfig:
     """Our settings of the ``"l12"`` solve (``penalised=False``: the same with ``lam = 0``, ``"relaxed"``;
-    ``polish``: the option of that name, which changes the minimising settings, see the end).
+    ``polish``: the option of that name, which changes the minimising settings, see the end). How they were
+    chosen: ``docs/tuning.md``.
 
-    One Sinkhorn sweep per mirror step, ``lam`` ramped geometrically over 80% of the steps, a start settled
-    once ``P(M) <= 0.05`` (then ``sum |M - R| <= 0.1``) with its rounding unchanged over 10 steps.
-    Maximising (chosen on 3-regular graphs n = 30 and noisy Erdos-Renyi graphs n = 50, seeds 0 and 1 of
-    ``benchmarks/qap_benchmark.py``): 8 random starts near ``J/n`` (``init_noise = 1``), at most 450
-    steps of ``eta = 1``, ``lam`` from 0.03 to 1 (a final 0.3 left noisy instances inside ``D_n``, far from
-    a vertex; starting at 0.03 rather than 0.003 found an isomorphism on 18 of 20 regular graphs against
-    17, in 202 and 239 steps on average against 316 and 295). Minimising: at most 300 steps of ``eta = 0.3``, ``lam``
-    from 0.003 to 0.3, 8 far spread starts (``init_noise = 100``), which reached the optimum of 5 of 6
-    brute-forced n = 6 instances against 3 of 6 for starts near ``J/n`` (local optima of the trace attract
-    nearby starts alike). 32 starts x 100 steps of ``eta = 1`` gave a smaller gap on 8 flow x distance
-    instances n = 30 (1.6% against 2.2% to the best of 60 FAQ calls, in about the same time) but with 16
-    starts missed the optimum of a brute-forced n = 6 instance by 16%, so it is not the default.
+    Always: one Sinkhorn sweep per mirror step, ``lam`` ramped geometrically over 80% of the steps, a start
+    settled once ``P(M) <= 0.05`` (then ``sum |M - R| <= 0.1``) with its rounding unchanged over 10 steps.
 
-    Maximising, ``"l12"`` first runs a quick stage (:data:`QUICK_STAGE`: ``eta = 2``, at most 225 steps, the
-    ramp over 180) from the same starts, and the settings above only where it ends with neither a
-    certificate nor agreeing starts; the better answer is kept, so a stage that fails costs time, not
-    accuracy. Chosen among ``eta`` 2 or 3 and 100 to 225 steps on 3-regular graphs n = 30 (seed 0: 10
-    instances, seeds 1 and 2: 20 each, as in the benchmark), where it certified 7, 16 and 13 of them and the
-    median time per FAQ call went from 66x, 49x and 36x to 46x, 34x and 31x (mean 60x, 55x, 46x to 63x,
-    45x, 48x) with the same isomorphisms found (10, 19 and 17); noisy Erdos-Renyi n = 50 (seed 0, every
-    quick stage agreed, recovery 1.00): 38x to 19x; cycles n = 30: 38x to 21x. (``eta = 3``, 150 steps:
-    faster where it certifies, but it did on only 2 of 10 at seed 0: median 94x.)
-
-    Minimising with ``polish=True`` or ``"faq"``, the solve only generates starts for FAQ (whose answers beat l12's
-    own on these problems): 24 starts near ``J/n`` (``init_noise = 1``), 20 steps of ``eta = 1`` (the same ``lam``
-    ramp, over 16 steps). Chosen on 20 flow x distance instances n = 30 each of seeds 1 and 2 (the benchmark reports
-    seed 0) against FAQ restarts given the same time, with the polish from the 12 best starts: mean objective 0.25%
-    and 0.30% below FAQ's, better on 12 instances of 20, worse on 7 and 6; the default 8 starts x 300 steps followed
-    by FAQ from all 8: 0.54% above, better on 2 (seed 1). The unpolished answer of these settings is worse (mean
-    objective 4550 against 4430 on seed 1), hence only with that polish."""
+    * Maximising: 8 random starts near ``J/n`` (``init_noise = 1``), at most 450 steps of ``eta = 1``,
+      ``lam`` from 0.03 to 1; ``"l12"`` first runs a :class:`QuickStage` (``eta = 2``, at most 225 steps, the
+      ramp over 180) from the same starts.
+    * Minimising: 8 far spread starts (``init_noise = 100``), at most 300 steps of ``eta = 0.3``, ``lam`` from
+      0.003 to 0.3.
+    * Minimising with ``polish=True`` or ``"faq"``, the solve only generates starts for FAQ: 24 starts near
+      ``J/n`` (``init_noise = 1``), 20 steps of ``eta = 1`` (the same ``lam`` ramp, over 16 steps)."""
     lam = (1.0 if maximize else 0.3) if penalised else 0.0
     config = SolverConfig(parameterisation="mirror", iters=450 if maximize else 300, step=1.0 if maximize else 0.3,
                           lam=lam, lam_start=0.03 if maximize else 0.01, ramp=0.8, sweeps=1, restarts=8,
@@ -119,8 +105,7 @@ def _relaxed_loss(A: torch.Tensor, B: torch.Tensor, maximize: bool, frobenius: b
     * otherwise: ``grad s tr(A^T M B M^T) = s (A M B^T + A^T M B) = [s A | s A^T] [M B^T ; M B]``, with
       ``M [B^T | B]`` the first product.
 
-    Half the products of the direct form (``R = A M - M B``, then ``A^T R - R B^T``), which were most of a
-    step's time on a CPU at ``n = 30..50``.
+    Half the products of the direct form (``R = A M - M B``, then ``A^T R - R B^T``; ``docs/tuning.md``).
     """
     At, Bt = A.transpose(-1, -2), B.transpose(-1, -2)
     sign = -1.0 if maximize else 1.0
@@ -209,11 +194,6 @@ def _two_opt(A: np.ndarray, B: np.ndarray, col_ind: np.ndarray, maximize: bool) 
     return np.asarray(result.col_ind)
 
 
-#: Maximising with ``"l12"`` (and no ``maxiter``), a first stage with these settings changed (the same
-#: starts, ``lam`` and stopping rule): the full solve runs, from the same starts, only when this stage
-#: ends with neither a certificate nor agreeing starts, and the better answer of the two is kept.
-QUICK_STAGE: dict[str, Any] = {"step": 2.0, "iters": 225}
-
 #: ``polish`` values of ``"l12"`` and ``"relaxed"`` (``True`` is ``"faq"``): what runs after the solve.
 POLISH_METHODS: tuple[str, ...] = ("2opt", "faq")
 
@@ -256,108 +236,175 @@ def _faq_polish(A: np.ndarray, B: np.ndarray, col_ind: np.ndarray, starts: np.nd
     return _two_opt(A, B, best, maximize)
 
 
-def _polish_starts(solved: OptimizeResult) -> np.ndarray:
-    """The relaxed matrices ``(k, n, n)`` of the ``k = min(FAQ_POLISH_STARTS, restarts)`` starts of smallest
-    rounded loss (ties: in start order) of the first instance of :func:`solve_qap`'s result."""
+def _polish_starts(solved: OptimizeResult, count: int = FAQ_POLISH_STARTS) -> np.ndarray:
+    """The relaxed matrices ``(k, n, n)`` of the ``k = min(count, restarts)`` starts of smallest rounded loss
+    (ties: in start order) of the first instance of :func:`solve_qap`'s result."""
     M, fun = solved.starts_M[0].cpu().double().numpy(), solved.starts_fun[0].cpu().double().numpy()
-    return M[np.argsort(fun, kind="stable")[:FAQ_POLISH_STARTS]]
+    return M[np.argsort(fun, kind="stable")[:count]]
 
 
-def _penalty_method(penalised: bool) -> Callable[..., OptimizeResult]:
-    def method(A: torch.Tensor, B: torch.Tensor, *, maximize: bool = False, P0: Any = "barycenter",
-               rng: Any = None, maxiter: int | None = None, tol: float | None = None, restarts: int | None = None,
-               lam: float | None = None, device: str | torch.device = "cpu",
-               dtype: torch.dtype = torch.float64, polish: bool | str = False) -> OptimizeResult:
-        start_time = time.perf_counter()
-        if not (isinstance(polish, bool) or (isinstance(polish, str) and polish in POLISH_METHODS)):
-            raise ValueError(f"polish must be True, False or one of {POLISH_METHODS}, got {polish!r}")
-        polish = "faq" if polish is True else polish
-        if tol is not None and not (isinstance(tol, (int, float)) and 0 < tol < ROUNDING_THRESHOLD):
-            raise ValueError(
-                f"tol must lie in (0, {ROUNDING_THRESHOLD:.4f}) (below it the error bound holds), got {tol!r}")
-        config = default_qap_config(bool(maximize), penalised, polish)
-        overrides = {"iters": maxiter, "settle_tol": tol, "restarts": restarts, "lam": lam}
-        config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
-        generator = as_generator(int(rng.integers(2**31)) if isinstance(rng, np.random.Generator) else rng)
-        n = A.shape[-1]
-        start = None
-        if isinstance(P0, str) and P0 not in ("barycenter", "randomized"):
+def _check_polish(polish: bool | str) -> bool | str:
+    """``polish`` checked, ``True`` read as ``"faq"``."""
+    if not (isinstance(polish, bool) or (isinstance(polish, str) and polish in POLISH_METHODS)):
+        raise ValueError(f"polish must be True, False or one of {POLISH_METHODS}, got {polish!r}")
+    return "faq" if polish is True else polish
+
+
+def _check_tol(tol: float | None) -> None:
+    if tol is not None and not (isinstance(tol, (int, float)) and 0 < tol < ROUNDING_THRESHOLD):
+        raise ValueError(f"tol must lie in (0, {ROUNDING_THRESHOLD:.4f}) (below it the error bound holds), got {tol!r}")
+
+
+def _check_start(P0: Any, A: torch.Tensor) -> torch.Tensor | None:
+    """``P0``: ``"barycenter"`` or ``"randomized"`` (None returned) or a doubly stochastic matrix like ``A``."""
+    if isinstance(P0, str):
+        if P0 not in ("barycenter", "randomized"):
             raise ValueError(f"P0 must be 'barycenter', 'randomized' or a matrix, got {P0!r}")
-        if not isinstance(P0, str):
-            start = _as_matrix(P0, "P0")
-            if start.shape != A.shape or bool((start < 0).any()) or not (
-                    torch.allclose(start.sum(0), torch.ones(n, dtype=torch.float64), atol=1e-6)
-                    and torch.allclose(start.sum(1), torch.ones(n, dtype=torch.float64), atol=1e-6)):
-                raise ValueError(f"P0 must be a doubly stochastic matrix of shape {tuple(A.shape)}")
-        # maximising with l12's default length: a quick stage first, the full solve only where it fails
-        stages = ([replace(config, **QUICK_STAGE), config] if maximize and penalised and maxiter is None
-                  else [config])
-        a, b = A.numpy(), B.numpy()
-        best, best_fun, nit, stages_run = None, None, 0, 0
-        shape = (1, config.restarts, n, n)
-        if isinstance(P0, str) and P0 == "randomized":  # drawn as random_starts draws
-            initial = random_doubly_stochastic(n, shape[:2], generator=generator).to(dtype)
-        else:  # every stage from the same starts, those of the one solve without the quick stage
-            initial = random_starts(config, shape, generator, dtype)
-            if start is not None:  # the caller's start first, then random starts
-                initial[0, 0] = start.clamp_min(1e-6).to(dtype)
-        for stage in stages:
-            stages_run += 1
-            solved = solve_qap(A[None], B[None], stage, maximize=bool(maximize), initial=initial,
-                               generator=generator, dtype=dtype, device=device)
-            nit += solved.nit
-            fun = _objective(a, b, solved.col_ind[0].cpu().numpy())
-            if best is None or ((fun > best_fun) if maximize else (fun < best_fun)):
-                best, best_fun = solved, fun
-            if bool(solved.certified[0] or solved.agreed[0]):
-                break
-        solved, unpolished = best, best_fun
-        col_ind = solved.col_ind[0].cpu().numpy()
-        if polish and not bool(solved.certified[0]):  # a certified answer is optimal: nothing to polish
-            col_ind = (_two_opt(a, b, col_ind, bool(maximize)) if polish == "2opt" else
-                       _faq_polish(a, b, col_ind, _polish_starts(solved), bool(maximize)))
-        return OptimizeResult(col_ind=col_ind, fun=_objective(a, b, col_ind), unpolished_fun=unpolished,
-                              nit=nit, M=solved.M[0].cpu().numpy(), certified=bool(solved.certified[0]),
-                              agreed=bool(solved.agreed[0]), settled=int(solved.settled[0]),
-                              restarts=config.restarts, stages=stages_run,
-                              seconds=time.perf_counter() - start_time)
-    return method
+        return None
+    start = _as_matrix(P0, "P0")
+    ones = torch.ones(A.shape[-1], dtype=torch.float64)
+    if start.shape != A.shape or bool((start < 0).any()) or not (
+            torch.allclose(start.sum(0), ones, atol=1e-6) and torch.allclose(start.sum(1), ones, atol=1e-6)):
+        raise ValueError(f"P0 must be a doubly stochastic matrix of shape {tuple(A.shape)}")
+    return start
 
 
-def _scipy_method(name: str) -> Callable[..., OptimizeResult]:
-    def method(A: torch.Tensor, B: torch.Tensor, *, restarts: int = 1, rng: Any = None, P0: Any = None,
-               **options: Any) -> OptimizeResult:  # P0 is only in _OPTIONS["faq"]
-        restarts = check_positive_int(restarts, "restarts")
-        rng = np.random.default_rng(rng)
-        a, b = A.numpy(), B.numpy()
-        best, nit = None, 0
-        for r in range(restarts):
-            opts = dict(options, rng=rng)
-            if P0 is not None and r == 0:
-                opts["P0"] = P0
-            elif name == "faq" and r > 0:
-                opts["P0"] = "randomized"
-            res = scipy.optimize.quadratic_assignment(a, b, method=name, options=opts)
-            nit += int(res.nit)
-            better = best is None or (res.fun > best.fun if options.get("maximize") else res.fun < best.fun)
-            best = res if better else best
-        best.nit, best.restarts = nit, restarts
-        return best
-    return method
+def _penalty_starts(config: SolverConfig, P0: Any, start: torch.Tensor | None, n: int,
+                    generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """The ``(1, restarts, n, n)`` starts shared by every stage: drawn as :func:`random_starts` draws them
+    (``P0="randomized"``: uniform random doubly stochastic matrices), the caller's ``start`` first."""
+    shape = (1, config.restarts, n, n)
+    if isinstance(P0, str) and P0 == "randomized":
+        return random_doubly_stochastic(n, shape[:2], generator=generator).to(dtype)
+    initial = random_starts(config, shape, generator, dtype)
+    if start is not None:
+        initial[0, 0] = start.clamp_min(1e-6).to(dtype)
+    return initial
 
 
-#: ``methods[method](A, B, **options)``, as scipy dispatches.
+def _solve_penalised(A: torch.Tensor, B: torch.Tensor, config: SolverConfig, quick: QuickStage | None, *,
+                     maximize: bool, P0: Any, rng: Any, device: str | torch.device, dtype: torch.dtype,
+                     polish: bool | str, start_time: float) -> OptimizeResult:
+    """What ``"l12"`` and ``"relaxed"`` share: the solve by ``config`` (after the ``quick`` stage where it is
+    given), then the polish; the result of :func:`quadratic_assignment` for the penalty methods."""
+    generator = as_generator(int(rng.integers(2**31)) if isinstance(rng, np.random.Generator) else rng)
+    start = _check_start(P0, A)
+    initial = _penalty_starts(config, P0, start, A.shape[-1], generator, dtype)
+    stages = [config] if quick is None else [replace(config, step=quick.step, iters=quick.iters), config]
+    a, b = A.numpy(), B.numpy()
+    best, best_fun, nit, stages_run = None, None, 0, 0
+    for stage in stages:
+        stages_run += 1
+        solved = solve_qap(A[None], B[None], stage, maximize=maximize, initial=initial, generator=generator,
+                           dtype=dtype, device=device)
+        nit += solved.nit
+        fun = _objective(a, b, solved.col_ind[0].cpu().numpy())
+        if best is None or ((fun > best_fun) if maximize else (fun < best_fun)):
+            best, best_fun = solved, fun
+        if bool(solved.certified[0] or solved.agreed[0]):
+            break
+    solved, unpolished = best, best_fun
+    col_ind = solved.col_ind[0].cpu().numpy()
+    if polish and not bool(solved.certified[0]):  # a certified answer is optimal: nothing to polish
+        col_ind = (_two_opt(a, b, col_ind, maximize) if polish == "2opt" else
+                   _faq_polish(a, b, col_ind, _polish_starts(solved), maximize))
+    return OptimizeResult(col_ind=col_ind, fun=_objective(a, b, col_ind), unpolished_fun=unpolished,
+                          nit=nit, M=solved.M[0].cpu().numpy(), certified=bool(solved.certified[0]),
+                          agreed=bool(solved.agreed[0]), settled=int(solved.settled[0]),
+                          restarts=config.restarts, stages=stages_run, seconds=time.perf_counter() - start_time)
+
+
+def _quadratic_assignment_l12(A: torch.Tensor, B: torch.Tensor, *, maximize: bool = False, P0: Any = "barycenter",
+                              rng: Any = None, maxiter: int | None = None, tol: float | None = None,
+                              restarts: int | None = None, lam: float | None = None,
+                              device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64,
+                              polish: bool | str = False,
+                              quick_stage: QuickStage | None = QuickStage()) -> OptimizeResult:
+    """The penalty method (options: :func:`quadratic_assignment`). ``maxiter``, ``tol``, ``restarts`` and ``lam``
+    left None keep :func:`default_qap_config`'s ``iters``, ``settle_tol``, ``restarts`` and ``lam``. Maximising,
+    ``quick_stage`` runs first unless it is None or ``maxiter`` is given (one solve of that length then)."""
+    start_time = time.perf_counter()
+    polish = _check_polish(polish)
+    _check_tol(tol)
+    config = replace_given(default_qap_config(bool(maximize), True, polish), iters=maxiter, settle_tol=tol,
+                           restarts=restarts, lam=lam)
+    quick = quick_stage if maximize and maxiter is None else None
+    return _solve_penalised(A, B, config, quick, maximize=bool(maximize), P0=P0, rng=rng, device=device,
+                            dtype=dtype, polish=polish, start_time=start_time)
+
+
+def _quadratic_assignment_relaxed(A: torch.Tensor, B: torch.Tensor, *, maximize: bool = False,
+                                  P0: Any = "barycenter", rng: Any = None, maxiter: int | None = None,
+                                  tol: float | None = None, restarts: int | None = None,
+                                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64,
+                                  polish: bool | str = False) -> OptimizeResult:
+    """The relaxation: ``"l12"`` with ``lam = 0`` and no quick stage (options: :func:`quadratic_assignment`)."""
+    start_time = time.perf_counter()
+    polish = _check_polish(polish)
+    _check_tol(tol)
+    config = replace_given(default_qap_config(bool(maximize), False, polish), iters=maxiter, settle_tol=tol,
+                           restarts=restarts)
+    return _solve_penalised(A, B, config, None, maximize=bool(maximize), P0=P0, rng=rng, device=device,
+                            dtype=dtype, polish=polish, start_time=start_time)
+
+
+def _best_of_scipy(method: str, A: torch.Tensor, B: torch.Tensor, restarts: int, rng: Any, P0: Any | None,
+                   options: dict[str, Any]) -> OptimizeResult:
+    """``restarts`` calls of scipy's ``method`` with ``options``, drawing from one generator seeded by ``rng``,
+    the best answer kept, its ``nit`` the sum over the calls; FAQ's first call from ``P0``, the others from
+    ``"randomized"`` (``P0`` None: 2-opt, which has no such option)."""
+    restarts = check_positive_int(restarts, "restarts")
+    rng = np.random.default_rng(rng)
+    a, b = A.numpy(), B.numpy()
+    best, nit = None, 0
+    for r in range(restarts):
+        start = {} if P0 is None else {"P0": P0 if r == 0 else "randomized"}
+        res = scipy.optimize.quadratic_assignment(a, b, method=method, options=dict(options, rng=rng, **start))
+        nit += int(res.nit)
+        if best is None or (res.fun > best.fun if options["maximize"] else res.fun < best.fun):
+            best = res
+    best.nit, best.restarts = nit, restarts
+    return best
+
+
+def _quadratic_assignment_faq(A: torch.Tensor, B: torch.Tensor, *, maximize: bool = False,
+                              partial_match: Any = None, rng: Any = None, P0: Any = "barycenter",
+                              shuffle_input: bool = False, maxiter: int = 30, tol: float = 0.03,
+                              restarts: int = 1) -> OptimizeResult:
+    """scipy's FAQ with scipy's options and defaults, best of ``restarts`` calls (:func:`_best_of_scipy`)."""
+    return _best_of_scipy("faq", A, B, restarts, rng, P0, {
+        "maximize": maximize, "partial_match": partial_match, "shuffle_input": shuffle_input, "maxiter": maxiter,
+        "tol": tol})
+
+
+def _quadratic_assignment_2opt(A: torch.Tensor, B: torch.Tensor, *, maximize: bool = False, rng: Any = None,
+                               partial_match: Any = None, partial_guess: Any = None,
+                               restarts: int = 1) -> OptimizeResult:
+    """scipy's 2-opt with scipy's options and defaults, best of ``restarts`` calls (:func:`_best_of_scipy`)."""
+    return _best_of_scipy("2opt", A, B, restarts, rng, None, {
+        "maximize": maximize, "partial_match": partial_match, "partial_guess": partial_guess})
+
+
+#: ``_METHODS[method](A, B, **options)``, as scipy dispatches; each function's keyword arguments are its options.
 _METHODS: dict[str, Callable[..., OptimizeResult]] = {
-    "l12": _penalty_method(True), "relaxed": _penalty_method(False),
-    "faq": _scipy_method("faq"), "2opt": _scipy_method("2opt"),
+    "l12": _quadratic_assignment_l12, "relaxed": _quadratic_assignment_relaxed,
+    "faq": _quadratic_assignment_faq, "2opt": _quadratic_assignment_2opt,
 }
-_PENALTY_OPTIONS = frozenset({"maximize", "P0", "rng", "maxiter", "tol", "restarts", "device", "dtype", "polish"})
-#: The options each method accepts (scipy's own, plus ``restarts``; scipy only warns about others).
-_OPTIONS: dict[str, frozenset[str]] = {
-    "l12": _PENALTY_OPTIONS | {"lam"}, "relaxed": _PENALTY_OPTIONS,
-    "faq": frozenset({"maximize", "partial_match", "rng", "P0", "shuffle_input", "maxiter", "tol", "restarts"}),
-    "2opt": frozenset({"maximize", "partial_match", "rng", "partial_guess", "restarts"}),
-}
+QAP_METHODS: tuple[str, ...] = tuple(_METHODS)
+
+
+def _accepted_options(method: str) -> list[str]:
+    """The options ``method`` takes: the keyword-only arguments of its function, sorted."""
+    parameters = inspect.signature(_METHODS[method]).parameters.values()
+    return sorted(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def _check_options(method: str, options: dict[str, Any]) -> None:
+    """Refuse the options ``method`` does not take (scipy only warns about them), naming those it takes."""
+    accepted = _accepted_options(method)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for method {method!r}; it accepts {accepted}")
 
 
 def quadratic_assignment(A: Any, B: Any, method: str = "l12", options: dict[str, Any] | None = None) -> OptimizeResult:
@@ -366,21 +413,22 @@ def quadratic_assignment(A: Any, B: Any, method: str = "l12", options: dict[str,
     Args:
         A, B: square real matrices of the same shape ``(n, n)``, numpy arrays or torch tensors, weighted,
             asymmetric, of any sign and scale.
-        method: ``"l12"`` (the penalty method), ``"relaxed"`` (no penalty), ``"faq"`` or ``"2opt"`` (scipy's).
-        options: scipy's (``maximize``, ``P0``, ``rng``, ``maxiter``, ``tol``, and for scipy's methods any of
-            theirs) and ours: ``restarts`` (random starts; for scipy's methods the number of calls, the best
-            kept, FAQ's later ones from ``P0="randomized"``), ``lam`` (final penalty weight), ``device`` and
-            ``dtype`` (where and in what precision the penalty method runs; float64 by default; with the
-            random starts drawn in float64 for both, float32 gave the same answer, up to ties, on all 60
-            instances of ``benchmarks/qap_benchmark.py``, flow x distance included), ``polish`` (inside the
-            call; ``"2opt"``: scipy's 2-opt from the rounded answer; ``True`` or ``"faq"``: scipy's FAQ from
-            the relaxed matrices of the :data:`FAQ_POLISH_STARTS` starts of smallest rounded loss, the best
-            answer kept, then 2-opt; minimising, it also changes the solve, see :func:`default_qap_config`;
-            both are skipped after a certificate). For ``"l12"``: ``maxiter`` caps the mirror steps per
-            start (and, maximising, replaces the quick first stage by one solve of that length), ``tol`` is the
-            penalty below which a start with an unchanged rounding is settled (so ``sum |M - R| <= 2 tol``), ``P0``
-            ``"barycenter"`` (random starts near ``J/n``), ``"randomized"`` or a doubly stochastic matrix (the first
-            start).
+        method: one of :data:`QAP_METHODS`: ``"l12"`` (the penalty method), ``"relaxed"`` (no penalty),
+            ``"faq"`` or ``"2opt"`` (scipy's).
+        options: the keyword arguments of the method's function. scipy's (``maximize``, ``P0``, ``rng``,
+            ``maxiter``, ``tol``, and for scipy's methods any of theirs, with scipy's defaults) and ours:
+            ``restarts`` (random starts; for scipy's methods the number of calls, the best kept, FAQ's later
+            ones from ``P0="randomized"``), ``lam`` (``"l12"``: final penalty weight), ``device`` and ``dtype``
+            (where and in what precision the penalty method runs; float64 by default, the random starts drawn
+            in float64 for both), ``polish`` (inside the call; ``"2opt"``: scipy's 2-opt from the rounded
+            answer; ``True`` or ``"faq"``: scipy's FAQ from the relaxed matrices of the
+            :data:`FAQ_POLISH_STARTS` starts of smallest rounded loss, the best answer kept, then 2-opt;
+            minimising, it also changes the solve, see :func:`default_qap_config`; both are skipped after a
+            certificate), ``quick_stage`` (``"l12"``, maximising: the :class:`QuickStage` run first, default
+            ``QuickStage()``; None: none; ignored when ``maxiter`` is given). For ``"l12"`` and ``"relaxed"``:
+            ``maxiter`` caps the mirror steps per start, ``tol`` is the penalty below which a start with an
+            unchanged rounding is settled (so ``sum |M - R| <= 2 tol``), ``P0`` ``"barycenter"`` (random
+            starts near ``J/n``), ``"randomized"`` or a doubly stochastic matrix (the first start).
 
     Returns:
         ``OptimizeResult`` with ``col_ind`` (``P[i, col_ind[i]] = 1``), ``fun`` (``tr(A^T P B P^T)``), ``nit``;
@@ -399,7 +447,5 @@ def quadratic_assignment(A: Any, B: Any, method: str = "l12", options: dict[str,
     if method not in _METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {QAP_METHODS}")
     options = dict(options or {})
-    unknown = sorted(set(options) - _OPTIONS[method])
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for method {method!r}; it accepts {sorted(_OPTIONS[method])}")
+    _check_options(method, options)
     return _METHODS[method](A, B, **options)

@@ -44,13 +44,8 @@ by the error bound (:func:`aslib.core.penalty.permutation_error_bound`), ``P(M) 
 * when its starts agree, every start's ``R`` being a permutation, unchanged since the previous check,
   and all one and the same: at two checks in a row, or at one check where every start is also *confident*
   (``P(M)`` below the threshold, or every row's top entry above 1/2, which makes ``R`` the unique
-  Hungarian rounding). Either rule ends an instance, so it ends no later than under each alone. The
-  confident rule alone waited long on noisy Erdos-Renyi graphs (n = 50, seeds 0 to 3 of
-  ``benchmarks/qap_benchmark.py``: 95 to 104 steps on average, against 74 with both rules); the
-  two-check rule alone waited long on planted quadratic assignment problems, whose argmax still changes
-  after every start is confident (50 to 60 steps, against about 20 with both). Agreement at one check
-  without confidence was tried and rejected: on Erdos-Renyi seeds 0 and 1 (20 instances, 1000 vertices)
-  it mismatched two vertices;
+  Hungarian rounding). Either rule ends an instance, so it ends no later than under each alone (why both:
+  ``docs/tuning.md``);
 * as soon as one start's ``R`` is a permutation whose loss reaches the caller's ``lower_bound`` (a
   certificate of optimality, e.g. 0 for an exact graph match: a permutation of that loss is optimal,
   however far ``M`` still is from it).
@@ -90,8 +85,8 @@ __all__ = [
     "OptimizeResult",
     "SelectFn",
     "SolverConfig",
-    "apply_overrides",
     "random_starts",
+    "replace_given",
     "solve_permutation",
 ]
 
@@ -129,9 +124,7 @@ class SolverConfig:
             checks (must be ``< ROUNDING_THRESHOLD``); None runs every start for ``iters`` steps.
         check_every: steps between two stopping checks.
         cpu_threads: torch threads used by the loop on a CPU (restored afterwards), or None to leave
-            torch's setting. The default 1 is measured, not a guess: the loop's batched products of
-            small matrices gain little from intra-op threads, and when the cores are shared with other
-            processes two threads made the test suite's regular-graph solve ten times slower.
+            torch's setting; default 1 (measured: ``docs/tuning.md``).
     """
 
     parameterisation: str = "mirror"
@@ -185,23 +178,11 @@ class SolverConfig:
         return self.tau_start * (self.tau_end / self.tau_start) ** frac
 
 
-def apply_overrides(
-    config: SolverConfig, method: str, *, lam: float | None, restarts: int | None, iters: int | None
-) -> SolverConfig:
-    """The entry points' overrides on a method's config: ``"relaxed"`` always has ``lam = 0``; ``lam``
-    applies to ``"l12"`` only (and must be ``>= 0``); ``restarts`` and ``iters`` apply to every method.
-    The new config is validated by :class:`SolverConfig`."""
-    if lam is not None:
-        check_nonnegative(lam, "lam")
-    if method == "relaxed":
-        config = replace(config, lam=0.0)
-    elif method == "l12" and lam is not None:
-        config = replace(config, lam=lam)
-    if restarts is not None:
-        config = replace(config, restarts=restarts)
-    if iters is not None:
-        config = replace(config, iters=iters)
-    return config
+def replace_given(config: SolverConfig, /, **changes: object) -> SolverConfig:
+    """``dataclasses.replace(config, **changes)`` without the changes that are None (an entry point's options
+    left unset), so every caller overrides a config the same way; the new config is validated by
+    :class:`SolverConfig`."""
+    return replace(config, **{name: value for name, value in changes.items() if value is not None})
 
 
 def _round(M: torch.Tensor) -> torch.Tensor:
