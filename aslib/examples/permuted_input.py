@@ -67,7 +67,7 @@ __all__ = [
     "permute_pixels",
     "random_pixel_permutation",
     "recovery_measures",
-    "recovery_verdicts",
+    "unscrambling_verdicts",
     "arm_train_config",
     "run_arm",
     "run_experiment",
@@ -410,7 +410,7 @@ def example_images(config: PermutedInputConfig, permutation: torch.Tensor | list
     return rows
 
 
-def recovery_verdicts(table: pd.DataFrame, arms: tuple[str, ...] | list[str], n: int) -> list[Verdict]:
+def unscrambling_verdicts(table: pd.DataFrame, arms: tuple[str, ...] | list[str], n: int) -> list[Verdict]:
     """The verdicts of notebook 07 from its results table (one row per arm and seed, :meth:`ArmResult.row` and
     ``seed``) over ``n`` pixel positions.
 

@@ -8,9 +8,8 @@ scipy's ``quadratic_assignment(A, B)`` minimises (or with ``maximize=True`` maxi
 over permutation matrices ``P`` (``P[i, col_ind[i]] = 1``). :func:`quadratic_assignment` takes the same
 arguments and returns the same ``OptimizeResult``; ``method="faq"`` and ``"2opt"`` call scipy itself.
 
-``"l12"`` relaxes ``P`` to ``M in D_n`` and runs the penalised mirror descent of :mod:`aslib.solver.relaxation` on a
-relaxed loss that equals the objective up to a constant on permutations (``||A P||_F = ||A||_F`` and
-``||P B||_F = ||B||_F`` there):
+``"l12"`` relaxes ``P`` to ``M in D_n`` and runs the penalised mirror descent of :mod:`aslib.solver.relaxation` on
+a loss equal to the objective up to a constant on permutations (``||A P||_F = ||A||_F``, ``||P B||_F = ||B||_F``):
 
 * maximising symmetric ``A`` and ``B`` (graph matching): ``f(M) = ||A M - M B||_F^2 = ||A||^2 + ||B||^2 -
   2 tr(A^T M B M^T)`` on ``Pi_n``, the paper's loss, convex on ``D_n``, zero exactly at an isomorphism (a

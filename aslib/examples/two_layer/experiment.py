@@ -1,240 +1,44 @@
-r"""A teacher-student two-layer network whose student must learn a permutation: four set-ups, losses in closed form.
-
-The model (ours; the paper's exact set-up is not available). Input ``x ~ N(0, I_d)``, output weights ``a``
-of shape ``(m,)``, hidden weights ``W`` of shape ``(m, d)``, a hidden permutation ``P =
-permutation_matrix(perm)`` (``P[i, perm[i]] = 1``) and the learned matrix ``M``. The student knows ``a`` and
-``W``; the set-up decides where the permutation sits (:data:`SETUPS`):
-
-============  ==============================  ==============================  ===========  ============
-set-up        teacher ``f(x)``                student ``g_M(x)``              ``M`` size   convex in M
-============  ==============================  ==============================  ===========  ============
-``between``   ``a^T sigma(P W x)``            ``a^T sigma(M W x)``            ``m``        no
-``after``     ``a^T P sigma(W x)``            ``a^T M sigma(W x)``            ``m``        yes
-``input``     ``a^T sigma(W P x)``            ``a^T sigma(W M x)``            ``d``        no
-``linear``    ``a^T P W x``                   ``a^T M W x``                   ``m``        yes
-============  ==============================  ==============================  ===========  ============
-
-``sigma = ReLU`` except in ``linear`` (``sigma`` the identity, where "between" and "after" coincide).
-
-Loss: the population risk ``L(M) = E_x[(f(x) - g_M(x))^2]`` in closed form. With the kernel
-``K(u, v) = E[sigma(u.x) sigma(v.x)]``, which is ``|u||v| (sin t + (pi - t) cos t) / (2 pi)``,
-``t = angle(u, v)``, for the ReLU and ``u.v`` for the identity, a network ``alpha^T sigma(A x)`` against
-``beta^T sigma(B x)`` has the risk
-
-.. math::
-    R = \alpha^T K(A, A) \alpha - 2 \alpha^T K(A, B) \beta + \beta^T K(B, B) \beta .
-
-* ``between``: ``alpha = beta = a``, ``A = P W``, ``B = M W``. ``input``: ``A = W P``, ``B = W M``.
-* ``after`` and ``linear`` share the hidden features, so ``R`` is the convex quadratic
-  ``L(M) = (M^T a - P^T a)^T K (M^T a - P^T a)`` with ``K = K(W, W)`` (``W W^T`` for ``linear``). Every
-  doubly stochastic ``M`` with ``M^T a = P^T a`` minimises it: a slice of the Birkhoff polytope, of which
-  ``P`` is the only permutation when the entries of ``a`` are distinct. The relaxation alone cannot tell
-  ``P`` from the rest of the slice; the penalty's exactness can.
-
-Success is "the rounded permutation ``Q`` computes the teacher's function", ``L(Q) = 0`` (relative to the
-teacher's energy ``E[f^2]``), i.e. ``Q = P`` up to the symmetries of the set-up (hidden units with equal
-output weights, inputs with equal columns of ``W``); for generic instances only ``Q = P`` does. The methods
-are those of graph matching: ``"l12"``, ``"relaxed"`` (``lam = 0``) and ``"sinkhorn"``, all through
-:func:`aslib.solver.relaxation.solve_permutation` (called in :func:`learn_permutation` only).
-"""
+"""The experiment of :mod:`aslib.examples.two_layer`: solving each set-up, success over starts, and its verdicts."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import pandas as pd
-from scipy.optimize import OptimizeResult
 import torch
+from scipy.optimize import OptimizeResult
 
 from aslib.core.checks import as_generator, check_nonnegative, check_positive_int
-from aslib.core.penalty import check_square, l12_penalty, permutation_matrix, project_doubly_stochastic
-from aslib.utils.progress import progress
-from aslib.utils.runtime import resolve_device
+from aslib.core.penalty import l12_penalty
+from aslib.examples.two_layer.network import (
+    CONVEX_SETUPS,
+    SETUPS,
+    SUCCESS_RTOL,
+    TWO_LAYER_METHODS,
+    TeacherStudent,
+    check_setup,
+    make_teacher_student,
+    population_loss,
+    setup_kernel,
+    teacher_energy,
+)
 from aslib.solver.relaxation import SolverConfig, replace_given, solve_permutation
 from aslib.study.verdicts import Verdict, significance, verdict
+from aslib.utils.progress import progress
+from aslib.utils.runtime import resolve_device
 
 __all__ = [
-    "CONVEX_SETUPS",
-    "SETUPS",
-    "SUCCESS_RTOL",
-    "TWO_LAYER_METHODS",
-    "TeacherStudent",
     "best_of",
     "claim_verdicts",
     "compare_success",
     "comparison_table",
-    "convexity_gap",
     "failure_verdicts",
     "learn_permutation",
-    "make_teacher_student",
-    "monte_carlo_loss",
-    "network_output",
-    "population_loss",
-    "relu_kernel",
-    "relu_mean",
     "schedule_table",
     "schedule_verdict",
     "summarise_success",
-    "teacher_energy",
     "two_layer_config",
 ]
-
-TWO_LAYER_METHODS = ("l12", "relaxed", "sinkhorn")
-SETUPS = ("between", "after", "input", "linear")
-#: The set-ups whose loss is a convex quadratic in ``M`` (the relaxation's minimisers form a slice).
-CONVEX_SETUPS = ("after", "linear")
-#: A rounded permutation succeeds when ``L(Q) <= SUCCESS_RTOL * E[f^2]``.
-SUCCESS_RTOL = 1e-8
-
-
-def relu_mean(w: torch.Tensor) -> torch.Tensor:
-    """``E[sigma(w . x)] = |w| / sqrt(2 pi)`` for ``x ~ N(0, I)``; ``w`` of shape ``(..., d)`` -> ``(...)``."""
-    return torch.linalg.vector_norm(w, dim=-1) / math.sqrt(2.0 * math.pi)
-
-
-def relu_kernel(U: torch.Tensor, V: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    r"""``K[..., k, l] = E[sigma(u_k . x) sigma(v_l . x)]`` for rows ``u_k`` of ``U (..., p, d)``, ``v_l`` of
-    ``V (..., q, d)``; shape ``(..., p, q)``.
-
-    Written as ``(s + (pi - t) u.v) / (2 pi)`` with ``s = sqrt(|u|^2 |v|^2 - (u.v)^2) = |u||v| sin t`` and
-    ``t = atan2(s, u.v)``, which equals ``|u||v| (sin t + (pi - t) cos t) / (2 pi)``. ``atan2`` keeps the
-    angle accurate and differentiable where ``u`` and ``v`` are parallel (at the solution, ``t = 0``), where
-    ``arccos`` has an infinite derivative; ``s^2`` is clamped at ``eps`` before the square root for the
-    same reason (a change of at most ``sqrt(eps) / (2 pi)`` in the value).
-    """
-    if U.shape[-1] != V.shape[-1]:
-        raise ValueError(f"U and V must have the same input dimension, got {U.shape[-1]} and {V.shape[-1]}")
-    dots = U @ V.transpose(-1, -2)
-    norms = torch.linalg.vector_norm(U, dim=-1).unsqueeze(-1) * torch.linalg.vector_norm(V, dim=-1).unsqueeze(-2)
-    sine_part = (norms.square() - dots.square()).clamp_min(eps).sqrt()
-    angle = torch.atan2(sine_part, dots)
-    return (sine_part + (math.pi - angle) * dots) / (2.0 * math.pi)
-
-
-def _kernel(U: torch.Tensor, V: torch.Tensor, setup: str) -> torch.Tensor:
-    """``E[sigma(U x) sigma(V x)^T]``: :func:`relu_kernel`, or ``U V^T`` for the linear set-up."""
-    return U @ V.transpose(-1, -2) if setup == "linear" else relu_kernel(U, V)
-
-
-def _check_setup(setup: str) -> str:
-    if setup not in SETUPS:
-        raise ValueError(f"unknown setup {setup!r}; use one of {SETUPS}")
-    return setup
-
-
-@dataclass(frozen=True)
-class TeacherStudent:
-    """A batch of instances of one set-up: ``a (batch, m)``, ``W (batch, m, d)`` (known to the student) and
-    the hidden ``perm (batch, n)``, ``n = d`` for ``"input"`` and ``m`` otherwise."""
-
-    setup: str
-    a: torch.Tensor
-    W: torch.Tensor
-    perm: torch.Tensor
-
-    @property
-    def size(self) -> int:
-        """``n``, the size of the learned matrix."""
-        return self.perm.shape[-1]
-
-    def planted(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """The teacher's permutation matrix ``P``, shape ``(batch, n, n)``."""
-        return permutation_matrix(self.perm, dtype)
-
-    def repeat(self, times: int) -> TeacherStudent:
-        """Each instance ``times`` times in a row (``batch * times`` instances), e.g. one per random start."""
-        return replace(self, a=self.a.repeat_interleave(times, 0), W=self.W.repeat_interleave(times, 0),
-                       perm=self.perm.repeat_interleave(times, 0))
-
-
-def make_teacher_student(m: int = 8, d: int = 8, batch: int = 1, seed: int | torch.Generator = 0,
-                         setup: str = "between") -> TeacherStudent:
-    """Random instances: ``w_k ~ N(0, I_d / d)`` (so ``|w_k| ~ 1``), ``a_k ~ N(0, 1)`` (distinct almost
-    surely), a uniform ``perm`` of size ``d`` for ``"input"`` and ``m`` otherwise."""
-    m, d, batch = check_positive_int(m, "m"), check_positive_int(d, "d"), check_positive_int(batch, "batch")
-    gen = as_generator(seed)
-    W = torch.randn(batch, m, d, generator=gen, dtype=torch.float64) / math.sqrt(d)
-    a = torch.randn(batch, m, generator=gen, dtype=torch.float64)
-    n = d if _check_setup(setup) == "input" else m
-    perm = torch.stack([torch.randperm(n, generator=gen) for _ in range(batch)])
-    return TeacherStudent(setup=setup, a=a, W=W, perm=perm)
-
-
-def _broadcast(problem: TeacherStudent, M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``a``, ``W``, ``P`` reshaped to broadcast against ``M (batch, *extra, n, n)``, on ``M``'s device."""
-    n, batch = problem.size, problem.a.shape[0]
-    check_square(M)
-    if M.shape[-1] != n or M.ndim < 3 or M.shape[0] != batch:
-        raise ValueError(f"M must have shape ({batch}, ..., {n}, {n}), got {tuple(M.shape)}")
-    extra = (1,) * (M.ndim - 3)
-    a = problem.a.to(M.device, M.dtype).reshape(batch, *extra, -1)
-    W = problem.W.to(M.device, M.dtype).reshape(batch, *extra, *problem.W.shape[1:])
-    P = problem.planted(M.dtype).to(M.device).reshape(batch, *extra, n, n)
-    return a, W, P
-
-
-def _quad(alpha: torch.Tensor, K: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """``alpha^T K beta`` over leading dims."""
-    return (alpha.unsqueeze(-2) @ K @ beta.unsqueeze(-1)).squeeze(-1).squeeze(-1)
-
-
-def population_loss(problem: TeacherStudent, M: torch.Tensor) -> torch.Tensor:
-    """``L(M) = E[(f(x) - g_M(x))^2]`` in closed form (module docstring) for ``M (batch, ..., n, n)``,
-    ``batch`` the problem's; returns shape ``(batch, ...)``."""
-    a, W, P = _broadcast(problem, M)
-    setup = problem.setup
-    if setup in CONVEX_SETUPS:
-        u = ((M - P).transpose(-1, -2) @ a.unsqueeze(-1)).squeeze(-1)
-        return _quad(u, _kernel(W, W, setup), u)
-    A, B = (P @ W, M @ W) if setup == "between" else (W @ P, W @ M)
-    return _quad(a, _kernel(A, A, setup), a) - 2.0 * _quad(a, _kernel(A, B, setup), a) + _quad(a, _kernel(B, B, setup), a)
-
-
-def teacher_energy(problem: TeacherStudent) -> torch.Tensor:
-    """``E[f(x)^2]``, shape ``(batch,)``: ``L(0)``, since every student outputs 0 at ``M = 0`` (up to the
-    ``eps`` of :func:`relu_kernel`, ~1e-7 relative). The scale of :data:`SUCCESS_RTOL`."""
-    n = problem.size
-    return population_loss(problem, torch.zeros(problem.a.shape[0], n, n, dtype=torch.float64))
-
-
-def network_output(problem: TeacherStudent, M: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The student ``g_M(x)`` evaluated literally (the table of the module docstring) for one instance
-    (``problem.a`` of shape ``(1, m)``), ``M (n, n)`` and inputs ``x (samples, d)`` -> ``(samples,)``;
-    ``M = P`` gives the teacher."""
-    a, W = problem.a[0], problem.W[0]
-    if problem.setup == "between":
-        return torch.relu(x @ (M @ W).T) @ a
-    if problem.setup == "after":
-        return torch.relu(x @ W.T) @ M.T @ a
-    if problem.setup == "input":
-        return torch.relu(x @ (W @ M).T) @ a
-    return x @ (M @ W).T @ a
-
-
-def monte_carlo_loss(problem: TeacherStudent, M: torch.Tensor, samples: int = 100_000,
-                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Monte Carlo estimate of ``L(M)`` for one instance (batch 1, ``M (n, n)``) and its standard error, from
-    ``samples`` draws of ``x ~ N(0, I_d)`` through :func:`network_output`: the oracle for
-    :func:`population_loss`."""
-    if problem.a.shape[0] != 1:
-        raise ValueError(f"monte_carlo_loss takes one instance, got a batch of {problem.a.shape[0]}")
-    samples = check_positive_int(samples, "samples")
-    x = torch.randn(samples, problem.W.shape[-1], generator=as_generator(seed), dtype=problem.W.dtype)
-    sq = (network_output(problem, problem.planted()[0], x) - network_output(problem, M, x)).square()
-    return sq.mean(), sq.std() / math.sqrt(samples)
-
-
-def convexity_gap(problem: TeacherStudent, pairs: int = 100, seed: int = 0) -> float:
-    """The largest ``L((X + Y) / 2) - (L(X) + L(Y)) / 2`` over ``pairs`` random pairs of doubly stochastic
-    matrices per instance (> 0 proves ``L`` is not convex on ``D_n``; <= 0 up to rounding is consistent
-    with convexity), relative to the mean ``E[f^2]`` of the instances."""
-    gen = as_generator(seed)
-    shape = (problem.a.shape[0], check_positive_int(pairs, "pairs"), problem.size, problem.size)
-    X, Y = (project_doubly_stochastic(torch.rand(shape, generator=gen, dtype=torch.float64) ** 4, 50) for _ in range(2))
-    gap = population_loss(problem, (X + Y) / 2) - (population_loss(problem, X) + population_loss(problem, Y)) / 2
-    return float(gap.max() / teacher_energy(problem).mean())
-
 
 def two_layer_config(method: str, setup: str = "between") -> SolverConfig:
     """Solver settings for ``method`` (ours: ``docs/tuning.md``), one random start each:
@@ -243,7 +47,7 @@ def two_layer_config(method: str, setup: str = "between") -> SolverConfig:
     ``lam = 0``; ``"sinkhorn"`` 300 Adam steps (learning rate 0.1) on the logits, 10 Sinkhorn iterations,
     ``tau`` 1 -> 0.05. ``L`` is :func:`_curvature`; ``step`` is 2 for the ReLU set-ups (whose ``L`` is a
     scale, not a bound) and 1 for the convex ones (whose ``L`` is the exact smoothness constant)."""
-    step = 1.0 if _check_setup(setup) in CONVEX_SETUPS else 2.0
+    step = 1.0 if check_setup(setup) in CONVEX_SETUPS else 2.0
     if method in ("l12", "relaxed"):
         return SolverConfig(parameterisation="projected", iters=600, step=step, lam=0.1 if method == "l12" else 0.0,
                             lam_start=0.01, ramp=0.8, sweeps=1, restarts=1)
@@ -257,7 +61,7 @@ def _curvature(problem: TeacherStudent) -> torch.Tensor:
     ``2 |a|^2 lambda_max(K)``; for the ReLU ones ``|a|^2 max_k |w_k|^2`` (a scale for the curvature)."""
     norm_a = problem.a.square().sum(-1)
     if problem.setup in CONVEX_SETUPS:
-        return 2.0 * norm_a * torch.linalg.eigvalsh(_kernel(problem.W, problem.W, problem.setup))[..., -1]
+        return 2.0 * norm_a * torch.linalg.eigvalsh(setup_kernel(problem.W, problem.W, problem.setup))[..., -1]
     return norm_a * torch.linalg.vector_norm(problem.W, dim=-1).square().amax(-1)
 
 
@@ -321,7 +125,7 @@ def comparison_table(
     for method in methods:
         if method not in TWO_LAYER_METHODS:
             raise ValueError(f"unknown method {method!r}; use one of {TWO_LAYER_METHODS}")
-    settings = [(_check_setup(s), check_positive_int(n, "n")) for s in setups for n in sizes]
+    settings = [(check_setup(s), check_positive_int(n, "n")) for s in setups for n in sizes]
     rows = []
     for setup, n in progress(settings, enabled=show_progress, desc="two-layer"):
         problem = make_teacher_student(n, n, instances, seed=seed + 1000 * n, setup=setup).repeat(starts)
