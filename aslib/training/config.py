@@ -11,12 +11,13 @@ import argparse
 import dataclasses
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
 from aslib.training.data import DATASETS
-from aslib.nn.layers import INITS, PARAMETERISATIONS, SHUFFLE_KINDS
+from aslib.nn.layers import INITS, SHUFFLE_KINDS
+from aslib.nn.parameterisations import PARAMETERISATIONS
 from aslib.models import MODEL_NAMES
 
 __all__ = ["AMP_DTYPES", "MODEL_ARGUMENTS_SET_HERE", "RESUMABLE_CHANGES", "TrainConfig", "build_parser", "config_changes",
@@ -30,9 +31,12 @@ MODEL_ARGUMENTS_SET_HERE = ("num_classes", "in_channels", "stem", "shuffle", "sh
 RESUMABLE_CHANGES = ("output_dir", "show_progress", "num_workers", "checkpoint", "device")
 
 
-def _option(text: str, choices: Sequence[Any] | None = None) -> dict[str, Any]:
-    """Field metadata read by the command line: the help text and, for a choice, the valid values."""
-    return {"help": text, "choices": tuple(choices) if choices is not None else None}
+def _option(text: str, choices: Sequence[Any] | Set[Any] | None = None) -> dict[str, Any]:
+    """Field metadata read by the command line: the help text and, for a choice, the valid values (a sequence
+    is copied; a set view, such as a registry's ``keys()``, stays live, so later registrations are valid)."""
+    if choices is None or isinstance(choices, Set):
+        return {"help": text, "choices": choices}
+    return {"help": text, "choices": tuple(choices)}
 
 
 @dataclass(frozen=True)
@@ -59,10 +63,11 @@ class TrainConfig:
         "mix a random doubly stochastic matrix into the learned shuffles' start (moves 'uniform' off the "
         "penalty's stationary point)"))
     shuffle_parameterisation: str = field(default="projected", metadata=_option(
-        "learned shuffles hold M itself, moved by SGD and projected on the doubly stochastic matrices "
-        "(projected, the paper's), M itself moved by entropic mirror descent (mirror: cannot collapse to J/n, "
-        "see mirror_lam and mirror_step), or logits through Sinkhorn's normalisation (sinkhorn)",
-        PARAMETERISATIONS))
+        "how learned shuffles hold and move M (aslib.nn.parameterisations): M itself, moved by SGD and projected "
+        "on the doubly stochastic matrices (projected, the paper's), M itself moved by entropic mirror descent "
+        "(mirror: cannot collapse to J/n, see mirror_lam and mirror_step), or logits through Sinkhorn's "
+        "normalisation (sinkhorn)",
+        PARAMETERISATIONS.keys()))
     stages_repeats: tuple[int, ...] = field(default=(4, 8, 4), metadata=_option("units per stage (3 numbers)"))
     model_kwargs: dict[str, Any] = field(default_factory=dict, metadata=_option(
         "further builder arguments as JSON, e.g. '{\"width\": 0.25}' (v1) or "
@@ -80,13 +85,12 @@ class TrainConfig:
     lam: float = field(default=0.03, metadata=_option("weight of the l1-2 penalty (0: convex relaxation)"))
     lam_warmup_epochs: float = field(default=0.0, metadata=_option("ramp lam linearly from 0 over this many epochs"))
     mirror_lam: float = field(default=2.5, metadata=_option(
-        "penalty weight of mirror shuffles, against the loss gradient scaled to largest entry 1 per layer "
-        "(lam weighs the penalty in the loss: projected and sinkhorn shuffles); ramped like lam; of the weights that kept "
-        "the rounded accuracy on digits, 2.5 settled every shuffle earliest (2 settled sooner but lost accuracy); "
-        "see benchmarks/results/progressive_hardening_digits.txt"))
+        "penalty weight lam of mirror shuffles, in their step M <- normalise(M * exp(-eta (C(g) / max|C(g)| + "
+        "lam grad P(M)))), i.e. against the loss gradient scaled to largest entry 1 per layer (the field lam "
+        "weighs P in the loss: projected and sinkhorn shuffles); ramped like lam (default: docs/tuning.md)"))
     mirror_step: float = field(default=0.3, metadata=_option(
         "largest change of log M per step that the loss gradient makes in a mirror shuffle, at the peak "
-        "learning rate (it follows the learning-rate schedule)"))
+        "learning rate: eta_t = mirror_step * lr_t / lr"))
     projection_sweeps: int = field(default=1, metadata=_option(
         "column/row normalisations per projection after each step"))
     harden_after: int = field(default=0, metadata=_option(
