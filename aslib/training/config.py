@@ -95,14 +95,12 @@ class TrainConfig:
         "column/row normalisations per projection after each step"))
     harden_after: int = field(default=0, metadata=_option(
         "freeze a learned shuffle to its permutation once it was settled (penalty below the rounding threshold, "
-        "same rounded permutation) at this many consecutive epoch ends (0: only at the end; off by default, "
-        "see benchmarks/results/progressive_hardening_*.txt)"))
+        "same rounded permutation) at this many consecutive epoch ends (0: only at the end; default: "
+        "docs/tuning.md)"))
     recalibration_batches: int = field(default=50, metadata=_option(
         "training batches to re-estimate BatchNorm statistics after rounding (0: keep them)"))
     channels_last: bool = field(default=False, metadata=_option(
-        "train in the channels-last memory format (NHWC weights and training batches); on a 2-core CPU a "
-        "training step took 0.68-0.74 of the default's time for ShuffleNet v2 1.0x and 0.88-0.95 for v1 g8 at "
-        "width 0.25, fixed or learned shuffles (benchmarks/results/channels_last_cpu.txt)"))
+        "train in the channels-last memory format (NHWC weights and training batches; timings: docs/tuning.md)"))
     # run
     seed: int = field(default=0, metadata=_option("seed of initialisation, data order and augmentation"))
     device: str = field(default="auto", metadata=_option("auto, cpu, cuda or cuda:N"))
