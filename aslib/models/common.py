@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from aslib.core.checks import as_generator, check_positive_int
-from aslib.nn.layers import INITS, PARAMETERISATIONS, SHUFFLE_KINDS, make_shuffle
+from aslib.nn.layers import INITS, SHUFFLE_KINDS, make_shuffle
+from aslib.nn.parameterisations import PARAMETERISATIONS
 
 __all__ = ["STEMS", "ShuffleNet", "ShuffleOptions", "Stem", "conv_bn", "make_divisible"]
 
@@ -68,8 +69,10 @@ class ShuffleOptions:
             fixed shuffle of the unit's group count).
         seed: seeds the generator that draws ``"random"`` permutations and learned ``"random"``/``noise`` starts,
             layer after layer, so a model's shuffles depend on this seed only.
-        parameterisation: how a learned shuffle holds ``M``: ``"projected"`` (the matrix, kept in ``D_n`` by
-            projection) or ``"sinkhorn"`` (logits through Sinkhorn's normalisation).
+        parameterisation: how a learned shuffle holds ``M``, a name in
+            :data:`~aslib.nn.parameterisations.PARAMETERISATIONS`: ``"projected"`` (the matrix, kept in ``D_n``
+            by projection), ``"mirror"`` (the matrix, moved by the mirror step) or ``"sinkhorn"`` (logits
+            through Sinkhorn's normalisation).
     """
 
     kind: str = "learned"

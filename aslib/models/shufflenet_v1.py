@@ -116,7 +116,8 @@ def shufflenet_v1(
             values such as 0.25 give models that train on CPU in seconds.
         stages_repeats: units per stage (ShuffleNet: 4, 8, 4).
         shuffle_init, shuffle_noise, shuffle_seed: start of learned shuffles, seed of random ones.
-        shuffle_parameterisation: ``"projected"`` or ``"sinkhorn"`` learned shuffles (see :class:`ShuffleOptions`).
+        shuffle_parameterisation: how learned shuffles hold ``M``, a name in
+            :data:`~aslib.nn.parameterisations.PARAMETERISATIONS` (see :class:`ShuffleOptions`).
     """
     options = ShuffleOptions(shuffle, shuffle_init, shuffle_noise, shuffle_seed, shuffle_parameterisation)
     return ShuffleNetV1(groups, shuffle=options, stem=stem, num_classes=num_classes, in_channels=in_channels,

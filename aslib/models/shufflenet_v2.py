@@ -125,7 +125,8 @@ def shufflenet_v2(
         stages_out_channels: custom (stem, stage 2, 3, 4, last conv) channels, stage widths even; e.g.
             ``(8, 16, 32, 64, 128)`` for models that train on CPU in seconds.
         shuffle_init, shuffle_noise, shuffle_seed: start of learned shuffles, seed of random ones.
-        shuffle_parameterisation: ``"projected"`` or ``"sinkhorn"`` learned shuffles (see :class:`ShuffleOptions`).
+        shuffle_parameterisation: how learned shuffles hold ``M``, a name in
+            :data:`~aslib.nn.parameterisations.PARAMETERISATIONS` (see :class:`ShuffleOptions`).
     """
     options = ShuffleOptions(shuffle, shuffle_init, shuffle_noise, shuffle_seed, shuffle_parameterisation)
     return ShuffleNetV2(width, shuffle=options, stem=stem, num_classes=num_classes, in_channels=in_channels,

@@ -17,18 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from aslib.core.checks import check_fraction, check_positive, check_positive_int
-from aslib.core.penalty import (
-    fused_l12_penalty,
-    mirror_step,
-    permutation_matrix,
-    project_doubly_stochastic,
-    round_to_permutation,
-    sinkhorn,
-)
+from aslib.core.penalty import fused_l12_penalty, permutation_matrix, project_doubly_stochastic, round_to_permutation
+from aslib.nn.parameterisations import Parameterisation, get_parameterisation
 
 __all__ = [
     "INITS",
-    "PARAMETERISATIONS",
     "SHUFFLE_KINDS",
     "ChannelShuffle",
     "FixedPermutation",
@@ -44,17 +37,11 @@ __all__ = [
 INITS: tuple[str, ...] = ("shuffle", "identity", "uniform", "random")
 #: What :func:`make_shuffle` builds: ShuffleNet's shuffle, the learned one, no shuffle, a fixed random one.
 SHUFFLE_KINDS: tuple[str, ...] = ("fixed", "learned", "none", "random")
-#: How :class:`LearnedShuffle` holds and moves its matrix: ``M`` itself, moved by the optimizer and kept in
-#: ``D_n`` by projection (the paper's method); ``M`` itself, moved by entropic mirror descent outside the
-#: optimizer (:meth:`LearnedShuffle.mirror_update_`); or logits mapped into ``D_n`` by Sinkhorn's normalisation.
-PARAMETERISATIONS: tuple[str, ...] = ("projected", "mirror", "sinkhorn")
-#: Defaults of the Sinkhorn parameterisation: normalisation sweeps and temperature. With ``tau = 1`` the
-#: logits ``log B`` of a doubly stochastic ``B`` give back ``B``, so every initialisation starts where the
-#: projected one does; 20 sweeps keep the row sums exact and the column sums within about 1e-3 of 1 there.
+#: Defaults of the Sinkhorn parameterisation (:mod:`aslib.nn.parameterisations`): normalisation sweeps and
+#: temperature. With ``tau = 1`` the logits ``log B`` of a doubly stochastic ``B`` give back ``B``; 20 sweeps
+#: keep the row sums exact and the column sums within about 1e-3 of 1 there.
 SINKHORN_ITERS = 20
 SINKHORN_TAU = 1.0
-# Floor of the initial matrix before its logarithm (the Sinkhorn start of a permutation: zeros become 1e-3).
-_SINKHORN_LOG_FLOOR = 1e-3
 
 # Sweeps used to bring a random or noisy initial matrix onto D_n (only at construction).
 _INIT_SWEEPS = 50
@@ -165,8 +152,9 @@ class LearnedShuffle(nn.Module):
             ``init`` and ``S`` a random doubly stochastic matrix (uniform entries projected on ``D_n``), so
             it stays in ``D_n``. ``noise > 0`` moves a uniform start off the penalty's stationary point.
         generator: source of randomness for ``"random"`` and ``noise``.
-        parameterisation: ``"projected"`` (above) or ``"sinkhorn"``: ``weight`` holds logits ``L`` and the
-            matrix is ``M = sinkhorn(L, sinkhorn_iters, sinkhorn_tau)`` (differentiable, in ``D_n`` up to
+        parameterisation: the name of a registered parameterisation (:mod:`aslib.nn.parameterisations`,
+            the object is :attr:`scheme`). ``"projected"``: above. ``"sinkhorn"``: ``weight`` holds logits ``L``
+            and the matrix is ``M = sinkhorn(L, sinkhorn_iters, sinkhorn_tau)`` (differentiable, in ``D_n`` up to
             Sinkhorn's tolerance, so :meth:`project_` does nothing). The logits start at
             ``tau * log(max(B, 1e-3))`` for the initial matrix ``B`` above, so ``M`` starts (nearly) at ``B``.
             :meth:`penalty`, :meth:`harden` and ``state_dict`` act on ``M`` exactly as for the projected layer.
@@ -196,8 +184,7 @@ class LearnedShuffle(nn.Module):
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; valid: {', '.join(INITS)}")
         check_fraction(noise, "noise", closed=True)
-        if parameterisation not in PARAMETERISATIONS:
-            raise ValueError(f"unknown parameterisation {parameterisation!r}; valid: {', '.join(PARAMETERISATIONS)}")
+        get_parameterisation(parameterisation)  # validation
         check_positive_int(sinkhorn_iters, "sinkhorn_iters")
         check_positive(sinkhorn_tau, "sinkhorn_tau")
         self.channels = channels
@@ -220,20 +207,20 @@ class LearnedShuffle(nn.Module):
                 torch.rand(channels, channels, generator=generator), _INIT_SWEEPS
             )
             base = project_doubly_stochastic((1.0 - noise) * base + noise * random_ds, _INIT_SWEEPS)
-        if parameterisation == "sinkhorn":
-            base = self.sinkhorn_tau * base.clamp_min(_SINKHORN_LOG_FLOOR).log()
+        base = self.scheme.initial_weight(base, self.sinkhorn_tau)
         self.weight: nn.Parameter | None = nn.Parameter(base)
         self.register_buffer("perm", None)
 
     @property
-    def is_sinkhorn(self) -> bool:
-        """Whether ``weight`` holds Sinkhorn logits rather than the matrix itself."""
-        return self.parameterisation == "sinkhorn"
+    def scheme(self) -> Parameterisation:
+        """The parameterisation object named by :attr:`parameterisation`."""
+        return get_parameterisation(self.parameterisation)
 
     @property
     def is_mirror(self) -> bool:
-        """Whether ``M`` is moved by :meth:`mirror_update_` rather than by an optimizer."""
-        return self.parameterisation == "mirror"
+        """Whether ``M`` is moved by :meth:`mirror_update_` (the parameterisation's gradient step) rather than
+        by an optimizer."""
+        return not self.scheme.optimizer_moves
 
     @property
     def is_hardened(self) -> bool:
@@ -241,8 +228,8 @@ class LearnedShuffle(nn.Module):
         return self.perm is not None
 
     def matrix(self) -> torch.Tensor:
-        """The current ``c x c`` matrix: ``M`` when soft (``sinkhorn(weight)`` for the Sinkhorn
-        parameterisation, differentiable), the permutation matrix of ``perm`` when hardened."""
+        """The current ``c x c`` matrix: ``M = scheme.matrices(weight)`` when soft (the weight itself, or e.g.
+        ``sinkhorn(weight)``; differentiable), the permutation matrix of ``perm`` when hardened."""
         if self.perm is not None:
             return permutation_matrix(self.perm)
         assert self.weight is not None
@@ -264,11 +251,12 @@ class LearnedShuffle(nn.Module):
 
     @torch.no_grad()
     def project_(self, sweeps: int = 1) -> None:
-        """Put ``M`` back (toward) ``D_n`` in place: clamp >= 0, then ``sweeps`` column/row normalisations.
-        Nothing to do for the Sinkhorn parameterisation (its ``M`` is in ``D_n`` by construction) nor for the
-        mirror one (its update normalises)."""
-        if self.weight is not None and self.parameterisation == "projected":
-            project_doubly_stochastic(self.weight, sweeps, inplace=True, check_finite=False)
+        """The parameterisation's update after an optimizer step, in place (:meth:`Parameterisation.project`):
+        for ``"projected"`` clamp >= 0, then ``sweeps`` column/row normalisations; nothing for the Sinkhorn
+        parameterisation (its ``M`` is in ``D_n`` by construction) nor for the mirror one (its update
+        normalises)."""
+        if self.weight is not None:
+            self.scheme.project(self.weight, sweeps, inplace=True)
 
     @torch.no_grad()
     def mirror_update_(self, lam: float, step: float, sweeps: int = 1) -> bool:
@@ -278,7 +266,7 @@ class LearnedShuffle(nn.Module):
         ``step`` is the largest change of ``log M`` the loss gradient can make; ``lam`` weighs the penalty's
         gradient against that normalised loss gradient (so it is not the ``lam`` of the projected layer,
         whose penalty enters the loss). Returns False, leaving ``M`` alone, when the layer is hardened,
-        not mirror, has no gradient, or the gradient is not finite (a skipped mixed-precision step).
+        moved by an optimizer, has no gradient, or the gradient is not finite (a skipped mixed-precision step).
 
         The step consumes the gradient (``weight.grad`` is None afterwards, whether the step was taken or
         skipped): no optimizer holds ``M``, so no ``zero_grad`` clears it, and the next backward pass would
@@ -288,8 +276,10 @@ class LearnedShuffle(nn.Module):
         grad, self.weight.grad = self.weight.grad, None
         if not bool(torch.isfinite(grad.sum())):  # any NaN or inf entry makes the sum non-finite (one cheap pass)
             return False
-        floor = torch.finfo(grad.dtype).tiny
-        self.weight.copy_(mirror_step(self.weight, grad, lam, step, sweeps, floor))
+        new = self.scheme.gradient_step(self.weight, grad, lam, step, sweeps)
+        if new is None:
+            return False
+        self.weight.copy_(new)
         return True
 
     @torch.no_grad()
@@ -333,7 +323,7 @@ class LearnedShuffle(nn.Module):
                                       unexpected_keys, error_msgs)
 
     def extra_repr(self) -> str:
-        extra = f", sinkhorn(iters={self.sinkhorn_iters}, tau={self.sinkhorn_tau:g})" if self.is_sinkhorn else ""
+        extra = self.scheme.describe(self.sinkhorn_iters, self.sinkhorn_tau)
         return f"channels={self.channels}, init={self.init!r}{extra}, hardened={self.is_hardened}"
 
 
@@ -363,10 +353,9 @@ def mix_channels(M: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def soft_matrices(layer: LearnedShuffle, weights: torch.Tensor) -> torch.Tensor:
     """The matrices ``M`` of ``weights`` (``(..., c, c)``, stacked parameters of layers configured like
-    ``layer``): the weights themselves, or their Sinkhorn normalisation."""
-    if layer.is_sinkhorn:
-        return sinkhorn(weights, layer.sinkhorn_iters, layer.sinkhorn_tau)
-    return weights
+    ``layer``): ``layer.scheme.matrices(weights, sinkhorn_iters, sinkhorn_tau)`` (the weights themselves,
+    or e.g. their Sinkhorn normalisation)."""
+    return layer.scheme.matrices(weights, layer.sinkhorn_iters, layer.sinkhorn_tau)
 
 
 def make_shuffle(

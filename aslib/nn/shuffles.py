@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from aslib.nn.layers import LearnedShuffle, soft_matrices
-from aslib.core.penalty import ROUNDING_THRESHOLD, fused_l12_penalty, max_row_deficit, project_doubly_stochastic
+from aslib.core.penalty import ROUNDING_THRESHOLD, fused_l12_penalty, max_row_deficit
 
 __all__ = [
     "harden_shuffles_",
@@ -70,33 +70,38 @@ def _stacked_matrices(group: list[LearnedShuffle]) -> torch.Tensor:
 
 def shuffle_penalty(model: nn.Module, *, mirror: bool = True) -> torch.Tensor:
     """``sum_l P(M_l)`` over the learned shuffles of ``model``: a differentiable 0-dim tensor on the model's
-    device (0 when there are none or all are hardened). ``mirror=False`` leaves out the mirror-parameterised
-    shuffles, whose penalty acts in their own update (:func:`mirror_shuffles_`), not through the loss.
+    device (0 when there are none or all are hardened). ``mirror=False`` leaves out the shuffles whose
+    parameterisation applies the penalty in its own update rather than the loss (``penalty_in_loss`` false:
+    the mirror step, :func:`mirror_shuffles_`).
 
     On a GPU matrices of equal size are stacked and penalised in one batched call (fewer kernel launches); on a
     CPU each matrix is penalised where it lies, without the copies of a stack.
     """
     total = torch.zeros((), device=_model_device(model))
     for group in _soft_groups(model):
-        if mirror or not group[0].is_mirror:
+        if mirror or group[0].scheme.penalty_in_loss:
             total = total + fused_l12_penalty(_stacked_matrices(group)).sum()
     return total
 
 
 @torch.no_grad()
 def project_shuffles_(model: nn.Module, sweeps: int = 1) -> None:
-    """:meth:`LearnedShuffle.project_` on every soft learned shuffle (call after each optimizer step).
+    """:meth:`LearnedShuffle.project_` on every soft learned shuffle (call after each optimizer step): the
+    update :meth:`~aslib.nn.parameterisations.Parameterisation.project` of its parameterisation.
 
     On a GPU matrices of equal size are projected as one batch, then copied back into their parameters; on a
-    CPU one at a time, in place (no stack, no copy). Sinkhorn layers are left alone.
+    CPU one at a time, in place (no stack, no copy). Layers whose parameterisation has no such update
+    (Sinkhorn, mirror) are left alone.
     """
     for group in _soft_groups(model):
-        if group[0].parameterisation != "projected":
+        scheme = group[0].scheme
+        if not scheme.projects:
             continue
         if len(group) == 1:
             group[0].project_(sweeps)
             continue
-        projected = project_doubly_stochastic(_stacked_weights(group), sweeps, check_finite=False)
+        projected = scheme.project(_stacked_weights(group), sweeps)
+        assert projected is not None
         for layer, matrix in zip(group, projected.unbind(0)):
             layer.weight.copy_(matrix)  # type: ignore[union-attr]
 
@@ -117,14 +122,15 @@ def harden_shuffles_(model: nn.Module) -> list[torch.Tensor]:
 
 
 def shuffle_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The ``weight`` parameters (``M`` or Sinkhorn logits) of the soft learned shuffles that an optimizer
-    moves (to put in an optimizer group without weight decay): every one but the mirror-parameterised."""
+    """The ``weight`` parameters (``M`` or logits) of the soft learned shuffles that an optimizer moves (to
+    put in an optimizer group without weight decay): those whose parameterisation has ``optimizer_moves``
+    (every one but the mirror-parameterised)."""
     return [layer.weight for layer in learned_shuffles(model) if layer.weight is not None and not layer.is_mirror]
 
 
 def soft_mirror_shuffles(model: nn.Module) -> list[LearnedShuffle]:
-    """The mirror-parameterised learned shuffles of ``model`` not yet hardened: those that
-    :func:`mirror_shuffles_` moves."""
+    """The learned shuffles of ``model`` not yet hardened that no optimizer moves (the mirror-parameterised):
+    those that :func:`mirror_shuffles_` moves."""
     return [layer for layer in learned_shuffles(model) if layer.is_mirror and not layer.is_hardened]
 
 

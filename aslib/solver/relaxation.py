@@ -1,8 +1,8 @@
 r"""One optimisation loop for learning a permutation matrix ``M`` from a differentiable loss.
 
 The problem is ``min_{M in Pi_n} f(M)`` for a batch of independent instances. It is relaxed to
-``M in D_n`` (doubly stochastic) and solved in one of three parameterisations
-(:data:`SOLVER_PARAMETERISATIONS`):
+``M in D_n`` (doubly stochastic) and solved in one of the registered parameterisations
+(:data:`aslib.nn.parameterisations.PARAMETERISATIONS`; each one's solver step is its ``solver_run``):
 
 * ``"mirror"`` (default): entropic mirror descent on ``f(M) + lam_t * P(M)`` over ``D_n``
   (``P`` is :func:`aslib.core.penalty.l12_penalty`). With ``G = C(grad f) / max|C(grad f)| + lam_t grad P``,
@@ -67,19 +67,11 @@ import torch
 from scipy.optimize import OptimizeResult
 
 from aslib.core.checks import check_fraction, check_nonnegative, check_positive, check_positive_int
-from aslib.core.penalty import (
-    ROUNDING_THRESHOLD,
-    l12_penalty,
-    mirror_step,
-    permutation_matrix,
-    project_doubly_stochastic,
-    round_to_permutation,
-    sinkhorn,
-)
+from aslib.core.penalty import ROUNDING_THRESHOLD, l12_penalty, permutation_matrix, round_to_permutation
+from aslib.nn.parameterisations import get_parameterisation
 from aslib.utils.progress import progress
 
 __all__ = [
-    "SOLVER_PARAMETERISATIONS",
     "GradientFn",
     "LossFn",
     "OptimizeResult",
@@ -89,8 +81,6 @@ __all__ = [
     "replace_given",
     "solve_permutation",
 ]
-
-SOLVER_PARAMETERISATIONS: tuple[str, ...] = ("mirror", "projected", "sinkhorn")
 
 #: ``loss_fn(M)`` maps ``M`` of shape ``(batch, restarts, n, n)`` to the loss of shape ``(batch, restarts)``.
 LossFn = Callable[[torch.Tensor], torch.Tensor]
@@ -108,7 +98,7 @@ class SolverConfig:
     """Settings of :func:`solve_permutation` (see the module docstring for what each does).
 
     Attributes:
-        parameterisation: one of :data:`SOLVER_PARAMETERISATIONS`.
+        parameterisation: a name in :data:`aslib.nn.parameterisations.PARAMETERISATIONS`.
         iters: most optimisation steps.
         step: ``eta`` of the mirror step; for ``"projected"`` a multiple of ``step_scale`` (``1/L``,
             ``L`` the smoothness constant the problem passes); Adam's learning rate for ``"sinkhorn"``.
@@ -145,9 +135,7 @@ class SolverConfig:
     cpu_threads: int | None = 1
 
     def __post_init__(self) -> None:
-        if self.parameterisation not in SOLVER_PARAMETERISATIONS:
-            raise ValueError(
-                f"unknown parameterisation {self.parameterisation!r}; use one of {SOLVER_PARAMETERISATIONS}")
+        scheme = get_parameterisation(self.parameterisation)  # validation
         for name in ("iters", "restarts", "sweeps", "sinkhorn_iters", "record_every", "check_every"):
             check_positive_int(getattr(self, name), name)
         check_nonnegative(self.lam, "lam")
@@ -160,8 +148,8 @@ class SolverConfig:
         check_nonnegative(self.init_noise, "init_noise")
         if self.settle_tol is not None and not 0 < check_positive(self.settle_tol, "settle_tol") < ROUNDING_THRESHOLD:
             raise ValueError(f"settle_tol must lie in (0, {ROUNDING_THRESHOLD:.4f}), got {self.settle_tol!r}")
-        if self.settle_tol is not None and self.parameterisation == "sinkhorn":
-            raise ValueError("settle_tol needs the matrix itself as the variable: use 'mirror' or 'projected'")
+        if self.settle_tol is not None and not scheme.holds_matrix:
+            raise ValueError(f"settle_tol needs the matrix itself as the variable, not {self.parameterisation!r}")
         if self.cpu_threads is not None:
             check_positive_int(self.cpu_threads, "cpu_threads")
 
@@ -217,15 +205,11 @@ def _vertices(perms: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def random_starts(config: SolverConfig, shape: tuple[int, ...], generator: torch.Generator | None,
                   dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> torch.Tensor:
     """The random starts of :func:`solve_permutation` (module docstring), drawn on the CPU, of ``shape``
-    ``(..., n, n)``: logits for ``"sinkhorn"``, a point of ``D_n`` near ``J/n`` otherwise. The numbers are
-    always drawn in float64 and then rounded to ``dtype``: torch draws other numbers from the same seed in
-    float32, so float32 and float64 solves would otherwise start from unrelated points."""
-    n = shape[-1]
-    if config.parameterisation == "sinkhorn":
-        return (config.init_noise * torch.randn(shape, generator=generator, dtype=torch.float64)).to(device, dtype)
-    noise = torch.rand(shape, generator=generator, dtype=torch.float64).to(device)
-    start = project_doubly_stochastic((1.0 + config.init_noise * noise) / n, config.sweeps, check_finite=False)
-    return start.to(dtype)
+    ``(..., n, n)``: the parameterisation's ``solver_starts`` (logits for ``"sinkhorn"``, a point of ``D_n``
+    near ``J/n`` for ``"mirror"`` and ``"projected"``). The numbers are always drawn in float64 and then
+    rounded to ``dtype``: torch draws other numbers from the same seed in float32, so float32 and float64
+    solves would otherwise start from unrelated points."""
+    return get_parameterisation(config.parameterisation).solver_starts(config, shape, generator, dtype, device)
 
 
 def solve_permutation(
@@ -345,59 +329,26 @@ def _solve(loss_fn: LossFn, batch: int, n: int, config: SolverConfig, step_scale
         raise ValueError(f"step_scale must be a float or have shape ({batch},), got {tuple(scale.shape)}")
     noise_floor = (_GRADIENT_NOISE / scale).clamp_min(torch.finfo(dtype).tiny)
     stopping = _Stopping(config, loss_fn, lower_bound, shape[:2], dtype, device) if config.settle_tol else None
-    optimiser = None
-    if config.parameterisation == "sinkhorn":
-        X.requires_grad_(True)
-        optimiser = torch.optim.Adam([X], lr=config.step)
+    run = get_parameterisation(config.parameterisation).solver_run(config, X, scale, noise_floor, loss_fn, gradient)
     losses, penalties = [], []
-    active, part_fns, part_floor = None, (loss_fn, gradient), noise_floor
     t = 0
     for t in progress(range(config.iters), enabled=show_progress, desc=config.parameterisation):
-        lam_t = config.lam_at(t)
         record = t % config.record_every == 0 or t == config.iters - 1
-        if config.parameterisation == "sinkhorn":
-            M = sinkhorn(X, config.sinkhorn_iters, config.tau_at(t))
-            loss = loss_fn(M)
-            optimiser.zero_grad(set_to_none=True)
-            loss.sum().backward()
-            optimiser.step()
-            penalty = l12_penalty(M.detach(), check_finite=False)
-        elif config.parameterisation == "mirror":
-            M = X
-            part = M if active is None else M[active]
-            new = mirror_step(part, _gradient(*part_fns, part), lam_t, config.step, config.sweeps, part_floor)
-            if stopping is not None and stopping.moving is not None:
-                keep = stopping.moving if active is None else stopping.moving[active]
-                new = part + keep * (new - part)
-            X = new if active is None else M.index_copy(0, active, new)
-            if record:
-                with torch.no_grad():
-                    loss, penalty = loss_fn(M), l12_penalty(M, check_finite=False)
-        else:  # autograd through l12_penalty: its subgradient at the exact zeros the clamp leaves is 0
-            M = X.detach().requires_grad_(True)
-            loss = loss_fn(M)
-            penalty = l12_penalty(M, check_finite=False)
-            objective = loss.sum() + lam_t * penalty.sum() if lam_t > 0 else loss.sum()
-            (grad,) = torch.autograd.grad(objective, M)
-            with torch.no_grad():
-                X = project_doubly_stochastic(M - config.step * scale * grad, config.sweeps, check_finite=False)
+        loss, penalty = run.step(t, config.lam_at(t), record, None if stopping is None else stopping.moving)
         if record:
             losses.append(loss.detach())
             penalties.append(penalty.detach())
         if stopping is not None:
-            X = X.detach()
-            if stopping.moving is not None and config.parameterisation != "mirror":
-                X = M.detach() + stopping.moving * (X - M.detach())
+            run.X = run.X.detach()
             if (t + 1) % config.check_every == 0:
-                if stopping.update(X):
+                if stopping.update(run.X):
                     break
-                if select is not None and config.parameterisation == "mirror" and bool(stopping.ended.any()):
+                if select is not None and run.leaves_batch and bool(stopping.ended.any()):
                     active = (~stopping.ended).nonzero().squeeze(-1)  # ended instances leave the batch
-                    part_fns = select(active)
-                    part_floor = noise_floor[active] if noise_floor.shape[0] == batch else noise_floor
+                    run.restrict(active, select(active),
+                                 noise_floor[active] if noise_floor.shape[0] == batch else noise_floor)
     with torch.no_grad():
-        M_final = sinkhorn(X, config.sinkhorn_iters, config.tau_end) if optimiser is not None else X
-        M_final = M_final.detach()
+        M_final = run.final()
         if not bool(torch.isfinite(M_final).all()):
             raise FloatingPointError("the solver diverged (non-finite M); lower config.step")
         perms = _round(M_final)
@@ -417,12 +368,3 @@ def _solve(loss_fn: LossFn, batch: int, n: int, config: SolverConfig, step_scale
         nit=t + 1, certified=certified, agreed=agreed, settled=settled, seconds=time.perf_counter() - start,
     )
 
-
-def _gradient(loss_fn: LossFn, gradient: GradientFn | None, M: torch.Tensor) -> torch.Tensor:
-    """The gradient of ``loss_fn`` at ``M``: ``gradient(M)`` when given, else by autograd."""
-    if gradient is not None:
-        with torch.no_grad():
-            return gradient(M)
-    M = M.detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(loss_fn(M).sum(), M)
-    return grad

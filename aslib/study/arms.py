@@ -20,7 +20,8 @@ from typing import Any
 
 from aslib.training.config import TrainConfig
 from aslib.training.data import DATASET_INFO
-from aslib.nn.layers import PARAMETERISATIONS, SHUFFLE_KINDS
+from aslib.nn.layers import SHUFFLE_KINDS
+from aslib.nn.parameterisations import Parameterisation, get_parameterisation, parameterisation_fields
 from aslib.nn.shuffles import learned_shuffles
 from aslib.models import from_config
 
@@ -39,11 +40,9 @@ __all__ = [
 #: TrainConfig fields that only matter for a learned shuffle.
 LEARNED_ONLY = ("lam", "shuffle_init", "shuffle_noise", "projection_sweeps", "lam_warmup_epochs", "mirror_lam",
                 "mirror_step")
-#: TrainConfig fields that only matter where the penalty enters the loss; those of the normalisation sweeps
-#: (projected and mirror matrices, not Sinkhorn); those of the mirror step.
+#: TrainConfig fields that only matter where the penalty enters the loss. The fields of each parameterisation's
+#: update are its ``config_fields`` (:mod:`aslib.nn.parameterisations`).
 PENALTY_ONLY = ("lam",)
-PROJECTION_ONLY = ("projection_sweeps",)
-MIRROR_ONLY = ("mirror_lam", "mirror_step")
 
 
 @dataclass(frozen=True)
@@ -63,22 +62,27 @@ class Arm:
     def __post_init__(self) -> None:
         if self.shuffle not in SHUFFLE_KINDS:
             raise ValueError(f"unknown shuffle {self.shuffle!r}; valid: {', '.join(SHUFFLE_KINDS)}")
-        if self.parameterisation not in PARAMETERISATIONS:
-            raise ValueError(f"unknown parameterisation {self.parameterisation!r}; valid: "
-                             f"{', '.join(PARAMETERISATIONS)}")
+        get_parameterisation(self.parameterisation)  # validation
 
     @property
     def learned(self) -> bool:
         """Whether the arm trains a matrix (and rounds it at the end)."""
         return self.shuffle == "learned"
 
+    @property
+    def scheme(self) -> Parameterisation:
+        """The parameterisation object named by :attr:`parameterisation`."""
+        return get_parameterisation(self.parameterisation)
+
     def irrelevant(self) -> tuple[str, ...]:
-        """The TrainConfig fields that cannot change this arm's result (a sweep axis over them collapses)."""
+        """The TrainConfig fields that cannot change this arm's result (a sweep axis over them collapses):
+        every learned-only field without a learned shuffle; else ``lam`` without the penalty, and the fields
+        of other parameterisations' updates that this one's ``config_fields`` lack."""
         if not self.learned:
             return LEARNED_ONLY
         fields = () if self.uses_lam else PENALTY_ONLY
-        fields += PROJECTION_ONLY if self.parameterisation == "sinkhorn" else ()
-        return fields + (MIRROR_ONLY if self.parameterisation != "mirror" else ())
+        own = self.scheme.config_fields
+        return fields + tuple(f for f in parameterisation_fields() if f not in own)
 
 
 #: The arms by name. "relaxed" is the convex relaxation: a learned doubly stochastic matrix trained without

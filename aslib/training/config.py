@@ -11,12 +11,13 @@ import argparse
 import dataclasses
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
 from aslib.training.data import DATASETS
-from aslib.nn.layers import INITS, PARAMETERISATIONS, SHUFFLE_KINDS
+from aslib.nn.layers import INITS, SHUFFLE_KINDS
+from aslib.nn.parameterisations import PARAMETERISATIONS
 from aslib.models import CONFIG_ARGUMENTS, MODEL_NAMES
 
 __all__ = ["AMP_DTYPES", "RESUMABLE_CHANGES", "TrainConfig", "build_parser", "config_changes",
@@ -27,9 +28,12 @@ AMP_DTYPES = ("bfloat16", "float16")
 RESUMABLE_CHANGES = ("output_dir", "show_progress", "num_workers", "checkpoint", "device")
 
 
-def _option(text: str, choices: Sequence[Any] | None = None) -> dict[str, Any]:
-    """Field metadata read by the command line: the help text and, for a choice, the valid values."""
-    return {"help": text, "choices": tuple(choices) if choices is not None else None}
+def _option(text: str, choices: Sequence[Any] | Set[Any] | None = None) -> dict[str, Any]:
+    """Field metadata read by the command line: the help text and, for a choice, the valid values (a sequence
+    is copied; a set view, such as a registry's ``keys()``, stays live, so later registrations are valid)."""
+    if choices is None or isinstance(choices, Set):
+        return {"help": text, "choices": choices}
+    return {"help": text, "choices": tuple(choices)}
 
 
 @dataclass(frozen=True)
@@ -56,10 +60,11 @@ class TrainConfig:
         "mix a random doubly stochastic matrix into the learned shuffles' start (moves 'uniform' off the "
         "penalty's stationary point)"))
     shuffle_parameterisation: str = field(default="projected", metadata=_option(
-        "learned shuffles hold M itself, moved by SGD and projected on the doubly stochastic matrices "
-        "(projected, the paper's), M itself moved by entropic mirror descent (mirror: cannot collapse to J/n, "
-        "see mirror_lam and mirror_step), or logits through Sinkhorn's normalisation (sinkhorn)",
-        PARAMETERISATIONS))
+        "how learned shuffles hold and move M (aslib.nn.parameterisations): M itself, moved by SGD and projected "
+        "on the doubly stochastic matrices (projected, the paper's), M itself moved by entropic mirror descent "
+        "(mirror: cannot collapse to J/n, see mirror_lam and mirror_step), or logits through Sinkhorn's "
+        "normalisation (sinkhorn)",
+        PARAMETERISATIONS.keys()))
     stages_repeats: tuple[int, ...] = field(default=(4, 8, 4), metadata=_option("units per stage (3 numbers)"))
     model_kwargs: dict[str, Any] = field(default_factory=dict, metadata=_option(
         "further builder arguments as JSON, e.g. '{\"width\": 0.25}' (v1) or "
@@ -81,25 +86,22 @@ class TrainConfig:
     shuffle_lr_scale: float = field(default=1.0, metadata=_option(
         "learning rate of the learned shuffles' matrices as a multiple of lr"))
     mirror_lam: float = field(default=2.5, metadata=_option(
-        "penalty weight of mirror shuffles, against the loss gradient scaled to largest entry 1 per layer "
-        "(lam weighs the penalty in the loss: projected and sinkhorn shuffles); ramped like lam; of the weights that kept "
-        "the rounded accuracy on digits, 2.5 settled every shuffle earliest (2 settled sooner but lost accuracy); "
-        "see benchmarks/results/progressive_hardening_digits.txt"))
+        "penalty weight lam of mirror shuffles, in their step M <- normalise(M * exp(-eta (C(g) / max|C(g)| + "
+        "lam grad P(M)))), i.e. against the loss gradient scaled to largest entry 1 per layer (the field lam "
+        "weighs P in the loss: projected and sinkhorn shuffles); ramped like lam (default: docs/tuning.md)"))
     mirror_step: float = field(default=0.3, metadata=_option(
         "largest change of log M per step that the loss gradient makes in a mirror shuffle, at the peak "
-        "learning rate (it follows the learning-rate schedule)"))
+        "learning rate: eta_t = mirror_step * lr_t / lr"))
     projection_sweeps: int = field(default=1, metadata=_option(
         "column/row normalisations per projection after each step"))
     harden_after: int = field(default=0, metadata=_option(
         "freeze a learned shuffle to its permutation once it was settled (penalty below the rounding threshold, "
-        "same rounded permutation) at this many consecutive epoch ends (0: only at the end; off by default, "
-        "see benchmarks/results/progressive_hardening_*.txt)"))
+        "same rounded permutation) at this many consecutive epoch ends (0: only at the end; default: "
+        "docs/tuning.md)"))
     recalibration_batches: int = field(default=50, metadata=_option(
         "training batches to re-estimate BatchNorm statistics after rounding (0: keep them)"))
     channels_last: bool = field(default=False, metadata=_option(
-        "train in the channels-last memory format (NHWC weights and training batches); on a 2-core CPU a "
-        "training step took 0.68-0.74 of the default's time for ShuffleNet v2 1.0x and 0.88-0.95 for v1 g8 at "
-        "width 0.25, fixed or learned shuffles (benchmarks/results/channels_last_cpu.txt)"))
+        "train in the channels-last memory format (NHWC weights and training batches; timings: docs/tuning.md)"))
     # run
     seed: int = field(default=0, metadata=_option("seed of initialisation, data order and augmentation"))
     device: str = field(default="auto", metadata=_option("auto, cpu, cuda or cuda:N"))

@@ -1,0 +1,351 @@
+r"""How a learned permutation matrix ``M`` is held and moved: one class per parameterisation, and their registry.
+
+A parameterisation says how the stored variable ``W`` (a layer's ``weight``, or the solver's batch of
+starts, stacked ``(..., n, n)``) becomes the matrix ``M`` of the forward pass, how ``W`` starts from a doubly
+stochastic matrix ``B``, and how ``W`` moves after a step. Both :class:`~aslib.nn.layers.LearnedShuffle`
+(training) and :func:`~aslib.solver.relaxation.solve_permutation` (batched instances ``(batch, restarts, n, n)``)
+use these objects, by name from :data:`PARAMETERISATIONS`:
+
+* ``"projected"`` (the paper's): ``W = M``. Training: an SGD step on ``loss + lam P(M)``, then the projection
+  ``M <- project(M) = normalise(max(M, 0))`` (:func:`~aslib.core.penalty.project_doubly_stochastic`: clamp,
+  then ``sweeps`` column/row normalisations). Solver: ``M <- project(M - step * step_scale * grad(f + lam_t P))``.
+* ``"mirror"``: ``W = M``, moved by no optimizer. After the backward pass of a loss without the penalty,
+  the entropic mirror step (:func:`~aslib.core.penalty.mirror_step`)
+
+  .. math::
+      M \leftarrow \mathrm{normalise}\bigl(M \odot \exp(-\eta\, (C(g) / \max|C(g)| + \lambda \nabla P(M)))\bigr),
+
+  ``g`` the loss gradient and ``C`` its centring (:func:`~aslib.core.penalty.centre`); the penalty acts in
+  the step, not in the loss. The solver floors ``max|C(g)|`` at ``1e-3 / step_scale``; a layer at the
+  dtype's smallest normal number.
+* ``"sinkhorn"`` (the baseline): ``W = L`` logits, ``M = sinkhorn(L, iters, tau)``
+  (:func:`~aslib.core.penalty.sinkhorn`), starting at ``L = tau * log(max(B, 1e-3))``. An optimizer moves
+  ``L``; nothing follows its step. The solver runs Adam on ``f(M)`` alone (no penalty) with ``tau``
+  annealed; a training loss may add ``lam P(M)``.
+
+A new parameterisation is one subclass of :class:`Parameterisation` (overriding what differs from holding
+logits ``W`` mapped by :meth:`Parameterisation.matrices`, moved by an optimizer) and one call of
+:func:`register_parameterisation`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import torch
+
+from aslib.core.penalty import l12_penalty, mirror_step, project_doubly_stochastic, sinkhorn
+
+__all__ = [
+    "PARAMETERISATIONS",
+    "Mirror",
+    "Parameterisation",
+    "Projected",
+    "Sinkhorn",
+    "SolverRun",
+    "SolverSettings",
+    "get_parameterisation",
+    "parameterisation_fields",
+    "register_parameterisation",
+    "unregister_parameterisation",
+]
+
+# Floor of the initial matrix before its logarithm (the Sinkhorn start of a permutation: zeros become 1e-3).
+_SINKHORN_LOG_FLOOR = 1e-3
+
+
+class SolverSettings(Protocol):
+    """What a parameterisation reads from :class:`~aslib.solver.relaxation.SolverConfig`."""
+
+    step: float
+    sweeps: int
+    init_noise: float
+    sinkhorn_iters: int
+    tau_end: float
+
+    def tau_at(self, t: int) -> float: ...
+
+
+class SolverRun:
+    """One solve's variable ``X (batch, restarts, n, n)`` and its step, for :func:`solve_permutation`'s loop.
+
+    Attributes:
+        X: the current variable (``M`` itself, or logits).
+        leaves_batch: whether :meth:`restrict` can drop ended instances from the batch.
+    """
+
+    leaves_batch = False
+
+    def __init__(self, X: torch.Tensor) -> None:
+        self.X = X
+
+    def step(self, t: int, lam_t: float, record: bool,
+             moving: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Step ``t`` with penalty weight ``lam_t``; ``moving (batch, restarts, 1, 1)`` is 1 for the starts
+        that still move (None: all). Returns ``f(M_t)`` and ``P(M_t)``, shape ``(batch, restarts)``, of the
+        matrix before the step (at least where ``record``; otherwise they may be None)."""
+        raise NotImplementedError
+
+    def restrict(self, active: torch.Tensor, fns: tuple[Callable, Callable | None],
+                 floor: torch.Tensor) -> None:
+        """Step only the instances ``active`` from now on, with their ``(loss_fn, gradient)`` and noise floor."""
+        raise NotImplementedError(f"{type(self).__name__} keeps every instance in its batch")
+
+    def final(self) -> torch.Tensor:
+        """The matrices ``M`` of the final variable (no gradient)."""
+        return self.X.detach()
+
+
+class Parameterisation:
+    """Logits ``W`` mapped to ``M = matrices(W)`` and moved by an optimizer: the defaults a subclass overrides.
+
+    Attributes:
+        name: the registry key (set by :func:`register_parameterisation`).
+        holds_matrix: whether ``W`` is ``M`` itself, a point of ``D_n`` (the solver's stopping rule reads it).
+        optimizer_moves: whether an optimizer moves ``W`` (otherwise :meth:`gradient_step` does).
+        penalty_in_loss: whether ``lam P(M)`` enters the training loss (otherwise the update applies it).
+        config_fields: the :class:`~aslib.training.config.TrainConfig` fields of the update that concern it
+            (among :func:`parameterisation_fields`; the others cannot change its result).
+    """
+
+    name: str = ""
+    holds_matrix: bool = False
+    optimizer_moves: bool = True
+    penalty_in_loss: bool = True
+    config_fields: tuple[str, ...] = ()
+
+    # --- training (LearnedShuffle) -------------------------------------------------------------------
+    def initial_weight(self, base: torch.Tensor, tau: float) -> torch.Tensor:
+        """The stored weight for the initial doubly stochastic matrix ``base (c, c)``: ``base`` itself."""
+        return base
+
+    def matrices(self, weights: torch.Tensor, iters: int, tau: float) -> torch.Tensor:
+        """``M`` of ``weights (..., c, c)`` (differentiable): the weights themselves."""
+        return weights
+
+    def project(self, weights: torch.Tensor, sweeps: int, *, inplace: bool = False) -> torch.Tensor | None:
+        """The update after an optimizer step of ``weights (..., c, c)`` (in place with ``inplace``), or None
+        where there is none."""
+        return None
+
+    @property
+    def projects(self) -> bool:
+        """Whether :meth:`project` does something (a subclass overrides it), so callers can skip stacking."""
+        return type(self).project is not Parameterisation.project
+
+    def gradient_step(self, weight: torch.Tensor, grad: torch.Tensor, lam: float, step: float,
+                      sweeps: int) -> torch.Tensor | None:
+        """The new weight from the loss gradient ``grad`` when no optimizer moves ``weight``, else None."""
+        return None
+
+    def describe(self, iters: int, tau: float) -> str:
+        """What a layer's ``extra_repr`` adds for this parameterisation (``""``: nothing)."""
+        return ""
+
+    # --- solver (solve_permutation) ------------------------------------------------------------------
+    def solver_starts(self, config: SolverSettings, shape: tuple[int, ...], generator: torch.Generator | None,
+                      dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+        """Random logits ``init_noise * N(0, 1)`` of ``shape``, drawn in float64 on the CPU, then cast."""
+        return (config.init_noise * torch.randn(shape, generator=generator, dtype=torch.float64)).to(device, dtype)
+
+    def solver_run(self, config: SolverSettings, X: torch.Tensor, scale: torch.Tensor, noise_floor: torch.Tensor,
+                   loss_fn: Callable, gradient: Callable | None) -> SolverRun:
+        """Adam (learning rate ``config.step``) on the logits ``X`` for ``f(matrices(X, iters, tau_t))``."""
+        return _AdamRun(self, config, X, loss_fn)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class _AdamRun(SolverRun):
+    """Logits moved by Adam on ``f(M)``, ``M = matrices(X, sinkhorn_iters, tau_t)``; the penalty is recorded only."""
+
+    def __init__(self, parameterisation: Parameterisation, config: SolverSettings, X: torch.Tensor,
+                 loss_fn: Callable) -> None:
+        super().__init__(X)
+        self.parameterisation, self.config, self.loss_fn = parameterisation, config, loss_fn
+        X.requires_grad_(True)
+        self.optimiser = torch.optim.Adam([X], lr=config.step)
+
+    def step(self, t: int, lam_t: float, record: bool,
+             moving: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        M = self.parameterisation.matrices(self.X, self.config.sinkhorn_iters, self.config.tau_at(t))
+        loss = self.loss_fn(M)
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        self.optimiser.step()
+        return loss, l12_penalty(M.detach(), check_finite=False)
+
+    def final(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.parameterisation.matrices(self.X, self.config.sinkhorn_iters, self.config.tau_end).detach()
+
+
+class _MatrixParameterisation(Parameterisation):
+    """``W = M``, a point of ``D_n``; the solver starts at ``project((1 + init_noise * U) / n)``, ``U ~ U[0, 1)``."""
+
+    holds_matrix = True
+
+    def solver_starts(self, config: SolverSettings, shape: tuple[int, ...], generator: torch.Generator | None,
+                      dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+        """Near ``J/n`` in ``D_n``, drawn in float64 on the CPU (float32 draws from one seed are unrelated)."""
+        n = shape[-1]
+        noise = torch.rand(shape, generator=generator, dtype=torch.float64).to(device)
+        start = project_doubly_stochastic((1.0 + config.init_noise * noise) / n, config.sweeps, check_finite=False)
+        return start.to(dtype)
+
+
+class Projected(_MatrixParameterisation):
+    """``W = M``; an optimizer step, then ``M <- project_doubly_stochastic(M, sweeps)``."""
+
+    config_fields = ("projection_sweeps",)
+
+    def project(self, weights: torch.Tensor, sweeps: int, *, inplace: bool = False) -> torch.Tensor | None:
+        """``normalise(max(W, 0))`` with ``sweeps`` column/row normalisations (in place with ``inplace``)."""
+        return project_doubly_stochastic(weights, sweeps, inplace=inplace, check_finite=False)
+
+    def solver_run(self, config: SolverSettings, X: torch.Tensor, scale: torch.Tensor, noise_floor: torch.Tensor,
+                   loss_fn: Callable, gradient: Callable | None) -> SolverRun:
+        """``M <- project(M - step * scale * grad(f + lam_t P))``, by autograd."""
+        return _ProjectedRun(config, X, scale, loss_fn)
+
+
+class _ProjectedRun(SolverRun):
+    def __init__(self, config: SolverSettings, X: torch.Tensor, scale: torch.Tensor, loss_fn: Callable) -> None:
+        super().__init__(X)
+        self.config, self.scale, self.loss_fn = config, scale, loss_fn
+
+    def step(self, t: int, lam_t: float, record: bool,
+             moving: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        # autograd through l12_penalty: its subgradient at the exact zeros the clamp leaves is 0
+        M = self.X.detach().requires_grad_(True)
+        loss = self.loss_fn(M)
+        penalty = l12_penalty(M, check_finite=False)
+        objective = loss.sum() + lam_t * penalty.sum() if lam_t > 0 else loss.sum()
+        (grad,) = torch.autograd.grad(objective, M)
+        with torch.no_grad():
+            X = project_doubly_stochastic(M - self.config.step * self.scale * grad, self.config.sweeps,
+                                          check_finite=False)
+        if moving is not None:  # stopped starts keep their matrix
+            X = M.detach() + moving * (X - M.detach())
+        self.X = X
+        return loss, penalty
+
+
+class Mirror(_MatrixParameterisation):
+    """``W = M``, moved outside the optimizer by :func:`~aslib.core.penalty.mirror_step` (penalty in the step)."""
+
+    optimizer_moves = False
+    penalty_in_loss = False
+    config_fields = ("projection_sweeps", "mirror_lam", "mirror_step")
+
+    def gradient_step(self, weight: torch.Tensor, grad: torch.Tensor, lam: float, step: float,
+                      sweeps: int) -> torch.Tensor | None:
+        """``mirror_step(M, grad, lam, step, sweeps, floor)``, ``floor`` the smallest normal number of ``grad``."""
+        return mirror_step(weight, grad, lam, step, sweeps, torch.finfo(grad.dtype).tiny)
+
+    def solver_run(self, config: SolverSettings, X: torch.Tensor, scale: torch.Tensor, noise_floor: torch.Tensor,
+                   loss_fn: Callable, gradient: Callable | None) -> SolverRun:
+        """The mirror step with ``max|C(g)|`` floored at ``noise_floor``; ended instances may leave the batch."""
+        return _MirrorRun(config, X, noise_floor, loss_fn, gradient)
+
+
+class _MirrorRun(SolverRun):
+    leaves_batch = True
+
+    def __init__(self, config: SolverSettings, X: torch.Tensor, noise_floor: torch.Tensor, loss_fn: Callable,
+                 gradient: Callable | None) -> None:
+        super().__init__(X)
+        self.config, self.loss_fn = config, loss_fn
+        self.active: torch.Tensor | None = None
+        self.part_fns: tuple[Callable, Callable | None] = (loss_fn, gradient)
+        self.part_floor = noise_floor
+
+    def step(self, t: int, lam_t: float, record: bool,
+             moving: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        M, active = self.X, self.active
+        part = M if active is None else M[active]
+        new = mirror_step(part, _gradient(*self.part_fns, part), lam_t, self.config.step, self.config.sweeps,
+                          self.part_floor)
+        if moving is not None:
+            keep = moving if active is None else moving[active]
+            new = part + keep * (new - part)
+        self.X = new if active is None else M.index_copy(0, active, new)
+        if not record:
+            return None, None
+        with torch.no_grad():
+            return self.loss_fn(M), l12_penalty(M, check_finite=False)
+
+    def restrict(self, active: torch.Tensor, fns: tuple[Callable, Callable | None],
+                 floor: torch.Tensor) -> None:
+        self.active, self.part_fns, self.part_floor = active, fns, floor
+
+
+def _gradient(loss_fn: Callable, gradient: Callable | None, M: torch.Tensor) -> torch.Tensor:
+    """The gradient of ``loss_fn`` at ``M``: ``gradient(M)`` when given, else by autograd."""
+    if gradient is not None:
+        with torch.no_grad():
+            return gradient(M)
+    M = M.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(loss_fn(M).sum(), M)
+    return grad
+
+
+class Sinkhorn(Parameterisation):
+    """Logits ``L``, ``M = sinkhorn(L, iters, tau)``, starting at ``L = tau * log(max(B, 1e-3))``."""
+
+    def initial_weight(self, base: torch.Tensor, tau: float) -> torch.Tensor:
+        """``tau * log(max(base, 1e-3))``: with ``tau = 1`` Sinkhorn gives back (nearly) ``base``."""
+        return tau * base.clamp_min(_SINKHORN_LOG_FLOOR).log()
+
+    def matrices(self, weights: torch.Tensor, iters: int, tau: float) -> torch.Tensor:
+        """``sinkhorn(weights, iters, tau)``: ``exp(L / tau)`` normalised ``iters`` times, rows then columns."""
+        return sinkhorn(weights, iters, tau)
+
+    def describe(self, iters: int, tau: float) -> str:
+        return f", sinkhorn(iters={iters}, tau={tau:g})"
+
+
+#: The parameterisations by name, in the order configurations list them.
+PARAMETERISATIONS: dict[str, Parameterisation] = {}
+
+
+def register_parameterisation(name: str, parameterisation: Parameterisation) -> Parameterisation:
+    """Add ``parameterisation`` under ``name`` (which must be new) and return it, its ``name`` set."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a parameterisation needs a non-empty name, got {name!r}")
+    if name in PARAMETERISATIONS:
+        raise ValueError(f"parameterisation {name!r} is already registered")
+    if not isinstance(parameterisation, Parameterisation):
+        raise TypeError(f"expected a Parameterisation, got {type(parameterisation).__name__}")
+    parameterisation.name = name
+    PARAMETERISATIONS[name] = parameterisation
+    return parameterisation
+
+
+def unregister_parameterisation(name: str) -> None:
+    """Remove the parameterisation ``name`` (the built-in ones stay)."""
+    if name in _BUILT_IN:
+        raise ValueError(f"the built-in parameterisation {name!r} cannot be removed")
+    get_parameterisation(name)
+    del PARAMETERISATIONS[name]
+
+
+def get_parameterisation(name: str) -> Parameterisation:
+    """The registered parameterisation ``name``; a ``ValueError`` lists the valid names otherwise."""
+    try:
+        return PARAMETERISATIONS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown parameterisation {name!r}; valid: {', '.join(PARAMETERISATIONS)}") from None
+
+
+def parameterisation_fields() -> tuple[str, ...]:
+    """Every TrainConfig field some registered parameterisation's update reads, first mention first."""
+    return tuple(dict.fromkeys(f for p in PARAMETERISATIONS.values() for f in p.config_fields))
+
+
+register_parameterisation("projected", Projected())
+register_parameterisation("mirror", Mirror())
+register_parameterisation("sinkhorn", Sinkhorn())
+_BUILT_IN = tuple(PARAMETERISATIONS)
