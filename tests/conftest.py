@@ -2,6 +2,7 @@
 thread, the slowest files first (for pytest-xdist), and nbval's kernel start retried."""
 
 import nbval.kernel
+import pytest
 import torch
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -9,6 +10,15 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 # The suite's models are tiny: one thread is faster than two on a 2-core machine, and deterministic. Each
 # pytest-xdist worker imports this file, so two workers use one core each.
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every test starts on one intra-op thread, whatever an earlier test set (speed measurements set their own)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 # The files that take the longest (a minute or more on a 2-core machine), slowest first. `make test` hands
 # whole files to its workers in collection order (--dist loadfile --no-loadscope-reorder): started first,

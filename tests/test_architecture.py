@@ -5,12 +5,12 @@ layout tables naming every folder and module."""
 import ast
 import re
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = ROOT / "aslib"
+from helpers import REPO_ROOT
+
+PACKAGE = REPO_ROOT / "aslib"
 #: docs/architecture.md's layers: a module may import from its own layer and those below it.
 LAYERS = {"utils": 0, "core": 1, "nn": 2, "models": 3, "solver": 3, "training": 4, "study": 5, "examples": 5,
           "runner": 6}
@@ -22,7 +22,7 @@ MAX_MODULE_LINES, MAX_FUNCTION_LINES = 450, 80
 def _modules() -> dict[str, ast.Module]:
     modules = {}
     for path in sorted(PACKAGE.rglob("*.py")):
-        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        name = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts).removesuffix(".__init__")
         modules[name] = ast.parse(path.read_text(), filename=str(path))
     return modules
 
@@ -92,7 +92,7 @@ def test_no_import_cycle():
 
 
 def test_modules_and_functions_within_their_size():
-    long_modules = [(p.relative_to(ROOT).as_posix(), n) for p in PACKAGE.rglob("*.py")
+    long_modules = [(p.relative_to(REPO_ROOT).as_posix(), n) for p in PACKAGE.rglob("*.py")
                     if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES]
     long_functions = [(m, node.name, node.end_lineno - node.lineno + 1) for m, tree in MODULES.items()
                       for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
@@ -121,8 +121,8 @@ def test_every_top_level_name_is_defined_in_one_module():
 
 @pytest.mark.parametrize("document", ["README.md", "docs/architecture.md"])
 def test_layout_tables_name_every_folder_and_module(document):
-    text = (ROOT / document).read_text()
-    folders = sorted({p.parent.relative_to(ROOT).as_posix() for p in PACKAGE.rglob("*.py")} - {"aslib"})
+    text = (REPO_ROOT / document).read_text()
+    folders = sorted({p.parent.relative_to(REPO_ROOT).as_posix() for p in PACKAGE.rglob("*.py")} - {"aslib"})
     missing = [f for f in folders if f"`{f}/" not in text]
     assert not missing, f"{document} does not name the folders {missing}"
     stems = sorted({p.stem for p in PACKAGE.rglob("*.py") if p.stem != "__init__"})

@@ -3,11 +3,11 @@
 import importlib
 import re
 import tomllib
-from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import REPO_ROOT
+
 
 
 def pins(requirements):
@@ -15,8 +15,8 @@ def pins(requirements):
 
 
 def test_environment_yml_agrees_with_pyproject():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
     conda = [d for d in env["dependencies"] if isinstance(d, str)]
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     python = next(d for d in conda if d.startswith("python="))
@@ -35,11 +35,11 @@ def test_environment_yml_agrees_with_pyproject():
 
 
 def makefile_targets():
-    return set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M))
+    return set(re.findall(r"^([\w-]+):", (REPO_ROOT / "Makefile").read_text(), re.M))
 
 
 def test_readme_commands_exist_and_ci_runs_the_readme_test_command():
-    readme = (ROOT / "README.md").read_text()
+    readme = (REPO_ROOT / "README.md").read_text()
     # the two commands are the README's first code block, and each is a Makefile target
     first_block = re.search(r"^## The two commands\n\n((?:    .*\n)+)", readme, re.M)
     assert first_block, "README has no '## The two commands' section with a code block"
@@ -50,12 +50,12 @@ def test_readme_commands_exist_and_ci_runs_the_readme_test_command():
     for module in set(re.findall(r"python -m (aslib(?:\.\w+)+)", readme)):
         assert callable(getattr(importlib.import_module(module), "main", None)), module
     # CI runs exactly the README's test command
-    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    ci = [line for line in (REPO_ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
     assert "make test" in ci
 
 
 def test_make_test_runs_nbval_on_copies_never_on_the_committed_notebooks():
-    recipe = re.search(r"^test:.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), re.M).group(1)
+    recipe = re.search(r"^test:.*\n((?:\t.*\n)+)", (REPO_ROOT / "Makefile").read_text(), re.M).group(1)
     assert "--copy-notebooks" in recipe and "--nbval-lax" in recipe
     # under pytest-xdist, each notebook's cells stay on one worker, in order
     assert "--dist loadfile" in recipe

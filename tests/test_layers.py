@@ -7,36 +7,24 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-import aslib.nn.layers
-import aslib.nn.shuffles
-from aslib.training.config import TrainConfig
-from aslib.training.loop import make_optimizer, penalised_step
-from aslib.models import get_model
 
 from aslib.nn.layers import ChannelShuffle, FixedPermutation, LearnedShuffle, make_shuffle, mix_channels, shuffle_indices
 from aslib.nn.shuffles import (
-    harden_shuffles_,
-    layer_penalties,
-    learned_shuffles,
     project_shuffles_,
-    shuffle_parameters,
-    shuffle_penalty,
-    shuffle_stats,
 )
 from aslib.core.penalty import (
     fused_l12_penalty,
-    ROUNDING_THRESHOLD,
     is_permutation_matrix,
     l12_penalty,
-    max_row_deficit,
     permutation_matrix,
     project_doubly_stochastic,
     round_to_permutation,
     sinkhorn,
 )
+
+from helpers import assert_doubly_stochastic, conv_mix, mirror_layer
 
 
 def _loop_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -55,11 +43,6 @@ def _random_doubly_stochastic(n: int, seed: int) -> torch.Tensor:
     return project_doubly_stochastic(torch.rand(n, n, generator=g), 200)
 
 
-def _assert_doubly_stochastic(M: torch.Tensor, atol: float = 1e-5) -> None:
-    assert bool((M >= 0).all())
-    ones = torch.ones(M.shape[-1], dtype=M.dtype)
-    torch.testing.assert_close(M.sum(-1), ones, atol=atol, rtol=0)
-    torch.testing.assert_close(M.sum(-2), ones, atol=atol, rtol=0)
 
 
 # --- fixed shuffle and fixed permutation -------------------------------------------------------------------
@@ -162,7 +145,7 @@ def test_noisy_initialisation_stays_doubly_stochastic(init: str) -> None:
     base = LearnedShuffle(8, init, groups=2, generator=torch.Generator().manual_seed(0)).weight.detach()
     noisy = LearnedShuffle(8, init, groups=2, noise=0.2, generator=torch.Generator().manual_seed(0))
     M = noisy.weight.detach()
-    _assert_doubly_stochastic(M)
+    assert_doubly_stochastic(M)
     assert (M - base).abs().max() > 1e-3
     if init != "uniform":  # a light noise keeps the start's permutation
         assert torch.equal(noisy.permutation(), round_to_permutation(base))
@@ -217,7 +200,7 @@ def test_project_restores_doubly_stochastic_matrix() -> None:
         layer.weight.add_(0.2 * torch.randn(10, 10, generator=torch.Generator().manual_seed(1)))
     assert bool((layer.weight < 0).any())
     layer.project_(sweeps=200)
-    _assert_doubly_stochastic(layer.weight.detach())
+    assert_doubly_stochastic(layer.weight.detach())
     layer.project_(sweeps=1)  # one sweep leaves rows exactly stochastic
     torch.testing.assert_close(layer.weight.detach().sum(1), torch.ones(10))
 
@@ -274,80 +257,16 @@ def test_soft_state_dict_makes_hardened_layer_soft_again() -> None:
 
 # --- helpers over a model ----------------------------------------------------------------------------------
 
-def _toy_model() -> nn.Sequential:
-    g = torch.Generator().manual_seed(0)
-    return nn.Sequential(
-        LearnedShuffle(6, "uniform", noise=0.3, generator=g),
-        nn.Conv2d(6, 6, 1),
-        LearnedShuffle(6, "random", generator=g),
-        nn.Conv2d(6, 4, 1),
-        LearnedShuffle(4, "uniform", noise=0.5, generator=g),
-    )
 
 
-def test_learned_shuffles_and_parameters() -> None:
-    model = _toy_model()
-    layers = learned_shuffles(model)
-    assert layers == [model[0], model[2], model[4]]
-    assert [id(p) for p in shuffle_parameters(model)] == [id(layer.weight) for layer in layers]
-    model[2].harden()
-    assert [id(p) for p in shuffle_parameters(model)] == [id(model[0].weight), id(model[4].weight)]
 
 
-def test_shuffle_penalty_sums_layer_penalties_with_gradient() -> None:
-    model = _toy_model()
-    total = shuffle_penalty(model)
-    assert total.ndim == 0
-    expected = sum(float(l12_penalty(layer.weight.detach())) for layer in learned_shuffles(model))
-    torch.testing.assert_close(float(total.detach()), expected)
-    total.backward()
-    assert all(layer.weight.grad is not None for layer in learned_shuffles(model))
-    empty = shuffle_penalty(nn.Conv2d(2, 2, 1))
-    assert empty.ndim == 0 and float(empty) == 0.0
 
 
-def test_project_shuffles_matches_layer_projection() -> None:
-    model, reference = _toy_model(), _toy_model()
-    for m in (model, reference):
-        with torch.no_grad():
-            for layer in learned_shuffles(m):
-                layer.weight.add_(0.1 * torch.randn(layer.weight.shape, generator=torch.Generator().manual_seed(9)))
-    project_shuffles_(model, sweeps=3)
-    for layer in learned_shuffles(reference):
-        layer.project_(sweeps=3)
-    for a, b in zip(learned_shuffles(model), learned_shuffles(reference)):
-        torch.testing.assert_close(a.weight, b.weight)
-        torch.testing.assert_close(a.weight.sum(1), torch.ones(a.channels))
 
 
-def test_harden_shuffles_returns_hungarian_permutations() -> None:
-    model = _toy_model()
-    expected = [round_to_permutation(layer.weight.detach()) for layer in learned_shuffles(model)]
-    perms = harden_shuffles_(model)
-    assert all(torch.equal(p, e) for p, e in zip(perms, expected))
-    assert all(layer.is_hardened for layer in learned_shuffles(model))
-    assert float(shuffle_penalty(model)) == 0.0 and shuffle_parameters(model) == []
 
 
-def test_shuffle_stats() -> None:
-    model = _toy_model()
-    layers = learned_shuffles(model)
-    penalties = [float(l12_penalty(layer.weight.detach())) for layer in layers]
-    stats = shuffle_stats(model)
-    assert stats["num_shuffles"] == 3
-    torch.testing.assert_close(stats["penalty"], sum(penalties))
-    torch.testing.assert_close(stats["max_penalty"], max(penalties))
-    torch.testing.assert_close(stats["max_row_deficit"],
-                               max(float(max_row_deficit(layer.weight.detach())) for layer in layers))
-    assert stats["max_marginal_error"] < 1e-5
-    # Only the random permutation start lies below the rounding threshold.
-    assert penalties[1] == 0.0 and min(penalties[0], penalties[2]) > ROUNDING_THRESHOLD
-    assert stats["rounding_fraction"] == pytest.approx(1 / 3)
-    harden_shuffles_(model)
-    hard = shuffle_stats(model)
-    assert hard["penalty"] == 0.0 and hard["rounding_fraction"] == 1.0 and hard["max_row_deficit"] == 0.0
-    none = shuffle_stats(nn.Conv2d(2, 2, 1))
-    assert none["num_shuffles"] == 0 and none["penalty"] == 0.0 and math.isnan(none["rounding_fraction"])
 
 
 # --- the Sinkhorn parameterisation -----------------------------------------------------------------------
@@ -361,7 +280,7 @@ def _sinkhorn_layer(channels: int = 9, seed: int = 0, **kwargs) -> LearnedShuffl
 def test_sinkhorn_layer_is_doubly_stochastic_and_starts_at_the_projected_start() -> None:
     layer = _sinkhorn_layer(sinkhorn_iters=30)
     M = layer.matrix()
-    _assert_doubly_stochastic(M, atol=1e-3)  # rows exact, columns to Sinkhorn's tolerance
+    assert_doubly_stochastic(M, atol=1e-3)  # rows exact, columns to Sinkhorn's tolerance
     torch.testing.assert_close(M, sinkhorn(layer.weight, 30, 1.0))
     # the same draw, projected: the Sinkhorn matrix starts where the projected one does
     projected = LearnedShuffle(9, "uniform", noise=0.5, generator=torch.Generator().manual_seed(0))
@@ -410,34 +329,10 @@ def test_sinkhorn_state_dict_round_trip() -> None:
         LearnedShuffle(4, "identity", parameterisation="sinkhorn", sinkhorn_tau=0.0)
 
 
-def test_model_helpers_handle_both_parameterisations_together() -> None:
-    g = torch.Generator().manual_seed(0)
-    layers = [LearnedShuffle(6, "uniform", noise=0.3, generator=g, parameterisation=p)
-              for p in ("projected", "sinkhorn", "projected", "sinkhorn")]
-    model = nn.Sequential(*layers, LearnedShuffle(4, "random", generator=g, parameterisation="sinkhorn"))
-    penalties = [float(layer.penalty().detach()) for layer in learned_shuffles(model)]
-    assert layer_penalties(model) == penalties
-    total = shuffle_penalty(model)
-    assert float(total.detach()) == pytest.approx(math.fsum(penalties), rel=1e-6)
-    total.backward()
-    assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in shuffle_parameters(model)[:4])
-    assert shuffle_stats(model)["penalty"] == pytest.approx(math.fsum(penalties))
-    with torch.no_grad():
-        for layer in layers:
-            layer.weight.add_(0.05)
-    logits = [layer.weight.detach().clone() for layer in layers[1::2]]
-    project_shuffles_(model)
-    _assert_doubly_stochastic(layers[0].weight.detach(), atol=0.05)
-    assert all(torch.equal(a, layer.weight) for a, layer in zip(logits, layers[1::2]))
 
 
 # --- the cheaper training step: same results as the former formulation ----------------------------------------
 
-def _conv_mix(M: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The former forward of a soft learned shuffle: a 1x1 convolution (4-d input) or an einsum."""
-    if x.ndim == 4:
-        return F.conv2d(x, M[:, :, None, None])
-    return torch.einsum("kj,bj...->bk...", M, x)
 
 
 @pytest.mark.parametrize("shape", [(3, 7, 4, 5), (3, 7, 4, 4), (3, 7, 2, 3), (3, 7, 1, 1), (3, 7), (3, 7, 6)])
@@ -449,7 +344,7 @@ def test_mix_channels_equals_the_convolution_with_gradients(shape: tuple[int, ..
     assert out.shape == x.shape and out.is_contiguous()
     upstream = torch.randn(shape, generator=g, dtype=torch.float64)
     grads = torch.autograd.grad(out, (M, x), upstream)
-    ref = _conv_mix(M, x)
+    ref = conv_mix(M, x)
     ref_grads = torch.autograd.grad(ref, (M, x), upstream)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     for a, b in zip(grads, ref_grads):
@@ -463,7 +358,7 @@ def test_mix_channels_keeps_a_channels_last_input_channels_last(shape: tuple[int
     x = torch.randn(shape, generator=g, dtype=torch.float64)
     out = mix_channels(M, x.contiguous(memory_format=torch.channels_last))
     assert out.is_contiguous(memory_format=torch.channels_last)  # both paths: product and convolution
-    torch.testing.assert_close(out, _conv_mix(M, x), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out, conv_mix(M, x), rtol=1e-12, atol=1e-12)
 
 
 def test_fused_penalty_equals_l12_penalty_and_its_autograd_gradient() -> None:
@@ -487,45 +382,16 @@ def test_fused_penalty_equals_l12_penalty_and_its_autograd_gradient() -> None:
     assert torch.autograd.gradcheck(fused_l12_penalty, (positive,))
 
 
-def test_penalised_step_matches_the_former_formulation(monkeypatch: pytest.MonkeyPatch) -> None:
-    """One training step of a ShuffleNet v2 with learned shuffles, new code against the former one (1x1
-    convolution, autograd's l1-2 penalty, every equal-size matrix stacked): same loss, same weights after."""
-    torch.manual_seed(0)
-    new = get_model("shufflenet_v2_0.5", shuffle="learned", shuffle_init="uniform", shuffle_noise=0.3,
-                    stages_repeats=(2, 1, 1), in_channels=1).double()
-    old = get_model("shufflenet_v2_0.5", shuffle="learned", shuffle_init="uniform", shuffle_noise=0.3,
-                    stages_repeats=(2, 1, 1), in_channels=1).double()
-    old.load_state_dict(new.state_dict())
-    x = torch.randn(8, 1, 8, 8, dtype=torch.float64)
-    y = torch.arange(8) % 10
-    config = TrainConfig(lr=0.05, lam=0.1)
-    ce_new, logits_new = penalised_step(new, x, y, make_optimizer(new, config), 0.1)
-    stacked_groups = lambda model: [[layer for layer in learned_shuffles(model) if layer.channels == c]  # noqa: E731
-                                    for c in sorted({layer.channels for layer in learned_shuffles(model)})]
-    with monkeypatch.context() as patch:
-        patch.setattr(aslib.nn.layers, "mix_channels", _conv_mix)
-        for module in (aslib.nn.layers, aslib.nn.shuffles):
-            patch.setattr(module, "fused_l12_penalty", lambda M: l12_penalty(M, check_finite=False))
-        patch.setattr(aslib.nn.shuffles, "_soft_groups", stacked_groups)
-        assert any(len(group) > 1 for group in stacked_groups(old))  # the stacked path is exercised
-        ce_old, logits_old = penalised_step(old, x, y, make_optimizer(old, config), 0.1)
-    torch.testing.assert_close(ce_new, ce_old, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(logits_new, logits_old, rtol=1e-10, atol=1e-10)
-    for (name, a), b in zip(new.state_dict().items(), old.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
 
 
 # --- the mirror parameterisation ----------------------------------------------------------------------
 
-def _mirror_layer(channels: int = 6, seed: int = 0) -> LearnedShuffle:
-    return LearnedShuffle(channels, "uniform", noise=0.5, generator=torch.Generator().manual_seed(seed),
-                          parameterisation="mirror")
 
 
 def test_mirror_update_is_the_mirror_step_of_the_loss_gradient() -> None:
     from aslib.core.penalty import mirror_step
 
-    layer = _mirror_layer()
+    layer = mirror_layer()
     x = torch.randn(4, 6, 3, 3, generator=torch.Generator().manual_seed(1))
     (layer(x) ** 3).sum().backward()
     before, grad = layer.weight.detach().clone(), layer.weight.grad.clone()
@@ -543,12 +409,12 @@ def test_mirror_update_is_the_mirror_step_of_the_loss_gradient() -> None:
 def test_mirror_update_consumes_its_gradient_so_the_next_step_follows_only_the_next_gradient() -> None:
     from aslib.core.penalty import mirror_step
 
-    layer = _mirror_layer()
+    layer = mirror_layer()
     generator = torch.Generator().manual_seed(2)
     (layer(torch.randn(4, 6, 3, 3, generator=generator)) ** 3).sum().backward()
     assert layer.mirror_update_(0.7, 0.2) and layer.weight.grad is None  # no optimizer would clear it
     x = torch.randn(4, 6, 3, 3, generator=generator)
-    reference = _mirror_layer()
+    reference = mirror_layer()
     reference.weight.data.copy_(layer.weight.detach())
     (reference(x) ** 3).sum().backward()  # the second batch's gradient alone
     expected = mirror_step(layer.weight.detach().clone(), reference.weight.grad, 0.7, 0.2, 1,
@@ -562,7 +428,7 @@ def test_mirror_update_consumes_its_gradient_so_the_next_step_follows_only_the_n
 
 
 def test_mirror_update_skips_what_it_cannot_use() -> None:
-    layer = _mirror_layer()
+    layer = mirror_layer()
     start = layer.weight.detach().clone()
     assert not layer.mirror_update_(1.0, 0.3)  # no gradient yet
     for bad in (float("nan"), float("inf"), -float("inf")):  # a skipped mixed-precision step: one bad entry
@@ -583,7 +449,7 @@ def test_a_large_gradient_collapses_the_projected_matrix_to_uniform_but_not_the_
     # projection's refill returns exactly J/c; the multiplicative step keeps M off J/c whatever the scale
     grad = torch.rand(8, 8, generator=torch.Generator().manual_seed(2)) * 100.0 + 10.0
     projected = LearnedShuffle(8, "uniform", noise=0.5, generator=torch.Generator().manual_seed(3))
-    mirror = _mirror_layer(8, seed=3)
+    mirror = mirror_layer(8, seed=3)
     torch.testing.assert_close(projected.weight.detach(), mirror.weight.detach())
     with torch.no_grad():
         projected.weight.sub_(0.1 * grad)
@@ -594,16 +460,3 @@ def test_a_large_gradient_collapses_the_projected_matrix_to_uniform_but_not_the_
     assert float((mirror.weight.detach() - 1 / 8).abs().max()) > 0.01
 
 
-def test_mirror_shuffles_move_every_soft_mirror_layer_and_stay_out_of_the_loss_penalty() -> None:
-    model = nn.Sequential(_mirror_layer(6, 0), LearnedShuffle(6, "uniform", noise=0.5), _mirror_layer(6, 1))
-    mirrors = [model[0], model[2]]
-    assert aslib.nn.shuffles.mirror_parameters(model) == [m.weight for m in mirrors]
-    assert aslib.nn.shuffles.shuffle_parameters(model) == [model[1].weight]
-    torch.testing.assert_close(aslib.nn.shuffles.shuffle_penalty(model, mirror=False), model[1].penalty())
-    torch.testing.assert_close(aslib.nn.shuffles.shuffle_penalty(model),
-                               sum(layer.penalty() for layer in learned_shuffles(model)))
-    model(torch.randn(3, 6, 2, 2)).square().sum().backward()
-    before = [m.weight.detach().clone() for m in model]
-    assert aslib.nn.shuffles.mirror_shuffles_(model, 1.0, 0.3) == 2
-    assert not torch.equal(model[0].weight, before[0]) and not torch.equal(model[2].weight, before[2])
-    assert torch.equal(model[1].weight.detach(), before[1])

@@ -8,7 +8,6 @@ with ``verify_checksums=False``; counts and pixel statistics below are what the 
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +16,9 @@ from torch.utils.data import DataLoader, Subset
 
 from aslib.training.data import DATASET_INFO, load_dataset
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+from helpers import REPO_ROOT
+
+DATA = REPO_ROOT / "data"
 CIFAR10_FOLDER = DATA / "cifar-10-batches-py"
 MNIST_FOLDER = DATA / "MNIST" / "raw"
 

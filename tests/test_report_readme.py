@@ -1,7 +1,6 @@
 """The README's results section is generated from the published results files, and stays in step with them."""
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -10,7 +9,8 @@ from aslib.study.published import (
 )
 from aslib.study.verdicts import verdict, verdicts_to_results
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import REPO_ROOT
+
 
 
 def publish(results, profile, notebook, record):
@@ -22,7 +22,7 @@ def publish(results, profile, notebook, record):
 def test_committed_readme_agrees_with_committed_results():
     # fails when a results file changed and `python -m aslib.study.published --readme` was not run, or the README
     # section was edited by hand
-    assert update_readme(ROOT / "README.md", ROOT / "results", check=True), (
+    assert update_readme(REPO_ROOT / "README.md", REPO_ROOT / "results", check=True), (
         "README.md's results section differs from results/: run `python -m aslib.study.published --readme`")
 
 

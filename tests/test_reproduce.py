@@ -12,8 +12,6 @@ from aslib.runner.profiles import (
 )
 from aslib.runner.reproduce import execute_notebooks, main, prepare, refresh_notebook
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def write_notebook(path: Path, body: str, parameters: str = "x = 1\noutput_dir = '.'\nfigures_dir = '.'"):
     params = new_code_cell(parameters)

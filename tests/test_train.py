@@ -20,13 +20,14 @@ from torch import nn
 
 from aslib.training.data import load_dataset
 from aslib.nn.layers import LearnedShuffle
-from aslib.nn.shuffles import learned_shuffles, shuffle_parameters
-from aslib.models import get_model
+from aslib.nn.shuffles import learned_shuffles
 from aslib.core.penalty import l12_penalty
 from aslib.training.config import TrainConfig, config_changes, parse_args
-from aslib.training.loop import SettledShuffles, evaluate, make_optimizer, recalibrate_batchnorm
+from aslib.training.loop import evaluate, make_optimizer
 from aslib.training.state import HISTORY_COLUMNS, TrainState
 from aslib.training.train import main, train
+
+from helpers import REPO_ROOT, tiny_shufflenet
 
 # The tiniest ShuffleNet v1 (three units) on a few hundred digits: a couple of seconds per run.
 TINY = dict(model="shufflenet_v1_g3", model_kwargs={"width": 0.25}, stages_repeats=(1, 1, 1), batch_size=32,
@@ -34,16 +35,6 @@ TINY = dict(model="shufflenet_v1_g3", model_kwargs={"width": 0.25}, stages_repea
 TINY_ARGS = ["--model", "shufflenet_v1_g3", "--model-kwargs", '{"width": 0.25}', "--stages-repeats", "1", "1", "1",
              "--batch-size", "32", "--no-show-progress", "--recalibration-batches", "4", "--max-train-samples", "240",
              "--epochs", "3", "--lam", "0.03", "--shuffle-init", "uniform", "--shuffle-noise", "0.1"]
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: the machine's cores are shared, and oversubscribed OpenMP threads crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _env() -> dict[str, str]:
@@ -52,9 +43,6 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _tiny_model(shuffle: str = "learned", **kwargs) -> nn.Module:
-    return get_model("shufflenet_v1_g3", num_classes=10, in_channels=1, stem="cifar", shuffle=shuffle,
-                       width=0.25, stages_repeats=(1, 1, 1), **kwargs)
 
 
 # --- configuration and command line -------------------------------------------------------------------
@@ -126,53 +114,10 @@ def test_command_line_errors_name_the_problem(argv, message, capsys):
 
 # --- the pieces ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("decay_norm_and_bias", [False, True])
-def test_optimizer_groups_exclude_shuffles_from_weight_decay(decay_norm_and_bias):
-    model = _tiny_model()
-    config = TrainConfig(weight_decay=1e-3, decay_norm_and_bias=decay_norm_and_bias)
-    groups = {g["name"]: g for g in make_optimizer(model, config).param_groups}
-    ids = lambda ps: {id(p) for p in ps}  # noqa: E731
-    assert ids(groups["shuffle"]["params"]) == ids(shuffle_parameters(model)) and groups["shuffle"]["weight_decay"] == 0
-    norms = [p for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters()]
-    biases = [m.bias for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and m.bias is not None]
-    convs = [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    assert ids(convs) <= ids(groups["decay"]["params"]) and groups["decay"]["weight_decay"] == 1e-3
-    if decay_norm_and_bias:
-        assert "no_decay" not in groups
-        assert ids(norms + biases) <= ids(groups["decay"]["params"])
-    else:
-        assert ids(groups["no_decay"]["params"]) == ids(norms + biases) and groups["no_decay"]["weight_decay"] == 0
-    every = [id(p) for g in groups.values() for p in g["params"]]
-    assert sorted(every) == sorted(id(p) for p in model.parameters())
 
 
-def test_batchnorm_recalibration_is_the_average_over_batches():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(2, 3, 1), nn.BatchNorm2d(3))
-    model.eval()
-    batches = [(torch.randn(8, 2, 4, 4) * (k + 1) + k, None) for k in range(5)]
-    used = recalibrate_batchnorm(model, batches, 3)
-    assert used == 3 and not model.training and model[1].momentum == 0.1
-    with torch.no_grad():
-        feats = [model[0](x) for x, _ in batches[:3]]
-    means = torch.stack([f.mean((0, 2, 3)) for f in feats])
-    variances = torch.stack([f.permute(1, 0, 2, 3).reshape(3, -1).var(1, unbiased=True) for f in feats])
-    torch.testing.assert_close(model[1].running_mean, means.mean(0))
-    torch.testing.assert_close(model[1].running_var, variances.mean(0))
-    assert model[1].num_batches_tracked.item() == 3
 
 
-def test_evaluate_matches_a_direct_computation():
-    torch.manual_seed(1)
-    model = _tiny_model("fixed").eval()
-    test = load_dataset("digits").test
-    loss, acc = evaluate(model, test, batch_size=50)
-    x = torch.stack([test[i][0] for i in range(len(test))])
-    y = torch.tensor([test[i][1] for i in range(len(test))])
-    with torch.no_grad():
-        logits = model(x)
-    assert acc == (logits.argmax(1) == y).sum().item() / len(y)
-    assert loss == pytest.approx(nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
 
 
 # --- whole runs ---------------------------------------------------------------------------------------
@@ -221,7 +166,7 @@ def test_digits_run_learns_rounds_and_writes_its_files(tmp_path):
     # the saved model is the rounded one and gives the reported hard accuracy
     summary = json.loads((tmp_path / "result.json").read_text())
     assert summary["test_acc_hard"] == result.test_acc_hard and summary["config"]["lam"] == 0.03
-    fresh = _tiny_model()
+    fresh = tiny_shufflenet()
     fresh.load_state_dict(torch.load(tmp_path / "model.pt"))
     assert all(isinstance(m, LearnedShuffle) and m.is_hardened for m in learned_shuffles(fresh))
     assert evaluate(fresh, load_dataset("digits").test)[1] == result.test_acc_hard
@@ -267,9 +212,9 @@ def _state_dicts_equal(a: Path, b: Path) -> None:
 def test_a_killed_run_resumes_to_the_same_result(tmp_path):
     """SIGKILL after the first checkpoint, resume: weights, history and accuracies equal an uninterrupted run."""
     cmd = [sys.executable, "-m", "aslib.training.train", *TINY_ARGS]
-    whole = subprocess.Popen([*cmd, "--output-dir", str(tmp_path / "whole")], env=_env(), cwd=REPO,
+    whole = subprocess.Popen([*cmd, "--output-dir", str(tmp_path / "whole")], env=_env(), cwd=REPO_ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    killed = subprocess.Popen([*cmd, "--output-dir", str(tmp_path / "killed")], env=_env(), cwd=REPO,
+    killed = subprocess.Popen([*cmd, "--output-dir", str(tmp_path / "killed")], env=_env(), cwd=REPO_ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = tmp_path / "killed" / "checkpoint.pt"
     deadline = time.monotonic() + 60
@@ -279,7 +224,7 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path):
     assert killed.wait() == -signal.SIGKILL
     epoch = torch.load(checkpoint, weights_only=False)["epoch"]
     assert 1 <= epoch < 3 and not (tmp_path / "killed" / "result.json").exists()
-    resumed = subprocess.run([*cmd, "--output-dir", str(tmp_path / "killed"), "--resume"], env=_env(), cwd=REPO,
+    resumed = subprocess.run([*cmd, "--output-dir", str(tmp_path / "killed"), "--resume"], env=_env(), cwd=REPO_ROOT,
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert whole.wait() == 0, whole.stderr.read().decode()
@@ -310,7 +255,7 @@ def test_two_processes_with_gloo(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
          *TINY_ARGS, "--device", "cpu", "--output-dir", str(out)],  # gloo on the CPU, also where a GPU exists
-        env=_env(), cwd=REPO, capture_output=True, text=True, timeout=120,
+        env=_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("history.csv", "result.json", "model.pt", "checkpoint.pt"):
@@ -320,23 +265,13 @@ def test_two_processes_with_gloo(tmp_path):
     summary = json.loads((out / "result.json").read_text())
     assert len(pd.read_csv(out / "history.csv")) == 3
     # the sharded, all-reduced evaluation counts every test image once
-    model = _tiny_model()
+    model = tiny_shufflenet()
     model.load_state_dict(torch.load(out / "model.pt"))
     assert evaluate(model, load_dataset("digits").test)[1] == pytest.approx(summary["test_acc_hard"], abs=1e-12)
 
 
 # --- progressive hardening ----------------------------------------------------------------------------
 
-def test_settled_shuffles_harden_after_their_patience_and_only_then():
-    at_permutation = LearnedShuffle(6, "random", generator=torch.Generator().manual_seed(0))
-    at_uniform = LearnedShuffle(6, "uniform")
-    model = nn.Sequential(at_permutation, at_uniform)
-    settled = SettledShuffles(2)
-    assert settled.update_(model, 1) == [] and not at_permutation.is_hardened
-    assert settled.update_(model, 2) == [0] and at_permutation.is_hardened and not at_uniform.is_hardened
-    assert at_permutation.perm.tolist() == torch.randperm(6, generator=torch.Generator().manual_seed(0)).tolist()
-    assert settled.update_(model, 3) == [] and settled.hardened_at == {0: 2}
-    assert SettledShuffles(0).update_(nn.Sequential(LearnedShuffle(4, "identity")), 1) == []
 
 
 class _StopAfter:
@@ -376,41 +311,6 @@ def test_measure_speed_can_time_inference_only() -> None:
     assert r["hardened_params"] == r["fixed_params"] < r["soft_params"]
 
 
-def test_mirror_shuffles_get_no_optimizer_and_take_their_own_step():
-    from aslib.training.loop import penalised_step
-    from aslib.core.penalty import mirror_step
-
-    model = _tiny_model(shuffle_init="uniform", shuffle_noise=0.1, shuffle_parameterisation="mirror")
-    layers = learned_shuffles(model)
-    assert layers and all(layer.is_mirror for layer in layers)
-    groups = {g["name"]: g for g in make_optimizer(model, TrainConfig()).param_groups}
-    assert "shuffle" not in groups  # no optimizer moves M: SGD's clamped steps are what the mirror step avoids
-    every = {id(p) for g in groups.values() for p in g["params"]}
-    assert every == {id(p) for p in model.parameters()} - {id(layer.weight) for layer in layers}
-    x, y = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.arange(8) % 10
-    before = [layer.weight.detach().clone() for layer in layers]
-    reference = copy.deepcopy(model)
-    optimizer = make_optimizer(model, TrainConfig())
-    with pytest.raises(ValueError, match="mirror_step_size > 0"):  # mirror shuffles that would never move
-        penalised_step(model, x, y, optimizer, lam=5.0)
-    assert all(torch.equal(layer.weight.detach(), old) for layer, old in zip(layers, before))
-    penalised_step(model, x, y, optimizer, lam=5.0, mirror_lam=2.0, mirror_step_size=0.25)
-    # M's gradient is the cross-entropy's alone (lam, the loss weight, does not reach mirror shuffles) and
-    # the step is mirror_step with mirror_lam and the step size
-    torch.nn.functional.cross_entropy(reference(x), y).backward()
-    for layer, old, ref in zip(layers, before, learned_shuffles(reference)):
-        torch.testing.assert_close(ref.weight.detach(), old)
-        expected = mirror_step(old, ref.weight.grad, 2.0, 0.25, 1, torch.finfo(old.dtype).tiny)
-        torch.testing.assert_close(layer.weight.detach(), expected)
-    # a second step follows the second batch's gradient only: the first was consumed, not summed into it
-    x2 = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(1))
-    second = copy.deepcopy(model)
-    torch.nn.functional.cross_entropy(second(x2), y).backward()
-    after_first = [layer.weight.detach().clone() for layer in layers]
-    penalised_step(model, x2, y, optimizer, lam=5.0, mirror_lam=2.0, mirror_step_size=0.25)
-    for layer, old, ref in zip(layers, after_first, learned_shuffles(second)):
-        expected = mirror_step(old, ref.weight.grad, 2.0, 0.25, 1, torch.finfo(old.dtype).tiny)
-        torch.testing.assert_close(layer.weight.detach(), expected)
 
 
 def test_mirror_training_settles_and_hardens_its_shuffles(tmp_path):
@@ -441,7 +341,7 @@ def test_a_mirror_run_resumes_exactly(tmp_path):
 def test_a_mirror_model_is_timed_as_it_trains() -> None:
     from aslib.training.speed import train_step
 
-    model = _tiny_model(shuffle_init="uniform", shuffle_noise=0.1, shuffle_parameterisation="mirror")
+    model = tiny_shufflenet(shuffle_init="uniform", shuffle_noise=0.1, shuffle_parameterisation="mirror")
     before = [layer.weight.detach().clone() for layer in learned_shuffles(model)]
     step = train_step(model, torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
                       torch.arange(8) % 10, TrainConfig(lr=0.01))
@@ -454,7 +354,7 @@ def test_a_mirror_model_is_timed_as_it_trains() -> None:
 def test_a_channels_last_step_computes_what_the_default_one_does(parameterisation):
     from aslib.training.loop import penalised_step
 
-    model = _tiny_model(shuffle_init="uniform", shuffle_noise=0.1, shuffle_parameterisation=parameterisation).double()
+    model = tiny_shufflenet(shuffle_init="uniform", shuffle_noise=0.1, shuffle_parameterisation=parameterisation).double()
     twin = copy.deepcopy(model).to(memory_format=torch.channels_last)
     x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     y = torch.arange(8) % 10
@@ -471,7 +371,7 @@ def test_a_channels_last_step_computes_what_the_default_one_does(parameterisatio
 def test_channels_last_training_keeps_its_layout_and_learns(tmp_path, channels_last):
     from aslib.training.train import fit
 
-    model = _tiny_model()
+    model = tiny_shufflenet()
     seen = []  # the layout of the training batches' activations after the first BatchNorm (16 x 8 x 8 maps)
     norm = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
     norm.register_forward_hook(lambda m, i, out: seen.append(out.is_contiguous(memory_format=torch.channels_last))
