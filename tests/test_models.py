@@ -26,11 +26,11 @@ from aslib.models import (
 V1_TINY = {"groups": 3, "width": 0.25, "stages_repeats": (1, 2, 1), "in_channels": 1, "num_classes": 10}
 V2_TINY = {"stages_out_channels": (8, 16, 32, 64, 128), "stages_repeats": (1, 2, 1), "in_channels": 1,
            "num_classes": 10}
-TINY: dict[str, tuple[Callable[..., nn.Module], dict]] = {"v1": (shufflenet_v1, V1_TINY), "v2": (shufflenet_v2, V2_TINY)}
+TINY_BUILDERS: dict[str, tuple[Callable[..., nn.Module], dict]] = {"v1": (shufflenet_v1, V1_TINY), "v2": (shufflenet_v2, V2_TINY)}
 
 
 def _tiny(arch: str, shuffle: str, **kwargs) -> nn.Module:
-    builder, config = TINY[arch]
+    builder, config = TINY_BUILDERS[arch]
     torch.manual_seed(0)
     return builder(shuffle=shuffle, **{**config, **kwargs})
 

@@ -16,27 +16,27 @@ from aslib.utils.runtime import code_fingerprint
 from aslib.study.report import collect, histories, layer_penalty_tables, summarise_seeds
 from aslib.runner.sweep import _command, check_data, execute, plan, run_status
 
-TINY = TrainConfig(dataset="digits", model="shufflenet_v2_0.5", stages_repeats=(1, 1, 1), epochs=2, batch_size=32,
+TINY_RUN = TrainConfig(dataset="digits", model="shufflenet_v2_0.5", stages_repeats=(1, 1, 1), epochs=2, batch_size=32,
                    max_train_samples=256, recalibration_batches=2, show_progress=False, lam=1e-3)
 
 
 def test_arms_set_shuffle_and_penalty():
-    assert arm_config(TINY, "fixed").shuffle == "fixed" and arm_config(TINY, "fixed").lam == 0
-    assert arm_config(TINY, "relaxed").shuffle == "learned" and arm_config(TINY, "relaxed").lam == 0
-    assert arm_config(TINY, "l12").lam == 1e-3 and arm_config(TINY, "l12", lam=0.5).lam == 0.5
-    assert {arm_config(TINY, a).shuffle for a in SHUFFLE_ARMS} == {"fixed", "none", "random", "learned"}
-    sinkhorn = arm_config(TINY, "sinkhorn", lam=0.5)
+    assert arm_config(TINY_RUN, "fixed").shuffle == "fixed" and arm_config(TINY_RUN, "fixed").lam == 0
+    assert arm_config(TINY_RUN, "relaxed").shuffle == "learned" and arm_config(TINY_RUN, "relaxed").lam == 0
+    assert arm_config(TINY_RUN, "l12").lam == 1e-3 and arm_config(TINY_RUN, "l12", lam=0.5).lam == 0.5
+    assert {arm_config(TINY_RUN, a).shuffle for a in SHUFFLE_ARMS} == {"fixed", "none", "random", "learned"}
+    sinkhorn = arm_config(TINY_RUN, "sinkhorn", lam=0.5)
     assert (sinkhorn.shuffle, sinkhorn.shuffle_parameterisation, sinkhorn.lam) == ("learned", "sinkhorn", 0.0)
-    assert {arm_config(TINY, a).shuffle_parameterisation for a in SHUFFLE_ARMS
+    assert {arm_config(TINY_RUN, a).shuffle_parameterisation for a in SHUFFLE_ARMS
             if a not in ("sinkhorn", "l12_mirror")} == {"projected"}
-    mirror = arm_config(TINY, "l12_mirror", lam=0.5)  # its penalty weight is mirror_lam, applied in its step
+    mirror = arm_config(TINY_RUN, "l12_mirror", lam=0.5)  # its penalty weight is mirror_lam, applied in its step
     assert (mirror.shuffle, mirror.shuffle_parameterisation, mirror.lam) == ("learned", "mirror", 0.0)
     with pytest.raises(ValueError, match="unknown arm 'l2'; valid arms: fixed"):
-        arm_config(TINY, "l2")
+        arm_config(TINY_RUN, "l2")
 
 
 def test_grid_names_are_stable_and_irrelevant_axes_collapse(tmp_path):
-    runs = grid(TINY, tmp_path, arms=["fixed", "relaxed", "l12"], lam=[1e-3, 1e-2], shuffle_init=["shuffle", "uniform"],
+    runs = grid(TINY_RUN, tmp_path, arms=["fixed", "relaxed", "l12"], lam=[1e-3, 1e-2], shuffle_init=["shuffle", "uniform"],
                 seed=[0, 1])
     names = [r.name for r in runs]
     assert len(names) == len(set(names))
@@ -50,14 +50,14 @@ def test_grid_names_are_stable_and_irrelevant_axes_collapse(tmp_path):
     assert l12.output_dir == str(tmp_path / "shuffle_init=uniform/arm=l12/lam=0.01/seed=0")
     assert by_name["shuffle_init=shuffle/arm=relaxed/seed=1"].config.lam == 0
     with pytest.raises(ValueError, match="unknown TrainConfig field"):
-        grid(TINY, tmp_path, arms=["fixed"], learning_rate=[0.1])
+        grid(TINY_RUN, tmp_path, arms=["fixed"], learning_rate=[0.1])
     # sinkhorn: per init and seed, neither lam nor projection sweeps apply
-    sinkhorn = grid(TINY, tmp_path, arms=["sinkhorn"], lam=[1e-3, 1e-2], projection_sweeps=[1, 5],
+    sinkhorn = grid(TINY_RUN, tmp_path, arms=["sinkhorn"], lam=[1e-3, 1e-2], projection_sweeps=[1, 5],
                     shuffle_init=["uniform"], seed=[0])
     assert [r.name for r in sinkhorn] == ["shuffle_init=uniform/arm=sinkhorn/seed=0"]
     assert sinkhorn[0].config.lam == 0 and sinkhorn[0].config.shuffle_parameterisation == "sinkhorn"
     # the mirror step's settings collapse for every other arm; lam for the mirror arm, not its sweeps
-    both = grid(TINY, tmp_path, arms=["l12", "l12_mirror"], lam=[1e-3], mirror_lam=[1.0, 3.0],
+    both = grid(TINY_RUN, tmp_path, arms=["l12", "l12_mirror"], lam=[1e-3], mirror_lam=[1.0, 3.0],
                 projection_sweeps=[1, 2], seed=[0])
     assert sorted(r.name for r in both) == sorted(
         [f"projection_sweeps={s}/arm=l12/lam=0.001/seed=0" for s in (1, 2)]
@@ -73,7 +73,7 @@ def test_classification_runs_distribute_imagenet_only(tmp_path):
 
 
 def test_plan_estimates_and_status(tmp_path):
-    runs = grid(TINY, tmp_path, arms=["fixed", "l12"], seed=[0])
+    runs = grid(TINY_RUN, tmp_path, arms=["fixed", "l12"], seed=[0])
     table = plan(runs, "cpu")
     assert list(table["status"]) == ["new", "new"]
     # the estimate is 3 x forward FLOPs x images x epochs at the assumed 1 GFLOP/s of a CPU, and says it is a guess
@@ -81,7 +81,7 @@ def test_plan_estimates_and_status(tmp_path):
                                   stem="cifar", stages_repeats=(1, 1, 1)), (1, 1, 8, 8))
     assert table["estimated_minutes"].tolist() == [round(3 * flops * 256 * 2 / 1e9 / 60, 1)] * 2
     assert table["estimate"].str.startswith("guess").all()
-    bigger = plan(grid(dataclasses.replace(TINY, epochs=100, max_train_samples=None), tmp_path, arms=["l12"]), "cpu")
+    bigger = plan(grid(dataclasses.replace(TINY_RUN, epochs=100, max_train_samples=None), tmp_path, arms=["l12"]), "cpu")
     assert bigger["estimated_minutes"].iloc[0] == round(3 * flops * DATASET_INFO["digits"].train_size * 100 / 6e10, 1)
     assert bigger["estimated_minutes"].iloc[0] > 0
     runs[0].folder.mkdir(parents=True)
@@ -97,7 +97,7 @@ def test_plan_estimates_and_status(tmp_path):
 
 
 def test_missing_data_set_refused_up_front(tmp_path):
-    runs = grid(dataclasses.replace(TINY, dataset="cifar100", data_root=str(tmp_path / "nodata")), tmp_path,
+    runs = grid(dataclasses.replace(TINY_RUN, dataset="cifar100", data_root=str(tmp_path / "nodata")), tmp_path,
                 arms=["fixed"])
     with pytest.raises(FileNotFoundError, match="cifar-100-python"):
         check_data(runs)
@@ -107,7 +107,7 @@ def test_missing_data_set_refused_up_front(tmp_path):
 
 
 def test_execute_in_process_then_skips_done_runs(tmp_path):
-    runs = grid(TINY, tmp_path, arms=["fixed", "l12"], seed=[0])
+    runs = grid(TINY_RUN, tmp_path, arms=["fixed", "l12"], seed=[0])
     first = execute(runs, gpus=[], show_progress=False)
     assert list(first["status"]) == ["ok", "ok"], first["error"].tolist()
     results = collect(runs)
@@ -132,7 +132,7 @@ def test_execute_in_process_then_skips_done_runs(tmp_path):
 
 
 def test_tiny_sweep_with_the_sinkhorn_arm(tmp_path):
-    runs = grid(dataclasses.replace(TINY, epochs=1, max_train_samples=128), tmp_path, arms=["l12", "sinkhorn"],
+    runs = grid(dataclasses.replace(TINY_RUN, epochs=1, max_train_samples=128), tmp_path, arms=["l12", "sinkhorn"],
                 seed=[0])
     status = execute(runs, gpus=[], show_progress=False)
     assert list(status["status"]) == ["ok", "ok"], status["error"].tolist()
@@ -149,8 +149,8 @@ def test_tiny_sweep_with_the_sinkhorn_arm(tmp_path):
 
 
 def test_failing_run_is_reported_and_the_others_still_run(tmp_path):
-    good = grid(TINY, tmp_path, arms=["fixed"])[0]
-    bad = Run("bad", dataclasses.replace(TINY, output_dir=str(tmp_path / "bad"), model_kwargs={"no_such_option": 1}))
+    good = grid(TINY_RUN, tmp_path, arms=["fixed"])[0]
+    bad = Run("bad", dataclasses.replace(TINY_RUN, output_dir=str(tmp_path / "bad"), model_kwargs={"no_such_option": 1}))
     table = execute([bad, good], gpus=[], show_progress=False)
     assert list(table["status"]) == ["failed", "ok"]
     assert "no_such_option" in table["error"].iloc[0]
@@ -162,7 +162,7 @@ def test_subprocess_workers_one_per_device(tmp_path, monkeypatch):
     # environment: one OpenMP thread each, as two processes of several threads on two cores crawl.
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("MKL_NUM_THREADS", "1")
-    runs = grid(TINY, tmp_path, arms=["fixed", "none"], seed=[0])
+    runs = grid(TINY_RUN, tmp_path, arms=["fixed", "none"], seed=[0])
     table = execute(runs, gpus=[0, 1], show_progress=False)
     assert list(table["status"]) == ["ok", "ok"], [open(p).read()[-2000:] for p in table["log"]]
     for run in runs:
@@ -171,7 +171,7 @@ def test_subprocess_workers_one_per_device(tmp_path, monkeypatch):
 
 
 def test_distributed_runs_use_torchrun_over_all_devices(tmp_path):
-    run = Run("ddp", dataclasses.replace(TINY, output_dir=str(tmp_path / "ddp")), distributed=True)
+    run = Run("ddp", dataclasses.replace(TINY_RUN, output_dir=str(tmp_path / "ddp")), distributed=True)
     command = _command(run, 4)
     assert command[1:4] == ["-m", "torch.distributed.run", "--standalone"] and "--nproc_per_node=4" in command
     assert command[-4:] == ["-m", "aslib.runner.sweep", "--run-config", str(tmp_path / "ddp" / "config.json")]
@@ -180,10 +180,10 @@ def test_distributed_runs_use_torchrun_over_all_devices(tmp_path):
 
 
 def test_result_of_other_settings_is_stale_and_never_overwritten(tmp_path):
-    runs = grid(TINY, tmp_path, arms=["fixed"], seed=[0])
+    runs = grid(TINY_RUN, tmp_path, arms=["fixed"], seed=[0])
     execute(runs, gpus=[], show_progress=False)
     before = (runs[0].folder / "result.json").read_bytes()
-    longer = grid(dataclasses.replace(TINY, epochs=3), tmp_path, arms=["fixed"], seed=[0])
+    longer = grid(dataclasses.replace(TINY_RUN, epochs=3), tmp_path, arms=["fixed"], seed=[0])
     assert plan(longer, "cpu")["status"].tolist() == ["stale"]
     with pytest.raises(ValueError, match=r"other settings.*epochs: 2 -> 3"):
         execute(longer, gpus=[], show_progress=False)

@@ -30,7 +30,7 @@ from aslib.training.train import main, train
 from helpers import REPO_ROOT, tiny_shufflenet
 
 # The tiniest ShuffleNet v1 (three units) on a few hundred digits: a couple of seconds per run.
-TINY = dict(model="shufflenet_v1_g3", model_kwargs={"width": 0.25}, stages_repeats=(1, 1, 1), batch_size=32,
+TINY_FIELDS = dict(model="shufflenet_v1_g3", model_kwargs={"width": 0.25}, stages_repeats=(1, 1, 1), batch_size=32,
             show_progress=False, recalibration_batches=4)
 TINY_ARGS = ["--model", "shufflenet_v1_g3", "--model-kwargs", '{"width": 0.25}', "--stages-repeats", "1", "1", "1",
              "--batch-size", "32", "--no-show-progress", "--recalibration-batches", "4", "--max-train-samples", "240",
@@ -78,7 +78,7 @@ def test_config_round_trips_through_a_dict():
 
 
 def test_a_builder_argument_the_model_does_not_take_is_refused(tmp_path, capsys):
-    config = TrainConfig(**{**TINY, "model_kwargs": {"widht": 0.25}}, epochs=1, output_dir=str(tmp_path))
+    config = TrainConfig(**{**TINY_FIELDS, "model_kwargs": {"widht": 0.25}}, epochs=1, output_dir=str(tmp_path))
     with pytest.raises(ValueError, match="widht"):
         train(config)
     # the command line reports it (and a missing data set) without a traceback
@@ -134,7 +134,7 @@ class _Recorder:
 
 def test_digits_run_learns_rounds_and_writes_its_files(tmp_path):
     recorder, seen = _Recorder(), []
-    config = TrainConfig(**TINY, epochs=3, lam=0.03, lam_warmup_epochs=2, shuffle_init="uniform", shuffle_noise=0.1,
+    config = TrainConfig(**TINY_FIELDS, epochs=3, lam=0.03, lam_warmup_epochs=2, shuffle_init="uniform", shuffle_noise=0.1,
                          output_dir=str(tmp_path))
     result = train(config, callbacks=[recorder, lambda s: seen.append(len(s.history))])
     # clearly better than chance (0.1) after three short epochs
@@ -174,7 +174,7 @@ def test_digits_run_learns_rounds_and_writes_its_files(tmp_path):
 
 
 def test_penalty_drives_shuffles_to_permutations_where_the_relaxation_does_not(tmp_path):
-    common = dict(TINY, epochs=3, max_train_samples=400, shuffle_init="uniform", shuffle_noise=0.1, checkpoint=False)
+    common = dict(TINY_FIELDS, epochs=3, max_train_samples=400, shuffle_init="uniform", shuffle_noise=0.1, checkpoint=False)
     relaxed = train(TrainConfig(**common, lam=0.0, output_dir=str(tmp_path / "relaxed")))
     l12 = train(TrainConfig(**common, lam=0.05, output_dir=str(tmp_path / "l12")))
     assert l12.final_penalty < 0.5 * relaxed.final_penalty
@@ -195,10 +195,10 @@ def test_parameterisation_changes_results_and_predates_nothing():
 
 
 def test_resume_refuses_a_changed_configuration(tmp_path):
-    config = TrainConfig(**TINY, epochs=1, max_train_samples=64, output_dir=str(tmp_path))
+    config = TrainConfig(**TINY_FIELDS, epochs=1, max_train_samples=64, output_dir=str(tmp_path))
     train(config)
     with pytest.raises(ValueError, match=r"configuration changed \(lam: 0.03 -> 0.5\)"):
-        train(TrainConfig(**{**TINY, "lam": 0.5}, epochs=1, max_train_samples=64, output_dir=str(tmp_path)),
+        train(TrainConfig(**{**TINY_FIELDS, "lam": 0.5}, epochs=1, max_train_samples=64, output_dir=str(tmp_path)),
               resume=True)
 
 
@@ -284,7 +284,7 @@ class _StopAfter:
 
 
 def test_hardening_during_training_freezes_shuffles_and_resumes_exactly(tmp_path):
-    common = dict(TINY, epochs=3, max_train_samples=240, lam=0.03, shuffle_init="random", shuffle_noise=0.0,
+    common = dict(TINY_FIELDS, epochs=3, max_train_samples=240, lam=0.03, shuffle_init="random", shuffle_noise=0.0,
                   harden_after=1)
     whole = train(TrainConfig(**common, output_dir=str(tmp_path / "whole")))
     # started at permutations (penalty 0): every shuffle is frozen during training, most at the first epoch end
@@ -314,7 +314,7 @@ def test_measure_speed_can_time_inference_only() -> None:
 
 
 def test_mirror_training_settles_and_hardens_its_shuffles(tmp_path):
-    config = TrainConfig(**TINY, epochs=6, max_train_samples=480, shuffle_init="uniform", shuffle_noise=0.1,
+    config = TrainConfig(**TINY_FIELDS, epochs=6, max_train_samples=480, shuffle_init="uniform", shuffle_noise=0.1,
                          shuffle_parameterisation="mirror", harden_after=1, checkpoint=False,
                          output_dir=str(tmp_path))
     result = train(config)
@@ -328,7 +328,7 @@ def test_mirror_training_settles_and_hardens_its_shuffles(tmp_path):
 
 def test_a_mirror_run_resumes_exactly(tmp_path):
     # every mirror step follows its own batch's gradient, so nothing a checkpoint leaves out carries over
-    common = dict(TINY, epochs=3, max_train_samples=240, shuffle_init="uniform", shuffle_noise=0.1,
+    common = dict(TINY_FIELDS, epochs=3, max_train_samples=240, shuffle_init="uniform", shuffle_noise=0.1,
                   shuffle_parameterisation="mirror")
     whole = train(TrainConfig(**common, output_dir=str(tmp_path / "whole")))
     with pytest.raises(KeyboardInterrupt):
@@ -376,7 +376,7 @@ def test_channels_last_training_keeps_its_layout_and_learns(tmp_path, channels_l
     norm = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
     norm.register_forward_hook(lambda m, i, out: seen.append(out.is_contiguous(memory_format=torch.channels_last))
                                if m.training else None)
-    config = TrainConfig(**TINY, epochs=2, max_train_samples=480, channels_last=channels_last, checkpoint=False,
+    config = TrainConfig(**TINY_FIELDS, epochs=2, max_train_samples=480, channels_last=channels_last, checkpoint=False,
                          output_dir=str(tmp_path))
     result = fit(model, load_dataset("digits", max_train_samples=480), config)
     assert seen and set(seen) == {channels_last} and result.test_acc_hard > 0.5

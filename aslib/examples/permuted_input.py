@@ -312,7 +312,7 @@ class ArmResult:
     ``test_acc_hard`` is after rounding the shuffle and recalibrating BatchNorm (equal to ``test_acc`` for
     arms without a shuffle); ``recovery`` holds :func:`recovery_measures` of the rounded permutation
     (empty without a shuffle); ``matrix`` the soft ``M`` at the end of training; ``history`` one row per epoch
-    (:data:`~aslib.training.train.HISTORY_COLUMNS`); ``model`` the final (hardened) model.
+    (:data:`~aslib.training.state.HISTORY_COLUMNS`); ``model`` the final (hardened) model.
     """
 
     arm: str

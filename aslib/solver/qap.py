@@ -29,12 +29,10 @@ runs scipy's FAQ from the relaxed matrices of the best starts, keeps the best an
 included) and runs 2-opt from it; minimising, the solve before it is then a short one with more starts,
 a start generator for FAQ. An addition to the penalty method, reported separately from it in the benchmark.
 
-Each method is one function ``_quadratic_assignment_<method>(A, B, *, **options)`` whose keyword arguments are
-its options, with their defaults; :func:`quadratic_assignment` checks ``A`` and ``B``, refuses the options a
-method does not take and dispatches. When to prefer which (measured by ``benchmarks/qap_benchmark.py``, details
-in ``docs/tuning.md``): ``"l12"`` on graph matching with symmetries, ``"faq"`` where one FAQ call is good enough
-(planted weighted problems), ``"l12"`` with ``polish=True`` on minimised flow x distance problems, ``"2opt"`` to
-polish an answer.
+Each method is one function ``_quadratic_assignment_<method>(A, B, **options)``, its keyword arguments its options;
+:func:`quadratic_assignment` checks ``A`` and ``B``, refuses options a method does not take and dispatches. Prefer
+(``benchmarks/qap_benchmark.py``, ``docs/tuning.md``) ``"l12"`` on graph matching with symmetries, ``"faq"`` where one
+FAQ call is enough, ``"l12"`` with ``polish=True`` on minimised flow x distance problems, ``"2opt"`` to polish.
 """
 
 from __future__ import annotations
@@ -61,9 +59,8 @@ __all__ = ["FAQ_POLISH_STARTS", "POLISH_METHODS", "QAP_METHODS", "QuickStage", "
 
 @dataclass(frozen=True)
 class QuickStage:
-    """The first stage of maximising ``"l12"``: the full config with ``step`` and ``iters`` changed (the same
-    starts, ``lam`` and stopping rule). The full solve runs, from the same starts, only when this stage ends
-    with neither a certificate nor agreeing starts; the better answer of the two is kept."""
+    """The first stage of maximising ``"l12"``: the full config with ``step`` and ``iters`` changed; the full solve
+    runs, from the same starts, only where it ends with neither a certificate nor agreeing starts (the better kept)."""
 
     step: float = 2.0
     iters: int = 225
@@ -327,6 +324,8 @@ def _quadratic_assignment_l12(A: torch.Tensor, B: torch.Tensor, *, maximize: boo
     _check_tol(tol)
     config = replace_given(default_qap_config(bool(maximize), True, polish), iters=maxiter, settle_tol=tol,
                            restarts=restarts, lam=lam)
+    if quick_stage is not None and not isinstance(quick_stage, QuickStage):
+        raise ValueError(f"quick_stage must be a QuickStage or None, got {quick_stage!r}")
     quick = quick_stage if maximize and maxiter is None else None
     return _solve_penalised(A, B, config, quick, maximize=bool(maximize), P0=P0, rng=rng, device=device,
                             dtype=dtype, polish=polish, start_time=start_time)
@@ -370,8 +369,9 @@ def _quadratic_assignment_faq(A: torch.Tensor, B: torch.Tensor, *, maximize: boo
                               partial_match: Any = None, rng: Any = None, P0: Any = "barycenter",
                               shuffle_input: bool = False, maxiter: int = 30, tol: float = 0.03,
                               restarts: int = 1) -> OptimizeResult:
-    """scipy's FAQ with scipy's options and defaults, best of ``restarts`` calls (:func:`_best_of_scipy`)."""
-    return _best_of_scipy("faq", A, B, restarts, rng, P0, {
+    """scipy's FAQ with scipy's options and defaults, best of ``restarts`` calls (:func:`_best_of_scipy`);
+    ``P0=None`` is the default start, ``"barycenter"``."""
+    return _best_of_scipy("faq", A, B, restarts, rng, "barycenter" if P0 is None else P0, {
         "maximize": maximize, "partial_match": partial_match, "shuffle_input": shuffle_input, "maxiter": maxiter,
         "tol": tol})
 

@@ -186,7 +186,7 @@ def plot_matrix_panels(matrices: dict, *, title: str = "") -> Figure:
 
 def plot_recovery(summary, *, x: str, metric: str = "recovery", title: str = "") -> Figure:
     """``metric`` against column ``x`` (e.g. ``"noise"`` or ``"n"``), one line per ``method`` of ``summary``
-    (a table of means such as :func:`aslib.examples.graph_matching.summarise` returns)."""
+    (a table of means such as :func:`aslib.examples.graph_matching.summarise_recovery` returns)."""
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for method, rows in summary.groupby("method", sort=False):
         rows = rows.sort_values(x)

@@ -119,7 +119,7 @@ class TrainConfig:
             object.__setattr__(self, "stages_repeats", tuple(self.stages_repeats))
         for name in ("dataset", "model", "shuffle", "shuffle_init", "shuffle_parameterisation", "amp_dtype"):
             choices = TrainConfig.__dataclass_fields__[name].metadata["choices"]
-            if getattr(self, name) not in choices:
+            if not isinstance(getattr(self, name), str) or getattr(self, name) not in choices:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(map(str, choices))}")
         for name in ("data_root", "device", "output_dir"):
             _of_type(self, name, str)

@@ -4,12 +4,14 @@ The objective of a step (:func:`aslib.training.loop.penalised_step`) is
 
     loss = cross_entropy(model(x), y) + lam_t * sum_l P(M_l)
 
-with ``P`` the l1-2 penalty of each learned shuffle ``M_l`` and ``lam_t`` ramped linearly from 0 to
-``lam`` over the first ``lam_warmup_epochs`` epochs (:func:`aslib.training.loop.warmup_lam`). SGD with momentum and a
-per-step cosine schedule updates the weights; after every optimizer step each ``M_l`` is projected back
-toward the doubly stochastic matrices (clamp, then ``projection_sweeps`` column/row normalisations); a
-shuffle parameterised by Sinkhorn's normalisation of logits is doubly stochastic by construction and is not
-projected. Weight decay applies to convolution and linear weights only (:func:`aslib.training.loop.make_optimizer`).
+with ``P`` the l1-2 penalty of each learned shuffle ``M_l`` and ``lam_t`` (:func:`penalty_weight`) 0 before
+``penalty_start_epoch``, then ramped linearly to ``lam`` over ``lam_warmup_epochs`` epochs. SGD with momentum and a
+per-step cosine schedule updates the weights (the shuffle matrices at ``lr * shuffle_lr_scale``); after every
+optimizer step each ``M_l`` takes its parameterisation's update (:mod:`aslib.nn.parameterisations`): projected back
+toward the doubly stochastic matrices (clamp, then ``projection_sweeps`` column/row normalisations), or a mirror
+step with the penalty inside it (the mirror shuffles' penalty is not in the loss), or nothing for Sinkhorn logits,
+doubly stochastic by construction. Weight decay applies to convolution and linear weights only
+(:func:`aslib.training.loop.make_optimizer`).
 
 At the end (:func:`aslib.training.loop.round_and_evaluate`) the test set is evaluated with the soft ``M_l``; then
 every shuffle is rounded to its Hungarian permutation (a gather, ShuffleNet's inference cost), the
