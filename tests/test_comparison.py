@@ -74,3 +74,22 @@ def test_the_mirror_question_is_asked_where_its_arm_ran(tmp_path):
     [line] = [x for x in lines if question in x]
     assert line.startswith(f"digits, shufflenet_v1_g3: {question}: yes (0.910 ± 0.010 vs 0.510 ± 0.010, 3 seeds")
     assert line.endswith("lam 0.01 chosen on validation)")
+
+
+def test_rounding_verdicts_say_whether_every_penalised_shuffle_was_a_permutation(tmp_path):
+    def counted(rows, unsettled, uniform):
+        return [{**row, "unsettled_shuffles": u, "uniform_shuffles": f} for row, u, f in zip(rows, unsettled, uniform)]
+
+    base = _rows("fixed", 0.0, None, [0.80, 0.82, 0.81])
+    l12 = counted(_rows("l12", 0.01, "uniform", [0.50, 0.52, 0.51], val=0.9), [0, 2, 0], [0, 1, 0])
+    mirror = counted(_rows("l12_mirror", 0.0, "uniform", [0.90, 0.91, 0.92]), [0, 0, 0], [0, 0, 0])
+    runs = _runs(tmp_path, range(3))
+    lines = [str(v) for v in comparison_verdicts(pd.DataFrame(base + l12 + mirror), runs)]
+    where = "digits, shufflenet_v1_g3: every learned shuffle of "
+    assert where + ("l12 is at a permutation when rounded: no (1 of 3 runs rounded shuffles above the threshold, "
+                    "1 layers in all at or near J/n)") in lines
+    assert where + ("l12_mirror is at a permutation when rounded: yes (0 of 3 runs rounded shuffles above the "
+                    "threshold, 0 layers in all at or near J/n)") in lines
+    # results written before the counts existed ask nothing
+    assert not any("at a permutation when rounded" in x for x in
+                   (str(v) for v in comparison_verdicts(pd.DataFrame(base + _rows("l12", 0.01, "uniform", [0.5])), runs)))

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from aslib.nn.layers import LearnedShuffle, soft_matrices
-from aslib.core.penalty import ROUNDING_THRESHOLD, fused_l12_penalty, max_row_deficit
+from aslib.core.penalty import ROUNDING_THRESHOLD, fused_l12_penalty, max_row_deficit, penalty_at_uniform
 
 __all__ = [
+    "RoundingWarning",
+    "ShuffleHealth",
+    "UNIFORM_FRACTION",
+    "shuffle_health",
     "harden_shuffles_",
     "layer_penalties",
     "learned_shuffles",
@@ -180,3 +185,55 @@ def shuffle_stats(model: nn.Module) -> dict[str, float]:
         "max_marginal_error": max(marginals),
         "rounding_fraction": sum(p < ROUNDING_THRESHOLD for p in penalties) / len(layers),
     }
+
+
+#: A soft learned shuffle whose penalty is at least this fraction of ``P(J/n)`` counts as (near) the uniform
+#: matrix ``J/n``: its rows are nearly flat, and its rounding is nearly arbitrary.
+UNIFORM_FRACTION = 0.9
+
+
+class RoundingWarning(UserWarning):
+    """A run ends with learned shuffles that are not (yet) permutations: rounding them changes the network."""
+
+
+@dataclass(frozen=True)
+class ShuffleHealth:
+    """Where a model's soft learned shuffles stand before rounding, by module name and ``P(M)``.
+
+    ``unsettled``: ``P(M) >= ROUNDING_THRESHOLD`` (the row argmax is not provably a permutation, the rounding
+    may change the function); ``uniform``: among those, ``P(M) >= UNIFORM_FRACTION * P(J/n)``. Hardened
+    shuffles are permutations and never appear.
+    """
+
+    unsettled: tuple[tuple[str, float], ...]
+    uniform: tuple[tuple[str, float], ...]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.unsettled
+
+    def message(self, total: int) -> str:
+        """One line naming the layers (at most eight of each kind) and their penalties."""
+        def names(layers: tuple[tuple[str, float], ...]) -> str:
+            shown = ", ".join(f"{name} (P = {p:.3g})" for name, p in layers[:8])
+            return shown + (f" and {len(layers) - 8} more" if len(layers) > 8 else "")
+        line = (f"{len(self.unsettled)} of {total} learned shuffles end above the rounding threshold "
+                f"{ROUNDING_THRESHOLD:.3f}, so rounding changes the network: {names(self.unsettled)}")
+        if self.uniform:
+            line += (f"; {len(self.uniform)} of them are at or near the uniform matrix J/n (P >= "
+                     f"{UNIFORM_FRACTION:g} P(J/n)), where rounding is nearly arbitrary: {names(self.uniform)}")
+        return line
+
+
+@torch.no_grad()
+def shuffle_health(model: nn.Module) -> ShuffleHealth:
+    """:class:`ShuffleHealth` of ``model``'s soft learned shuffles, in ``model.named_modules()`` order."""
+    unsettled, uniform = [], []
+    for name, layer in model.named_modules():
+        if isinstance(layer, LearnedShuffle) and not layer.is_hardened:
+            p = float(layer.penalty())
+            if p >= ROUNDING_THRESHOLD:
+                unsettled.append((name or "<model>", p))
+                if p >= UNIFORM_FRACTION * penalty_at_uniform(layer.channels):
+                    uniform.append((name or "<model>", p))
+    return ShuffleHealth(tuple(unsettled), tuple(uniform))

@@ -117,6 +117,24 @@ def _compare(question: str, a: pd.Series, b: pd.Series, note: str = "", paired: 
     return replace(result, evidence=result.evidence + note)
 
 
+def _permutation_verdicts(part: pd.DataFrame, where: str, lam: float | None) -> list[Verdict]:
+    """Whether every learned shuffle of the penalised arms was a permutation (``P(M)`` below the rounding
+    threshold) when it was rounded, from the runs' ``unsettled_shuffles`` and ``uniform_shuffles``."""
+    if "unsettled_shuffles" not in part:  # results written before these counts existed
+        return []
+    out = []
+    for arm, arm_lam in (("l12", lam), ("l12_mirror", None)):
+        unsettled = _values(part, arm, "unsettled_shuffles", arm_lam)
+        if unsettled.empty:
+            continue
+        uniform = _values(part, arm, "uniform_shuffles", arm_lam)
+        out.append(verdict(where + f"every learned shuffle of {arm} is at a permutation when rounded",
+                           bool((unsettled == 0).all()),
+                           f"{int((unsettled > 0).sum())} of {len(unsettled)} runs rounded shuffles above the "
+                           f"threshold, {int(uniform.sum())} layers in all at or near J/n"))
+    return out
+
+
 def comparison_verdicts(results: pd.DataFrame, runs: Sequence[Run]) -> list[Verdict]:
     """The verdicts of a comparison, per data set and model (in the order of ``runs``), as the module says (with the
     question of the mirror step's arm where it ran), plus the facts that hold whatever the numbers: every run
@@ -151,6 +169,7 @@ def comparison_verdicts(results: pd.DataFrame, runs: Sequence[Run]) -> list[Verd
         else:
             out.append(verdict(where + "rounding changes l12's accuracy by less than the seed noise",
                                abs(l12_change.mean()) < noise, evidence + f", noise {noise:.3f}"))
+        out += _permutation_verdicts(part, where, lam)
         mirror_hard = _values(part, "l12_mirror", "test_acc_hard")
         if not mirror_hard.empty:  # the mirror step only where its arm ran
             out.append(_compare(where + "rounded l12 (mirror step) beats rounded l12 (projected step)", mirror_hard,

@@ -98,6 +98,10 @@ class TrainConfig:
         "freeze a learned shuffle to its permutation once it was settled (penalty below the rounding threshold, "
         "same rounded permutation) at this many consecutive epoch ends (0: only at the end; default: "
         "docs/tuning.md)"))
+    hard_phase_epochs: int = field(default=0, metadata=_option(
+        "round every learned shuffle to its permutation this many epochs before the end and train the rest of the "
+        "network with the permutations fixed, so that the network trained is the network deployed (0: round at "
+        "the end only)"))
     recalibration_batches: int = field(default=50, metadata=_option(
         "training batches to re-estimate BatchNorm statistics after rounding (0: keep them)"))
     channels_last: bool = field(default=False, metadata=_option(
@@ -128,7 +132,7 @@ class TrainConfig:
             _of_type(self, name, bool)
         for name, low in (("split_seed", 0), ("image_size", 1), ("epochs", 1), ("batch_size", 1),
                           ("eval_batch_size", 1), ("projection_sweeps", 1), ("recalibration_batches", 0),
-                          ("harden_after", 0),
+                          ("harden_after", 0), ("hard_phase_epochs", 0),
                           ("seed", 0), ("num_workers", 0)):
             _at_least(name, _integer(self, name), low)
         if self.max_train_samples is not None:
@@ -138,6 +142,8 @@ class TrainConfig:
             _at_least(name, _real(self, name), 0.0)
         if _real(self, "shuffle_lr_scale") <= 0:
             raise ValueError(f"shuffle_lr_scale must be > 0, got {self.shuffle_lr_scale!r}")
+        if self.hard_phase_epochs > self.epochs:
+            raise ValueError(f"hard_phase_epochs ({self.hard_phase_epochs}) exceeds epochs ({self.epochs})")
         if self.shuffle_noise > 1:
             raise ValueError(f"shuffle_noise must be <= 1, got {self.shuffle_noise!r}")
         for name, high in (("val_fraction", 1.0), ("momentum", 1.0), ("seed", 2**32)):

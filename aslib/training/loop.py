@@ -230,13 +230,15 @@ def round_and_evaluate(
     """The finish of a run: ``test()`` with the soft shuffles, round every learned shuffle to its Hungarian
     permutation (:func:`~aslib.nn.shuffles.harden_shuffles_`), ``test()`` again, re-estimate BatchNorm from
     ``num_batches`` of ``recalibration_batches`` (averaged over ranks of ``group``) and ``test()`` once more.
-    A model without learned shuffles is tested once; ``num_batches = 0`` skips the recalibration."""
+    A model without soft learned shuffles (none, or all hardened during training) is tested once: rounding
+    changes nothing there; ``num_batches = 0`` skips the recalibration."""
     stats = shuffle_stats(model)
     soft = test()
+    rounds = any(not layer.is_hardened for layer in learned_shuffles(model))
     permutations = harden_shuffles_(model)
-    raw = test() if permutations else soft
+    raw = test() if rounds else soft
     hard = raw
-    if permutations and num_batches > 0:
+    if rounds and num_batches > 0:
         recalibrate_batchnorm(model, recalibration_batches, num_batches, device=device, autocast=autocast)
         average_buffers(model, group or ProcessGroup())
         hard = test()

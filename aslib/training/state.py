@@ -75,8 +75,12 @@ class TrainResult:
         final_penalty: ``sum_l P(M_l)`` before rounding; ``final_rounding_fraction`` the fraction of shuffles
             with ``P(M_l) < ROUNDING_THRESHOLD``.
         permutations: the rounded permutations, one list per learned shuffle (``y = x[:, perm]``).
-        hardened_epochs: per learned shuffle, the epoch after which progressive hardening froze it
-            (``harden_after``; 0: rounded at the end).
+        hardened_epochs: per learned shuffle, the epoch after which progressive hardening or the hard phase froze
+            it (``harden_after``, ``hard_phase_epochs``; 0: rounded at the end).
+        unsettled_shuffles, uniform_shuffles: how many learned shuffles were rounded with ``P(M)`` above the
+            rounding threshold, and how many of them at or near ``J/n``
+            (:func:`~aslib.nn.shuffles.shuffle_health`); ``unsettled_layers`` names the former. A run with
+            any warns (:class:`~aslib.nn.shuffles.RoundingWarning`): its rounded accuracy is not the soft one's.
         num_parameters: trainable scalars during training (the ``M_l`` included);
             ``num_parameters_inference`` after rounding.
         seconds: training wall time, summed over resumed parts.
@@ -96,6 +100,9 @@ class TrainResult:
     final_rounding_fraction: float
     permutations: list[list[int]]
     hardened_epochs: list[int]
+    unsettled_shuffles: int
+    uniform_shuffles: int
+    unsettled_layers: list[str]
     num_parameters: int
     num_parameters_inference: int
     seconds: float

@@ -30,11 +30,13 @@ Command line: ``python -m aslib.training.train --dataset cifar10 --model shuffle
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -51,7 +53,14 @@ from aslib.training.config import TrainConfig, parse_args
 from aslib.training.data import DataSplits, load_dataset
 from aslib.training.distributed import ProcessGroup, all_reduce_sum, average_buffers, join_process_group
 from aslib.utils.io import atomic_write, save_results, save_table
-from aslib.nn.shuffles import layer_penalties, shuffle_stats
+from aslib.nn.shuffles import (
+    RoundingWarning,
+    ShuffleHealth,
+    layer_penalties,
+    learned_shuffles,
+    shuffle_health,
+    shuffle_stats,
+)
 from aslib.training.loop import (
     SettledShuffles,
     batch_sums,
@@ -169,6 +178,7 @@ class _Session:
     loader_generator: torch.Generator
     settled: SettledShuffles
     num_parameters: int
+    health: ShuffleHealth | None = None
     history: list[dict[str, float]] = field(default_factory=list)
     penalty_rows: list[dict[str, float]] = field(default_factory=list)
     start_epoch: int = 0
@@ -232,6 +242,8 @@ def _resume(session: _Session, path: Path) -> None:
     session.penalty_rows = ckpt.get("layer_penalties", [])
     if "settled" in ckpt:
         session.settled.load_state_dict(ckpt["settled"])
+    if ckpt.get("health") is not None:
+        session.health = ShuffleHealth(*(tuple(tuple(x) for x in ckpt["health"][k]) for k in ("unsettled", "uniform")))
     session.start_epoch, session.seconds_before = ckpt["epoch"], ckpt["seconds"]
 
 
@@ -240,6 +252,30 @@ def penalty_weight(config: TrainConfig, step: int, steps_per_epoch: int, lam: fl
     ``lam_warmup_epochs`` to ``lam`` (default ``config.lam``; :func:`~aslib.training.loop.warmup_lam`)."""
     return warmup_lam(config.lam if lam is None else lam, step - config.penalty_start_epoch * steps_per_epoch,
                       config.lam_warmup_epochs * steps_per_epoch)
+
+
+def _record_health(session: _Session, when: str) -> None:
+    """Record, once, where the learned shuffles stand before they are rounded, and warn (rank 0) when any is not
+    yet at a permutation: its rounding changes the network (:func:`~aslib.nn.shuffles.shuffle_health`)."""
+    if session.health is not None:
+        return
+    session.health = shuffle_health(session.model)
+    if not session.health.healthy and session.is_main:
+        total = len(learned_shuffles(session.model))
+        warnings.warn(RoundingWarning(f"{session.health.message(total)} (rounded {when})"), stacklevel=4)
+
+
+def _start_hard_phase(session: _Session, epoch: int) -> bool:
+    """Round every soft learned shuffle to its permutation after ``epoch`` completed epochs, for the rest of
+    training (``hard_phase_epochs``); returns whether any was soft."""
+    soft = [(i, layer) for i, layer in enumerate(learned_shuffles(session.model)) if not layer.is_hardened]
+    if not soft:
+        return False
+    _record_health(session, f"after epoch {epoch}, for the hard phase")
+    for i, layer in soft:
+        layer.harden()
+        session.settled.hardened_at[i] = epoch
+    return True
 
 
 def _train_epoch(session: _Session, net: nn.Module, epoch: int) -> tuple[torch.Tensor, float, float]:
@@ -307,6 +343,7 @@ def _save_epoch(session: _Session, epoch: int, seconds: float) -> None:
                 "scheduler": session.scheduler.state_dict(), "scaler": session.scaler.state_dict(),
                 "epoch": epoch + 1, "rng": rngs, "history": session.history,
                 "layer_penalties": session.penalty_rows, "settled": session.settled.state_dict(),
+                "health": None if session.health is None else dataclasses.asdict(session.health),
                 "config": config.to_dict(), "seconds": seconds}
         atomic_write(output_dir / CHECKPOINT_NAME, lambda f: torch.save(ckpt, f))
 
@@ -314,6 +351,7 @@ def _save_epoch(session: _Session, epoch: int, seconds: float) -> None:
 def _finish(session: _Session, splits: DataSplits, seconds: float) -> TrainResult:
     """Round and evaluate (:func:`~aslib.training.loop.round_and_evaluate`), write ``result.json`` and ``model.pt``."""
     config, model = session.config, session.model
+    _record_health(session, "at the end")
     # The recalibration batches are those of a further epoch, ordered by (seed, epochs) like any other.
     session.order_epoch(config.epochs)
     rounded = round_and_evaluate(model, lambda: session.evaluate(splits.test), session.loader,
@@ -334,6 +372,9 @@ def _finish(session: _Session, splits: DataSplits, seconds: float) -> TrainResul
         final_rounding_fraction=rounded.stats["rounding_fraction"],
         permutations=[p.tolist() for p in rounded.permutations],
         hardened_epochs=[session.settled.hardened_at.get(i, 0) for i in range(len(rounded.permutations))],
+        unsettled_shuffles=len(session.health.unsettled),
+        uniform_shuffles=len(session.health.uniform),
+        unsettled_layers=[name for name, _ in session.health.unsettled],
         num_parameters=session.num_parameters,
         num_parameters_inference=count_parameters(model),
         seconds=seconds,
@@ -359,6 +400,8 @@ def _fit(model: nn.Module, splits: DataSplits, config: TrainConfig, hooks: list[
                           enabled=config.show_progress and session.is_main, desc="epochs")
     for epoch in range(session.start_epoch, config.epochs):
         t0 = time.perf_counter()
+        if epoch >= config.epochs - config.hard_phase_epochs and _start_hard_phase(session, epoch):
+            net = _data_parallel(model, group, device)  # DDP must forget the parameters of rounded shuffles
         totals, lam_t, lr_t = _train_epoch(session, net, epoch)
         metrics = _record_epoch(session, splits, epoch, totals, lam_t, lr_t, t0)
         if session.settled.update_(model, epoch + 1):  # DDP must forget the parameters of frozen shuffles
