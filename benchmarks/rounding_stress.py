@@ -52,9 +52,9 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     "cifar10": {"variant": ["projected", "mirror", "mirror+hard"],
                 "model": [("shufflenet_v1_g8", {"width": 0.5}), ("shufflenet_v1_g3", {"width": 0.25}),
                           ("shufflenet_v2_0.5", {})]},
-    "cifar10-lam": {"variant": ["projected", "mirror"], "lam": [0.003, 0.01, 0.1]},
-    "cifar10-settings": {"variant": ["projected", "mirror", "mirror+hard"],
-                         "lr": [0.05, 0.2], "batch_size": [64, 256], "shuffle_init": ["uniform", "random"]},
+    "cifar10-lam": {"variant": ["projected"], "lam": [0.003, 0.01, 0.1]},
+    "cifar10-settings": {"variant": ["mirror"], "lr": [0.05, 0.2], "batch_size": [64, 256],
+                         "shuffle_init": ["uniform", "random"]},
     "digits": {"variant": ["projected", "mirror", "mirror+hard"], "lam": [0.003, 0.03, 0.1],
                "shuffle_init": ["uniform", "random"]},
 }
@@ -68,7 +68,7 @@ def _config(base: dict[str, Any], point: dict[str, Any], output: Path) -> TrainC
         point["model"], point["model_kwargs"] = point["model"]
     fields = {**base, **point, "shuffle": "learned", "shuffle_parameterisation": parameterisation,
               "hard_phase_epochs": 1 if hard else 0, "show_progress": False}
-    name = "-".join(f"{k}={v if not isinstance(v, tuple) else v[0]}" for k, v in sorted({**point, "variant": variant}.items()))
+    name = "-".join(f"{k}={v}" for k, v in sorted({**point, "variant": variant}.items()) if k != "model_kwargs")
     return TrainConfig(**fields, output_dir=str(output / name.replace("/", "_")))
 
 

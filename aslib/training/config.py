@@ -59,11 +59,11 @@ class TrainConfig:
     shuffle_noise: float = field(default=0.1, metadata=_option(
         "mix a random doubly stochastic matrix into the learned shuffles' start (moves 'uniform' off the "
         "penalty's stationary point)"))
-    shuffle_parameterisation: str = field(default="projected", metadata=_option(
-        "how learned shuffles hold and move M (aslib.nn.parameterisations): M itself, moved by SGD and projected "
-        "on the doubly stochastic matrices (projected, the paper's), M itself moved by entropic mirror descent "
-        "(mirror: cannot collapse to J/n, see mirror_lam and mirror_step), or logits through Sinkhorn's "
-        "normalisation (sinkhorn)",
+    shuffle_parameterisation: str = field(default="mirror", metadata=_option(
+        "how learned shuffles hold and move M (aslib.nn.parameterisations): M itself moved by entropic mirror "
+        "descent (mirror, the default: cannot collapse to J/n, its penalty weight is mirror_lam, see mirror_step), "
+        "M itself moved by SGD and projected on the doubly stochastic matrices (projected, the paper's, weighted "
+        "by lam), or logits through Sinkhorn's normalisation (sinkhorn); why mirror: docs/tuning.md",
         PARAMETERISATIONS.keys()))
     stages_repeats: tuple[int, ...] = field(default=(4, 8, 4), metadata=_option("units per stage (3 numbers)"))
     model_kwargs: dict[str, Any] = field(default_factory=dict, metadata=_option(
