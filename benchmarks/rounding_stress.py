@@ -46,6 +46,8 @@ BASES: dict[str, dict[str, Any]] = {
     "digits": dict(dataset="digits", model="shufflenet_v1_g3", epochs=6, batch_size=64, lam=0.03,
                    recalibration_batches=20, seed=0),
 }
+#: What a number must say about its data (../shared/data/README.md on the project's machines).
+DATA_NOTES = {"cifar10": ": exact train; test 1k exact + 9k JPEG"}
 #: Each preset's axes: every combination is one run. ``variant`` names the shuffle's parameterisation and hard
 #: phase: ``projected`` (the paper's step), ``mirror``, and either with ``+hard`` (the last epoch hard).
 GRIDS: dict[str, dict[str, list[Any]]] = {
@@ -55,6 +57,12 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     "cifar10-lam": {"variant": ["projected"], "lam": [0.003, 0.01, 0.1]},
     "cifar10-settings": {"variant": ["mirror"], "lr": [0.05, 0.2], "batch_size": [64, 256],
                          "shuffle_init": ["uniform", "random"]},
+    # issue 21's whole grid: 8 architectures x 3 variants x 3 lam x 2 lr x 2 batch x 2 starts = 576 runs (a GPU's job)
+    "cifar10-full": {"variant": ["projected", "mirror", "mirror+hard"],
+                     "model": [(f"shufflenet_v1_g{g}", {"width": w}) for g in (3, 8) for w in (0.25, 0.5, 1.0)]
+                     + [("shufflenet_v2_0.5", {}), ("shufflenet_v2_1.0", {})],
+                     "lam": [0.003, 0.03, 0.1], "lr": [0.05, 0.2], "batch_size": [64, 256],
+                     "shuffle_init": ["uniform", "random"]},
     "digits": {"variant": ["projected", "mirror", "mirror+hard"], "lam": [0.003, 0.03, 0.1],
                "shuffle_init": ["uniform", "random"]},
 }
@@ -119,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{time.perf_counter() - started:.0f} s; {describe_device('cpu')}\n"
               f"# base: {json.dumps(base, sort_keys=True)}\n"
               f"# penalties are the last soft epoch's; near_uniform: P >= {UNIFORM_FRACTION} P(J/n); rounding "
-              f"threshold {ROUNDING_THRESHOLD:.3f}; accuracies on the test set; CIFAR-10 here is 'CIFAR-10 (exact train; test 1k exact + 9k JPEG)'\n")
+              f"threshold {ROUNDING_THRESHOLD:.3f}; accuracies on the test set ({base['dataset']}{DATA_NOTES.get(base['dataset'], '')})\n")
     text = header + table.to_string(index=False, float_format=lambda v: f"{v:.3f}") + "\n"
     print(text)
     if args.out:
