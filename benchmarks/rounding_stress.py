@@ -98,8 +98,10 @@ def _run(config: TrainConfig) -> dict[str, Any]:
         "layers": len(channels), "max_penalty": float(before.max()), "median_penalty": float(before.median()),
         "below_threshold": float((before < ROUNDING_THRESHOLD).mean()), "near_uniform": int(near_uniform),
         "soft": result.test_acc_soft, "rounded": result.test_acc_hard, "change": result.rounding_change,
-        "val_before": float(history["val_acc"].iloc[-1 - config.hard_phase_epochs]),
-        "val_after": float(history["val_acc"].iloc[-1]), "warned": bool(caught),
+        "val_before": float(history["val_acc"].iloc[-1 - config.hard_phase_epochs]) if config.hard_phase_epochs
+        else float("nan"),
+        "val_after": float(history["val_acc"].iloc[-1]),
+        "warned": any(issubclass(w.category, RoundingWarning) for w in caught),
         "seconds": time.perf_counter() - started,
     }
 
