@@ -15,6 +15,7 @@ from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
+from aslib.training.batches import PIPELINES
 from aslib.training.data import DATASETS
 from aslib.nn.layers import INITS, SHUFFLE_KINDS
 from aslib.nn.parameterisations import PARAMETERISATIONS
@@ -104,8 +105,11 @@ class TrainConfig:
         "the end only)"))
     recalibration_batches: int = field(default=50, metadata=_option(
         "training batches to re-estimate BatchNorm statistics after rounding (0: keep them)"))
-    channels_last: bool = field(default=False, metadata=_option(
-        "train in the channels-last memory format (NHWC weights and training batches; timings: docs/tuning.md)"))
+    channels_last: bool = field(default=True, metadata=_option(
+        "train in the channels-last memory format (NHWC weights and batches; timings: docs/tuning.md)"))
+    data_pipeline: str = field(default="auto", metadata=_option(
+        "batches from the split held as one tensor on the device, augmented per batch (tensor), from a per-image "
+        "DataLoader (pil), or tensor where the data set has a tensor form (auto: all but ImageNet)", PIPELINES))
     # run
     seed: int = field(default=0, metadata=_option("seed of initialisation, data order and augmentation"))
     device: str = field(default="auto", metadata=_option("auto, cpu, cuda or cuda:N"))
@@ -121,7 +125,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.stages_repeats, list):
             object.__setattr__(self, "stages_repeats", tuple(self.stages_repeats))
-        for name in ("dataset", "model", "shuffle", "shuffle_init", "shuffle_parameterisation", "amp_dtype"):
+        for name in ("dataset", "model", "shuffle", "shuffle_init", "shuffle_parameterisation", "amp_dtype",
+                     "data_pipeline"):
             choices = TrainConfig.__dataclass_fields__[name].metadata["choices"]
             if not isinstance(getattr(self, name), str) or getattr(self, name) not in choices:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(map(str, choices))}")

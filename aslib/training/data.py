@@ -22,6 +22,7 @@ downloaded: a missing data set raises ``FileNotFoundError`` with the expected pa
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from aslib.training.batches import PixelSpec
 
 if TYPE_CHECKING:
     from torchvision import datasets
@@ -97,6 +100,8 @@ _MNIST_STATS = ((0.1307,), (0.3081,))
 _CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 _CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 _IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+_PIXEL_STATS = {"mnist": _MNIST_STATS, "cifar10": _CIFAR10_STATS, "cifar100": _CIFAR100_STATS}
+_CIFAR_PADDING = 4
 
 _IMAGENET_URL = "https://image-net.org/download-images.php"
 
@@ -130,12 +135,16 @@ class TransformedSubset(Dataset):
     """``base[indices[i]]`` with ``transform`` applied to the image: one base data set, several views.
 
     The training and validation splits share one base data set (loaded once) but use different transforms.
+    ``pixels`` says what ``transform`` does to the stored pixels, for the tensor pipeline
+    (:mod:`aslib.training.batches`); ``None`` where there is no tensor form (ImageNet).
     """
 
-    def __init__(self, base: Dataset, indices: Sequence[int] | np.ndarray, transform: Callable | None = None):
+    def __init__(self, base: Dataset, indices: Sequence[int] | np.ndarray, transform: Callable | None = None,
+                 pixels: PixelSpec | None = None):
         self.base = base
         self.indices = np.asarray(indices, dtype=np.int64)
         self.transform = transform
+        self.pixels = pixels
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -268,7 +277,7 @@ def _load_cifar(
         raise ValueError(f"{label} files in {folder} fail torchvision's md5 check: {err}") from err
     stats = _CIFAR10_STATS if name == "cifar10" else _CIFAR100_STATS
     training, evaluate = _image_transforms(
-        stats, [], [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()], augment)
+        stats, [], [transforms.RandomCrop(32, padding=_CIFAR_PADDING), transforms.RandomHorizontalFlip()], augment)
     return train, test, training, evaluate, tuple(train.classes)
 
 
@@ -283,6 +292,19 @@ def _image_transforms(stats: tuple[tuple[float, ...], tuple[float, ...]], evalua
 
     evaluate = compose(evaluate_ops)
     return (compose(augment_ops) if augment else evaluate), evaluate
+
+
+def _pixel_specs(name: str, augment: bool) -> tuple[PixelSpec | None, PixelSpec | None]:
+    """What the training and the evaluation transform of data set ``name`` do to its stored pixels (``None``:
+    no tensor form, ImageNet)."""
+    if name == "imagenet":
+        return None, None
+    if name == "digits":  # stored normalised, never augmented
+        return PixelSpec(), PixelSpec()
+    evaluate = PixelSpec(*_PIXEL_STATS[name])
+    if name == "mnist" or not augment:
+        return evaluate, evaluate
+    return dataclasses.replace(evaluate, pad=_CIFAR_PADDING, flip=True), evaluate
 
 
 def _load_imagenet(
@@ -365,11 +387,12 @@ def load_dataset(
     train_idx, val_idx = split_indices(len(base_train), val_fraction, split_seed)
     train_idx, val_idx = np.sort(train_idx[:max_train_samples]), np.sort(val_idx)
     image, _ = TransformedSubset(base_test, [0], evaluate)[0]
+    train_pixels, eval_pixels = _pixel_specs(name, augment)
     return DataSplits(
         name=name,
-        train=TransformedSubset(base_train, train_idx, training),
-        val=TransformedSubset(base_train, val_idx, evaluate) if len(val_idx) else None,
-        test=TransformedSubset(base_test, np.arange(len(base_test)), evaluate),
+        train=TransformedSubset(base_train, train_idx, training, train_pixels),
+        val=TransformedSubset(base_train, val_idx, evaluate, eval_pixels) if len(val_idx) else None,
+        test=TransformedSubset(base_test, np.arange(len(base_test)), evaluate, eval_pixels),
         num_classes=len(classes),
         in_channels=int(image.shape[0]),
         input_size=int(image.shape[-1]),

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from aslib.training.batches import PIPELINES, TensorImages, eval_batches, tensor_images
 from aslib.training.config import TrainConfig
 from aslib.training.distributed import ProcessGroup, all_reduce_sum, average_buffers
 from aslib.nn.shuffles import (
@@ -41,7 +42,7 @@ from aslib.nn.shuffles import (
 from aslib.core.penalty import ROUNDING_THRESHOLD
 
 __all__ = ["Rounded", "SettledShuffles", "batch_sums", "evaluate", "make_optimizer", "penalised_step", "recalibrate_batchnorm",
-           "round_and_evaluate", "warmup_lam"]
+           "round_and_evaluate", "select_pipeline", "warmup_lam"]
 
 Autocast = Callable[[], Any]
 
@@ -134,6 +135,18 @@ def penalised_step(
     return ce, logits
 
 
+def select_pipeline(pipeline: str, dataset: Dataset, device: torch.device, what: str) -> TensorImages | None:
+    """The tensor form of ``dataset`` on ``device`` when ``pipeline`` asks for it and it exists, else ``None`` (the
+    per-sample ``DataLoader``); ``pipeline="tensor"`` on a data set without one is an error naming it."""
+    if pipeline not in PIPELINES:
+        raise ValueError(f"unknown data pipeline {pipeline!r}; valid: {', '.join(PIPELINES)}")
+    images = tensor_images(dataset, device) if pipeline != "pil" else None
+    if images is None and pipeline == "tensor":
+        raise ValueError(f"data_pipeline='tensor', but the {what} ({type(dataset).__name__}) has no tensor form "
+                         "(CIFAR, MNIST and the digits have one; ImageNet is decoded per image: use 'auto' or 'pil')")
+    return images
+
+
 def batch_sums(loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``[summed loss, correct, count]`` of a batch (``loss`` the batch mean) in float64, on the device: summed
     over an epoch without a device synchronisation per step."""
@@ -144,22 +157,33 @@ def batch_sums(loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> tor
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, device: torch.device | str = "cpu",
              autocast: Autocast = nullcontext, num_workers: int = 0,
-             group: ProcessGroup | None = None) -> tuple[float, float]:
+             group: ProcessGroup | None = None, pipeline: str = "auto",
+             channels_last: bool = False) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` (eval mode) on ``dataset``: ``(loss, acc)``.
 
     Under data parallelism (``group``) each rank takes every ``world``-th example and the sums are all-reduced,
-    so every example counts once.
+    so every example counts once. ``pipeline`` (one of :data:`~aslib.training.batches.PIPELINES`) chooses the
+    batches: the data set's tensor form (:mod:`aslib.training.batches`; the same images, to the last bit) or a
+    ``DataLoader``; ``channels_last`` lays the batches out channels-last.
     """
     group = group or ProcessGroup()
     device = torch.device(device)
-    if group.active:
-        dataset = Subset(dataset, range(group.rank, len(dataset), group.world))
+    images = select_pipeline(pipeline, dataset, device, "evaluation set")
+    if images is not None:
+        batches: Iterable[tuple[torch.Tensor, torch.Tensor]] = eval_batches(
+            images, batch_size, rank=group.rank, world=group.world, channels_last=channels_last)
+    else:
+        if group.active:
+            dataset = Subset(dataset, range(group.rank, len(dataset), group.world))
+        batches = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                             pin_memory=device.type == "cuda")
     was_training = model.training
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=device)
-    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                           pin_memory=device.type == "cuda"):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    for x, y in batches:
+        x = x.to(device, non_blocking=True, memory_format=memory_format) if x.ndim == 4 else x.to(device)
+        y = y.to(device, non_blocking=True)
         with autocast():
             logits = model(x)
         totals += batch_sums(F.cross_entropy(logits.float(), y), logits, y)

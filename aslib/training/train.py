@@ -68,8 +68,10 @@ from aslib.training.loop import (
     make_optimizer,
     penalised_step,
     round_and_evaluate,
+    select_pipeline,
     warmup_lam,
 )
+from aslib.training.batches import TensorBatches
 from aslib.models import count_parameters, from_config
 from aslib.training.state import (
     CHECKPOINT_NAME,
@@ -174,7 +176,7 @@ class _Session:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     sampler: DistributedSampler
-    loader: DataLoader
+    loader: DataLoader | TensorBatches
     loader_generator: torch.Generator
     settled: SettledShuffles
     num_parameters: int
@@ -197,7 +199,8 @@ class _Session:
 
     def evaluate(self, dataset: Any) -> tuple[float, float]:
         return evaluate(self.model, dataset, batch_size=self.config.eval_batch_size, device=self.device,
-                        autocast=self.autocast, num_workers=self.config.num_workers, group=self.group)
+                        autocast=self.autocast, num_workers=self.config.num_workers, group=self.group,
+                        pipeline=self.config.data_pipeline, channels_last=self.config.channels_last)
 
     def order_epoch(self, epoch: int) -> None:
         """Set the data order (and worker seeds) of ``epoch``: a function of ``(seed, epoch, rank)`` only."""
@@ -216,10 +219,16 @@ def _start(model: nn.Module, splits: DataSplits, config: TrainConfig, device: to
     sampler = DistributedSampler(splits.train, num_replicas=group.world, rank=group.rank, shuffle=True,
                                  seed=config.seed, drop_last=False)
     loader_generator = torch.Generator()
+    images = select_pipeline(config.data_pipeline, splits.train, device, "training set")
     # drop_last: a final batch of one example would break BatchNorm on 1x1 feature maps.
-    loader = DataLoader(splits.train, batch_size=per_rank_batch, sampler=sampler, drop_last=True,
-                        num_workers=config.num_workers, generator=loader_generator,
-                        pin_memory=device.type == "cuda")
+    loader: DataLoader | TensorBatches
+    if images is not None:
+        loader = TensorBatches(images, sampler, per_rank_batch, generator=loader_generator, drop_last=True,
+                               channels_last=config.channels_last)
+    else:
+        loader = DataLoader(splits.train, batch_size=per_rank_batch, sampler=sampler, drop_last=True,
+                            num_workers=config.num_workers, generator=loader_generator,
+                            pin_memory=device.type == "cuda")
     if len(loader) == 0:
         raise ValueError(f"the training set ({len(splits.train)} examples) is smaller than one batch "
                          f"({per_rank_batch} per process)")
