@@ -2,6 +2,10 @@
 
 import dataclasses
 import json
+import math
+import threading
+import time
+from collections import Counter
 
 import pytest
 import torch
@@ -14,7 +18,9 @@ from aslib.models import count_flops, get_model
 from aslib.models import from_config
 from aslib.utils.runtime import code_fingerprint
 from aslib.study.report import collect, histories, layer_penalty_tables, summarise_seeds
+from aslib.runner import sweep
 from aslib.runner.sweep import _command, check_data, execute, plan, run_status
+from aslib.training.speed import training_throughput
 
 TINY_RUN = TrainConfig(dataset="digits", model="shufflenet_v2_0.5", stages_repeats=(1, 1, 1), epochs=2, batch_size=32,
                    max_train_samples=256, recalibration_batches=2, show_progress=False, lam=1e-3)
@@ -74,14 +80,15 @@ def test_classification_runs_distribute_imagenet_only(tmp_path):
 
 def test_plan_estimates_and_status(tmp_path):
     runs = grid(TINY_RUN, tmp_path, arms=["fixed", "l12"], seed=[0])
-    table = plan(runs, "cpu")
+    table = plan(runs, "cpu", measure=False)
     assert list(table["status"]) == ["new", "new"]
     # the estimate is 3 x forward FLOPs x images x epochs at the assumed 1 GFLOP/s of a CPU, and says it is a guess
     flops = count_flops(get_model("shufflenet_v2_0.5", shuffle="fixed", num_classes=10, in_channels=1,
                                   stem="cifar", stages_repeats=(1, 1, 1)), (1, 1, 8, 8))
     assert table["estimated_minutes"].tolist() == [round(3 * flops * 256 * 2 / 1e9 / 60, 1)] * 2
     assert table["estimate"].str.startswith("guess").all()
-    bigger = plan(grid(dataclasses.replace(TINY_RUN, epochs=100, max_train_samples=None), tmp_path, arms=["l12"]), "cpu")
+    bigger = plan(grid(dataclasses.replace(TINY_RUN, epochs=100, max_train_samples=None), tmp_path, arms=["l12"]), "cpu",
+                  measure=False)
     assert bigger["estimated_minutes"].iloc[0] == round(3 * flops * DATASET_INFO["digits"].train_size * 100 / 6e10, 1)
     assert bigger["estimated_minutes"].iloc[0] > 0
     runs[0].folder.mkdir(parents=True)
@@ -154,6 +161,54 @@ def test_failing_run_is_reported_and_the_others_still_run(tmp_path):
     table = execute([bad, good], gpus=[], show_progress=False)
     assert list(table["status"]) == ["failed", "ok"]
     assert "no_such_option" in table["error"].iloc[0]
+
+
+def test_plan_measures_each_distinct_network_once(tmp_path, monkeypatch):
+    measured = []
+
+    def throughput(config, device):  # noqa: ANN001, ANN202
+        measured.append((config.shuffle, device))
+        return 64.0 if config.shuffle == "fixed" else 32.0
+
+    monkeypatch.setattr(sweep, "training_throughput", throughput)
+    runs = grid(TINY_RUN, tmp_path, arms=["fixed", "l12"], seed=[0, 1])
+    table = plan(runs, "cpu")
+    assert sorted(measured) == [("fixed", "cpu"), ("learned", "cpu")]
+    minutes = {"fixed": round(256 * 2 / 64 / 60, 1), "learned": round(256 * 2 / 32 / 60, 1)}
+    assert table["estimated_minutes"].tolist() == [minutes[r.config.shuffle] for r in runs]
+    assert (table["estimate"] == sweep.MEASURED_NOTE).all()
+    assert (plan(runs, "cuda")["estimate"] == sweep.ESTIMATE_NOTE).all() or torch.cuda.is_available()
+
+
+def test_training_throughput_times_real_steps():
+    config = dataclasses.replace(TINY_RUN, batch_size=16)
+    ips = training_throughput(config, "cpu", steps=2)
+    assert math.isfinite(ips) and ips > 0
+
+
+@pytest.mark.parametrize("runs_per_gpu", [1, 3])
+def test_runs_per_gpu_share_each_device(tmp_path, monkeypatch, runs_per_gpu):
+    lock, active, peak, seen = threading.Lock(), Counter(), Counter(), []
+
+    def fake_subprocess(run, gpus):  # noqa: ANN001, ANN202
+        with lock:
+            active[gpus[0]] += 1
+            peak[gpus[0]] = max(peak[gpus[0]], active[gpus[0]])
+            seen.append(gpus)
+        time.sleep(0.3)
+        with lock:
+            active[gpus[0]] -= 1
+        return "ok", ""
+
+    monkeypatch.setattr(sweep, "_subprocess", fake_subprocess)
+    runs = grid(TINY_RUN, tmp_path, arms=["fixed"], seed=list(range(6)))
+    table = execute(runs, gpus=[0, 1], runs_per_gpu=runs_per_gpu, show_progress=False)
+    assert (table["status"] == "ok").all() and len(seen) == 6 and all(len(g) == 1 for g in seen)
+    assert max(peak.values()) <= runs_per_gpu and set(peak) == {0, 1}
+    if runs_per_gpu > 1:
+        assert max(peak.values()) > 1
+    with pytest.raises(ValueError, match="runs_per_gpu"):
+        execute(runs, gpus=[0], runs_per_gpu=0, show_progress=False)
 
 
 def test_subprocess_workers_one_per_device(tmp_path, monkeypatch):

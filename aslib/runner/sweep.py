@@ -9,8 +9,8 @@ there), and *new* otherwise. A folder whose result was computed with other setti
 :func:`execute` runs a list of runs:
 
 - with no CUDA device, one after the other in this process;
-- with CUDA devices, each ordinary run in a subprocess pinned to one GPU (``CUDA_VISIBLE_DEVICES``), as
-  many at once as there are GPUs; then each ``distributed`` run (ImageNet) with ``torchrun`` over all of
+- with CUDA devices, each ordinary run in a subprocess pinned to one GPU (``CUDA_VISIBLE_DEVICES``),
+  ``runs_per_gpu`` at once on each GPU; then each ``distributed`` run (ImageNet) with ``torchrun`` over all of
   them, one after the other. Each subprocess writes ``<output_dir>/log.txt``.
 """
 
@@ -40,6 +40,7 @@ from aslib.models import count_flops, from_config
 from aslib.utils.progress import progress
 from aslib.utils.runtime import code_fingerprint
 from aslib.training.state import CHECKPOINT_NAME
+from aslib.training.speed import training_throughput
 from aslib.training.train import train
 
 __all__ = [
@@ -57,8 +58,9 @@ __all__ = [
 #: image). A guess, not a measurement: small depthwise networks are bound by per-operation overhead, far
 #: below a device's peak, and no timing file of this project calibrates it yet.
 ASSUMED_FLOPS_PER_SECOND = {"cuda": 1e12, "cpu": 1e9}
-#: What the plan says about its time column.
+#: What the plan says about its time column: a guess, or measured on this machine.
 ESTIMATE_NOTE = "guess from FLOPs at an assumed throughput, not measured"
+MEASURED_NOTE = "training steps timed here; loading and evaluation not counted"
 
 
 def _saved_result(run: Run) -> dict[str, Any]:
@@ -100,30 +102,39 @@ def _forward_flops(config: TrainConfig) -> int:
     return count_flops(model, (1, *input_shape(config)))
 
 
-def plan(runs: Sequence[Run], device_type: str | None = None, gpus: int | None = None) -> pd.DataFrame:
-    """One row per run: name, data set, model, arm settings, epochs, status, and a guess of its time.
+def plan(runs: Sequence[Run], device_type: str | None = None, gpus: int | None = None, *,
+         measure: bool = True) -> pd.DataFrame:
+    """One row per run: name, data set, model, arm settings, epochs, status, and an estimate of its time.
 
-    ``estimated_minutes`` is ``3 x forward FLOPs x training images x epochs`` over an assumed sustained
-    throughput (:data:`ASSUMED_FLOPS_PER_SECOND`), divided by ``gpus`` (default: the visible ones) for
-    distributed runs: a guess, which the ``estimate`` column says on every row.
+    ``estimated_minutes`` is training images x epochs over images per second. With ``measure`` and a plan for
+    this machine's device type, the throughput is measured here, once per distinct network, by a few training
+    steps (:func:`~aslib.training.speed.training_throughput`; data loading and evaluation not included);
+    otherwise it is ``3 x forward FLOPs`` per image at an assumed sustained rate
+    (:data:`ASSUMED_FLOPS_PER_SECOND`), a guess. Distributed runs divide by ``gpus`` (default: the visible ones);
+    runs sharing a GPU (``execute(runs_per_gpu=...)``) are not accounted for. The ``estimate`` column says
+    which kind each row's number is.
     """
-    device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
+    here = "cuda" if torch.cuda.is_available() else "cpu"
+    device_type = device_type or here
     gpus = max(1, torch.cuda.device_count() if gpus is None else gpus)
-    flops_cache: dict[tuple, int] = {}
+    measured = measure and device_type == here
+    cache: dict[tuple, float] = {}
     rows = []
     for run in runs:
         c = run.config
-        key = (c.dataset, c.model, c.stages_repeats, c.image_size, json.dumps(c.model_kwargs, sort_keys=True))
-        if key not in flops_cache:
-            flops_cache[key] = _forward_flops(c)
+        key = (c.dataset, c.model, c.stages_repeats, c.image_size, json.dumps(c.model_kwargs, sort_keys=True),
+               c.shuffle, c.shuffle_parameterisation, c.batch_size, c.channels_last)
+        if key not in cache:
+            cache[key] = (training_throughput(dataclasses.replace(c, device=device_type), device_type) if measured
+                          else ASSUMED_FLOPS_PER_SECOND[device_type] / (3 * _forward_flops(c)))
         images = c.max_train_samples or DATASET_INFO[c.dataset].train_size
-        seconds = 3 * flops_cache[key] * images * c.epochs / ASSUMED_FLOPS_PER_SECOND[device_type]
+        seconds = images * c.epochs / cache[key]
         if run.distributed and device_type == "cuda":
             seconds /= gpus
         rows.append({"run": run.name, "dataset": c.dataset, "model": c.model, "shuffle": c.shuffle, "lam": c.lam,
                      "seed": c.seed, "epochs": c.epochs, "distributed": run.distributed,
                      "status": run_status(run), "estimated_minutes": round(seconds / 60, 1),
-                     "estimate": ESTIMATE_NOTE})
+                     "estimate": MEASURED_NOTE if measured else ESTIMATE_NOTE})
     return pd.DataFrame(rows)
 
 
@@ -171,6 +182,7 @@ def execute(
     runs: Sequence[Run],
     *,
     gpus: Sequence[int] | None = None,
+    runs_per_gpu: int = 1,
     show_progress: bool = True,
 ) -> pd.DataFrame:
     """Run every run that is not done (outdated ones again from scratch); return one row per run (status,
@@ -180,11 +192,15 @@ def execute(
         runs: from :func:`grid` (or built by hand).
         gpus: CUDA device indices to use (default: every visible one); empty or no CUDA means in-process on
             the CPU, one run after the other.
+        runs_per_gpu: independent runs sharing each GPU at once (small networks leave a large GPU mostly idle
+            when one run holds it); distributed runs always hold every GPU alone.
         show_progress: a bar over runs.
     """
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise ValueError("run names must be unique")
+    if isinstance(runs_per_gpu, bool) or not isinstance(runs_per_gpu, int) or runs_per_gpu < 1:
+        raise ValueError(f"runs_per_gpu must be an integer >= 1, got {runs_per_gpu!r}")
     gpus = list(range(torch.cuda.device_count())) if gpus is None else list(gpus)
     stale = stale_runs(runs)
     if stale:
@@ -233,7 +249,7 @@ def execute(
                 start = time.perf_counter()
                 record(run, *_subprocess(run, [gpu]), start)
 
-        threads = [threading.Thread(target=worker, args=(g,)) for g in gpus]
+        threads = [threading.Thread(target=worker, args=(g,)) for g in gpus for _ in range(runs_per_gpu)]
         for t in threads:
             t.start()
         for t in threads:

@@ -27,11 +27,11 @@ from aslib.training.config import TrainConfig
 from aslib.training.data import DATASET_INFO
 from aslib.nn.shuffles import harden_shuffles_
 from aslib.training.loop import make_optimizer, penalised_step
-from aslib.models import count_flops, count_parameters, get_model
+from aslib.models import count_flops, count_parameters, from_config, get_model
 from aslib.utils.progress import progress
 from aslib.utils.runtime import resolve_device, seed_everything
 
-__all__ = ["SpeedConfig", "interleaved", "measure_speed", "speed_config_for", "train_step"]
+__all__ = ["SpeedConfig", "interleaved", "measure_speed", "speed_config_for", "train_step", "training_throughput"]
 
 
 @dataclass(frozen=True)
@@ -174,3 +174,24 @@ def measure_speed(cfg: SpeedConfig) -> dict[str, float | str | int]:
         "learned_step_ms": 1e3 * learned_step,
         "train_step_ratio": learned_step / fixed_step,
     }
+
+
+def training_throughput(config: TrainConfig, device: torch.device | str, *, steps: int = 3, warmup: int = 1) -> float:
+    """Training images per second of ``config``'s network (architecture, shuffle, memory format, batch size) on
+    ``device``: the median over ``steps`` timed steps of :func:`train_step`, after ``warmup`` untimed ones, on
+    random inputs of its data set's shape. Data loading is not included (on the tensor pipeline it is a few
+    gathers per batch); what a run's time estimate (:func:`aslib.runner.sweep.plan`) divides by."""
+    device = resolve_device(str(device))
+    info = DATASET_INFO[config.dataset]
+    size = config.image_size if config.dataset == "imagenet" else info.input_size
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    seed_everything(config.seed)
+    model = from_config(config, num_classes=info.num_classes, in_channels=info.in_channels,
+                        stem=info.stem).to(device, memory_format=memory_format)
+    x = torch.randn(config.batch_size, info.in_channels, size, size, device=device)
+    y = torch.randint(info.num_classes, (config.batch_size,), device=device)
+    step = train_step(model.train(), x.contiguous(memory_format=memory_format), y, config)
+    timed = _timer(device)
+    for _ in range(warmup):
+        step()
+    return config.batch_size / statistics.median([timed(step) for _ in range(steps)])
