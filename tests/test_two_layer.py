@@ -255,3 +255,16 @@ def test_bad_input_is_refused_with_a_clear_error():
     problem.a[0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         tl.learn_permutation(problem, "l12")
+
+
+def test_notebook_03s_verdict_cells_run_on_tiny_settings():
+    # the code path of notebook 03's sections 4 and 6 (the grid computed before the verdicts, Holm over both)
+    table = tl.comparison_table(["after"], [3], instances=3, starts=2, iters=30, seed=0)
+    schedule = tl.schedule_table("after", 3, [0.3], [30], instances=3, starts=2, seed=0)
+    tests = tl.claim_verdicts(table, 2, [tl.schedule_verdict(schedule)])
+    claim_verdicts, schedule_verdicts = tests[:-1], tests[-1:]
+    assert schedule_verdicts[0].question.startswith("after, single start: l12 lam=")
+    assert len([v for v in claim_verdicts if "finds the teacher" in v.question]) == 4  # relaxed, sinkhorn x 2
+    corrected = [v for v in tests if v.is_test]
+    assert corrected and all(v.p_holm is not None and v.p_holm >= v.p for v in corrected)
+    assert all(v.answer in ("yes", "no", "not shown") for v in corrected)
