@@ -255,3 +255,32 @@ def test_notebook_tree_for_nbval_writes_nothing_into_the_repository(tmp_path):
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
     with pytest.raises(FileExistsError):
         copy_notebook_tree(tmp_path / "tree", root=root)
+
+
+def test_a_notebooks_figures_it_did_not_write_again_are_removed(tmp_path):
+    from aslib.study.plots import owned_figures, remove_stale_figures
+    from aslib.utils.io import atomic_write
+
+    def write(name):
+        atomic_write(tmp_path / name, lambda f: f.write(b"figure"))
+
+    for name in ("06_quick_04_cifar_accuracy.png", "06_cifar-cpu_05_imagenet_accuracy.png",
+                 "06_cifar-cpu_05_imagenet_accuracy.pdf", "04_training_curves.png", "06_notes.txt"):
+        write(name)
+    (tmp_path / "cifar-cpu").mkdir()
+    (tmp_path / "cifar-cpu" / "06_other.png").write_bytes(b"another profile's")
+    before = owned_figures(tmp_path, "06_results")
+    assert sorted(p.name for p in before) == ["06_cifar-cpu_05_imagenet_accuracy.pdf",
+                                              "06_cifar-cpu_05_imagenet_accuracy.png", "06_quick_04_cifar_accuracy.png"]
+    write("06_quick_04_cifar_accuracy.png")  # the run rewrites this one, byte for byte the same
+    write("06_quick_04_cifar_lam_sweep.png")  # and writes a new one
+    removed = remove_stale_figures(tmp_path, "06_results", before)
+    assert sorted(p.name for p in removed) == ["06_cifar-cpu_05_imagenet_accuracy.pdf",
+                                               "06_cifar-cpu_05_imagenet_accuracy.png"]
+    # other notebooks' figures, other files and other profiles' folders are not its own
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["04_training_curves.png", "06_notes.txt",
+                                                          "06_quick_04_cifar_accuracy.png",
+                                                          "06_quick_04_cifar_lam_sweep.png", "cifar-cpu"]
+    assert (tmp_path / "cifar-cpu" / "06_other.png").is_file()
+    with pytest.raises(ValueError, match="starts with its number"):
+        owned_figures(tmp_path, "results")

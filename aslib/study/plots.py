@@ -7,6 +7,7 @@ regenerated from the same numbers is byte-for-byte the same file and git shows n
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -42,6 +43,30 @@ def save_figure(
         )
         paths.append(path)
     return paths
+
+
+def owned_figures(figures_dir: str | Path, stem: str) -> dict[Path, tuple[int, int]]:
+    """The figures notebook ``stem`` (``NN_name``) owns in ``figures_dir``: ``NN_*.png`` and ``.pdf``, top level only,
+    each with its ``(inode, mtime_ns)``: a figure rewritten by :func:`aslib.utils.io.atomic_write` gets a new inode."""
+    number = stem.split("_", 1)[0]
+    if not number.isdigit():
+        raise ValueError(f"a notebook's stem starts with its number, got {stem!r}")
+    found = {}
+    for fmt in _METADATA:
+        for path in Path(figures_dir).glob(f"{number}_*.{fmt}"):
+            if path.is_file():
+                info = path.stat()
+                found[path] = (info.st_ino, info.st_mtime_ns)
+    return found
+
+
+def remove_stale_figures(figures_dir: str | Path, stem: str, before: Mapping[Path, tuple[int, int]]) -> list[Path]:
+    """Delete the figures of ``stem`` that its run did not write: those of ``before`` (:func:`owned_figures` taken
+    before the run) still with the same inode and modification time. Returns the deleted paths."""
+    stale = [path for path, stamp in owned_figures(figures_dir, stem).items() if before.get(path) == stamp]
+    for path in stale:
+        path.unlink()
+    return stale
 
 
 # --- notebook 01: the penalty and its error bounds -------------------------------------------------
