@@ -209,7 +209,7 @@ def test_published_results_carry_provenance_and_replace_older_files(tmp_path):
     (results / "t").mkdir(parents=True)
     (results / "t" / "01_a_old.csv").write_text("stale\n")
     (results / "t" / "other.txt").write_text("kept\n")
-    prepared = prepare(Profile("t"), runs_dir=tmp_path / "runs", notebooks_dir=nbs)
+    prepared = prepare(Profile("t"), runs_dir=tmp_path / "runs", notebooks_dir=nbs, figures_dir=tmp_path / "figures")
     runs = execute_notebooks(prepared, show_progress=False, publish_to=("t", results))
     assert [r.status for r in runs] == ["ok", "ok"]
     assert sorted(p.name for p in (results / "t").iterdir()) == ["01_a.json", "01_a_table.csv", "other.txt"]
@@ -272,6 +272,8 @@ def test_a_notebooks_figures_it_did_not_write_again_are_removed(tmp_path):
     before = owned_figures(tmp_path, "06_results")
     assert sorted(p.name for p in before) == ["06_cifar-cpu_05_imagenet_accuracy.pdf",
                                               "06_cifar-cpu_05_imagenet_accuracy.png", "06_quick_04_cifar_accuracy.png"]
+    assert remove_stale_figures(tmp_path, "06_results", before) == []  # a run that drew nothing deletes nothing
+    before = owned_figures(tmp_path, "06_results")
     write("06_quick_04_cifar_accuracy.png")  # the run rewrites this one, byte for byte the same
     write("06_quick_04_cifar_lam_sweep.png")  # and writes a new one
     removed = remove_stale_figures(tmp_path, "06_results", before)
@@ -284,3 +286,18 @@ def test_a_notebooks_figures_it_did_not_write_again_are_removed(tmp_path):
     assert (tmp_path / "cifar-cpu" / "06_other.png").is_file()
     with pytest.raises(ValueError, match="starts with its number"):
         owned_figures(tmp_path, "results")
+
+
+def test_a_profiles_run_deletes_the_figures_its_notebooks_no_longer_write(tmp_path):
+    nbs, figures, results = tmp_path / "notebooks", tmp_path / "figures", tmp_path / "results"
+    nbs.mkdir()
+    figures.mkdir()
+    write_notebook(nbs / "01_a.ipynb", "import pathlib\npathlib.Path(figures_dir, '01_new.png').write_bytes(b'x')")
+    for name in ("01_old.png", "01_old.pdf", "02_other.png"):
+        (figures / name).write_bytes(b"from an earlier run")
+    prepared = prepare(Profile("t"), runs_dir=tmp_path / "runs", notebooks_dir=nbs, figures_dir=figures)
+    # a run that does not publish (parameters overridden with -p) deletes nothing
+    assert [r.status for r in execute_notebooks(prepared, show_progress=False)] == ["ok"]
+    assert sorted(p.name for p in figures.iterdir()) == ["01_new.png", "01_old.pdf", "01_old.png", "02_other.png"]
+    assert [r.status for r in execute_notebooks(prepared, show_progress=False, publish_to=("t", results))] == ["ok"]
+    assert sorted(p.name for p in figures.iterdir()) == ["01_new.png", "02_other.png"]

@@ -85,8 +85,13 @@ def owned_figures(figures_dir: str | Path, stem: str) -> dict[Path, tuple[int, i
 
 def remove_stale_figures(figures_dir: str | Path, stem: str, before: Mapping[Path, tuple[int, int]]) -> list[Path]:
     """Delete the figures of ``stem`` that its run did not write: those of ``before`` (:func:`owned_figures` taken
-    before the run) still with the same inode and modification time. Returns the deleted paths."""
-    stale = [path for path, stamp in owned_figures(figures_dir, stem).items() if before.get(path) == stamp]
+    before the run) still with the same inode and modification time. Only a run that wrote at least one of its
+    figures there deletes anything (a notebook that draws nothing into ``figures_dir`` owns nothing in it).
+    Returns the deleted paths."""
+    now = owned_figures(figures_dir, stem)
+    stale = [path for path, stamp in now.items() if before.get(path) == stamp]
+    if len(stale) == len(now):  # nothing written by this run
+        return []
     for path in stale:
         path.unlink()
     return stale

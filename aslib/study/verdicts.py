@@ -330,7 +330,9 @@ def compare_means(
     evidence = f"{show(xa)}{suffix} vs {show(xb)}{suffix}, {count} {noun}{' paired' if paired else ''}"
     if outcome.answer == "n/a":
         return Verdict(question, "n/a", evidence + ": one value, noise unknown" + note)
-    if outcome.method == "sign test":
+    if outcome.method == "sign test" and outcome.sign == 0:
+        evidence += ", no pair differs"
+    elif outcome.method == "sign test":
         evidence += f", every difference {(xa - xb)[0]:+.{digits}f}{suffix}: sign test"
     elif outcome.method == "exact rank test":
         evidence += ", no spread: exact rank test"
