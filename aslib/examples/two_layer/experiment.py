@@ -207,10 +207,9 @@ def compare_success(table: pd.DataFrame, setup: str, first: str, second: str, k:
     starts = int(table[table["setup"] == setup]["start"].nunique()) if "start" in table else 1
     each = f", each the mean of its {starts} starts" if k is None and starts > 1 else ""
     note = f"; {rates(first)} vs {rates(second)} at n = {sizes}, difference {mean:+.2f}{each}"
-    tested = compare_means(f"{setup}, {label}: {first} finds the teacher more often than {second}",
-                           wide[first].to_numpy(), wide[second].to_numpy(), paired=True, over="instances", digits=2,
-                           note=note)
-    return tested
+    return compare_means(f"{setup}, {label}: {first} finds the teacher more often than {second}",
+                         wide[first].to_numpy(), wide[second].to_numpy(), paired=True, over="instances", digits=2,
+                         note=note)
 
 
 def claim_verdicts(table: pd.DataFrame, k: int, others: Sequence[Verdict] = ()) -> list[Verdict]:
