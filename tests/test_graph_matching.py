@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 from scipy.optimize import quadratic_assignment
+from scipy import stats
 
 from aslib.examples import graph_matching as gm
 from aslib.core.penalty import is_permutation_matrix, l12_penalty, permutation_matrix
@@ -181,7 +182,13 @@ def test_compare_metric_pairs_instances_and_says_when_a_method_did_not_run():
     table = pd.DataFrame(rows)
     win = gm.compare_metric(table, "l12", "faq", "exact", ["regular"], "l12 beats faq")
     # differences 1, 0, 1, 0, 1, 0: mean 0.5, paired t = 0.5 / (0.548 / sqrt 6) = 2.24, p = 0.076
-    assert win.answer == "tie" and "6 instances paired" in win.evidence
+    assert win.answer == "not shown" and "6 instances paired" in win.evidence
+    assert win.p == pytest.approx(stats.ttest_rel([1.0] * 6, [i % 2 for i in range(6)]).pvalue, rel=1e-9)
+    assert "smallest detectable difference" in str(win)
+    # every instance won: the exact sign test, p = 2^-(6-1), never p = 0
+    sweep = gm.compare_metric(table.assign(exact=(table["method"] == "l12").astype(float)), "l12", "faq", "exact",
+                              ["regular"], "l12 beats faq")
+    assert sweep.p == pytest.approx(stats.binomtest(6, 6, 0.5).pvalue) and "sign test" in sweep.evidence
     both = pd.concat([table, table.assign(instance=table["instance"] + 6)], ignore_index=True)
     assert gm.compare_metric(both, "l12", "faq", "exact", ["regular"], "l12 beats faq").answer == "yes"
     assert gm.compare_metric(both, "faq", "l12", "exact", ["regular"], "faq beats l12").answer == "no"
@@ -203,25 +210,27 @@ def test_endpoint_verdicts_read_the_final_matrices():
 def test_recovery_verdicts_compare_l12_with_every_method_on_each_family():
     rows = []
     for family, n in (("regular", 12), ("erdos_renyi", 16), ("cycle", 12), ("grid", 12)):
-        for i in range(4):
+        for i in range(8):
             for method in gm.GRAPH_METHODS:
                 won = method == "l12" or (method == "sinkhorn" and i % 2 == 0)
                 rows.append({"family": family, "n": n, "noise": 0.0, "instance": i, "method": method,
-                             "isomorphic": won, "recovery": 1.0 if won else 0.25 * i})
+                             "isomorphic": won, "recovery": 1.0 if won else 0.125 * i})
     lines = [str(v) for v in gm.recovery_verdicts(pd.DataFrame(rows), 3)]
+    # Holm over the 7 tests: 3.1e-05 x 7; 0.0013 x 6 (twice); 0.0078 x 4 = 0.031 (three times); 0.033 x 1
+    sign = "every difference +1.00: sign test"
     assert lines == [
-        "l12 finds more isomorphisms than relaxed on regular graphs: yes (1.00 ± 0.00 vs 0.00 ± 0.00, "
-        "4 instances paired, p = 0)",
-        "l12 finds more isomorphisms than sinkhorn on regular graphs: tie (1.00 ± 0.00 vs 0.50 ± 0.58, "
-        "4 instances paired, p = 0.18)",
-        "l12 finds more isomorphisms than FAQ (3 calls) on regular graphs: yes (1.00 ± 0.00 vs 0.00 ± 0.00, "
-        "4 instances paired, p = 0)",
-        "l12 finds more isomorphisms than 2-opt (3 calls) on regular graphs: yes (1.00 ± 0.00 vs 0.00 ± 0.00, "
-        "4 instances paired, p = 0)",
-        "l12 recovers more vertices than relaxed on Erdos-Renyi graphs: yes (1.00 ± 0.00 vs 0.38 ± 0.32, "
-        "4 instances paired, p = 0.03)",
-        "l12 recovers more vertices than FAQ (3 calls) on Erdos-Renyi graphs: yes (1.00 ± 0.00 vs 0.38 ± 0.32, "
-        "4 instances paired, p = 0.03)",
-        "l12 finds more isomorphisms than relaxed on cycles and grids: yes (1.00 ± 0.00 vs 0.00 ± 0.00, "
-        "8 instances paired, p = 0)",
+        f"l12 finds more isomorphisms than relaxed on regular graphs: yes (1.00 ± 0.00 vs 0.00 ± 0.00, "
+        f"8 instances paired, {sign}, p = 0.0078, Holm 0.031)",
+        "l12 finds more isomorphisms than sinkhorn on regular graphs: yes (1.00 ± 0.00 vs 0.50 ± 0.53, "
+        "8 instances paired, p = 0.033, Holm 0.033)",
+        f"l12 finds more isomorphisms than FAQ (3 calls) on regular graphs: yes (1.00 ± 0.00 vs 0.00 ± 0.00, "
+        f"8 instances paired, {sign}, p = 0.0078, Holm 0.031)",
+        f"l12 finds more isomorphisms than 2-opt (3 calls) on regular graphs: yes (1.00 ± 0.00 vs 0.00 ± 0.00, "
+        f"8 instances paired, {sign}, p = 0.0078, Holm 0.031)",
+        "l12 recovers more vertices than relaxed on Erdos-Renyi graphs: yes (1.00 ± 0.00 vs 0.44 ± 0.31, "
+        "8 instances paired, p = 0.0013, Holm 0.0075)",
+        "l12 recovers more vertices than FAQ (3 calls) on Erdos-Renyi graphs: yes (1.00 ± 0.00 vs 0.44 ± 0.31, "
+        "8 instances paired, p = 0.0013, Holm 0.0075)",
+        f"l12 finds more isomorphisms than relaxed on cycles and grids: yes (1.00 ± 0.00 vs 0.00 ± 0.00, "
+        f"16 instances paired, {sign}, p = 3.1e-05, Holm 0.00021)",
     ]

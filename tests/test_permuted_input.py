@@ -179,3 +179,31 @@ def test_tiny_training_run_lowers_the_penalty_and_hardens(tmp_path):
     assert result.test_acc_hard == pytest.approx(correct / len(splits.test), abs=1e-9)
     pi = torch.tensor(result.permutation)
     assert result.recovery["exact_recovery"] == pytest.approx(float((sigma[pi] == torch.arange(64)).float().mean()))
+
+
+def test_unscrambling_verdicts_pair_by_seed_test_chance_and_correct_together():
+    import pandas as pd
+    from scipy import stats
+
+    from aslib.examples.permuted_input import unscrambling_verdicts
+
+    n, rows = 64, []
+    values = {"oracle": (0.9, 0.0), "scrambled": (0.6, 0.0), "l12": (0.5, 5), "relaxed": (0.4, 1)}
+    for seed in range(3):
+        for arm, (acc, recovered) in values.items():
+            rows.append({"arm": arm, "seed": seed, "test_acc": acc + 0.01 * seed * (arm == "oracle"),
+                         "test_acc_hard": acc - 0.01 * (seed + 1) * (arm == "relaxed"),
+                         "exact_recovery": (recovered + seed * (arm == "l12")) / n})
+    verdicts = {v.question: v for v in unscrambling_verdicts(pd.DataFrame(rows), list(values), n)}
+    chance = verdicts["l12 recovers more positions than chance"]
+    total = 5 + 6 + 7
+    assert chance.p == pytest.approx(2 * stats.poisson.sf(total - 1, 3), rel=1e-9) and chance.answer == "yes"
+    assert verdicts["relaxed recovers more positions than chance"].answer == "not shown"
+    # the same seeds under both arms: paired by seed
+    ordered = verdicts["the CNN is more accurate on ordered than on scrambled images"]
+    assert "3 seeds paired" in ordered.evidence
+    assert ordered.p == pytest.approx(stats.ttest_rel([0.9, 0.91, 0.92], [0.6] * 3).pvalue, rel=1e-9)
+    tests = [v for v in verdicts.values() if v.is_test]
+    assert len(tests) == 5 and all(v.p_holm is not None for v in tests)  # the pretrained arms did not run: n/a
+    assert verdicts["with the frozen CNN, rounding costs the penalised arm less accuracy than the relaxed arm"].answer \
+        == "n/a"

@@ -29,7 +29,7 @@ def test_committed_readme_agrees_with_committed_results():
 def test_every_verdict_becomes_a_row_with_its_provenance(tmp_path):
     results = tmp_path / "results"
     lines = [verdict("l12 beats relaxed", True, "0.92 vs 0.00, 12 instances"),
-             verdict("sinkhorn ties l12", "tie", "0.92 vs 0.92")]
+             verdict("sinkhorn ties l12", "not shown", "0.92 vs 0.92")]
     publish(results, "quick", "02_graph_matching", {
         "verdicts": verdicts_to_results(lines), "seeds": [0], "device": "cpu: x",
         "code_fingerprint": "abcdef0123456789",
@@ -43,7 +43,7 @@ def test_every_verdict_becomes_a_row_with_its_provenance(tmp_path):
          "seeds": "0, 1, 2", "device": "cuda: H100", "code": ""},
         {"notebook": "02_graph_matching", "verdict": "l12 beats relaxed: yes (0.92 vs 0.00, 12 instances)",
          "data": "synthetic", "profile": "quick", "seeds": "0", "device": "cpu: x", "code": "abcdef01"},
-        {"notebook": "02_graph_matching", "verdict": "sinkhorn ties l12: tie (0.92 vs 0.92)",
+        {"notebook": "02_graph_matching", "verdict": "sinkhorn ties l12: not shown (0.92 vs 0.92)",
          "data": "synthetic", "profile": "quick", "seeds": "0", "device": "cpu: x", "code": "abcdef01"},
     ]
     numbers = key_numbers_table(results).set_index("notebook")["value"].to_dict()

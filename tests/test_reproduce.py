@@ -209,7 +209,7 @@ def test_published_results_carry_provenance_and_replace_older_files(tmp_path):
     (results / "t").mkdir(parents=True)
     (results / "t" / "01_a_old.csv").write_text("stale\n")
     (results / "t" / "other.txt").write_text("kept\n")
-    prepared = prepare(Profile("t"), runs_dir=tmp_path / "runs", notebooks_dir=nbs)
+    prepared = prepare(Profile("t"), runs_dir=tmp_path / "runs", notebooks_dir=nbs, figures_dir=tmp_path / "figures")
     runs = execute_notebooks(prepared, show_progress=False, publish_to=("t", results))
     assert [r.status for r in runs] == ["ok", "ok"]
     assert sorted(p.name for p in (results / "t").iterdir()) == ["01_a.json", "01_a_table.csv", "other.txt"]
@@ -255,3 +255,49 @@ def test_notebook_tree_for_nbval_writes_nothing_into_the_repository(tmp_path):
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
     with pytest.raises(FileExistsError):
         copy_notebook_tree(tmp_path / "tree", root=root)
+
+
+def test_a_notebooks_figures_it_did_not_write_again_are_removed(tmp_path):
+    from aslib.study.plots import owned_figures, remove_stale_figures
+    from aslib.utils.io import atomic_write
+
+    def write(name):
+        atomic_write(tmp_path / name, lambda f: f.write(b"figure"))
+
+    for name in ("06_quick_04_cifar_accuracy.png", "06_cifar-cpu_05_imagenet_accuracy.png",
+                 "06_cifar-cpu_05_imagenet_accuracy.pdf", "04_training_curves.png", "06_notes.txt"):
+        write(name)
+    (tmp_path / "cifar-cpu").mkdir()
+    (tmp_path / "cifar-cpu" / "06_other.png").write_bytes(b"another profile's")
+    before = owned_figures(tmp_path, "06_results")
+    assert sorted(p.name for p in before) == ["06_cifar-cpu_05_imagenet_accuracy.pdf",
+                                              "06_cifar-cpu_05_imagenet_accuracy.png", "06_quick_04_cifar_accuracy.png"]
+    assert remove_stale_figures(tmp_path, "06_results", before) == []  # a run that drew nothing deletes nothing
+    before = owned_figures(tmp_path, "06_results")
+    write("06_quick_04_cifar_accuracy.png")  # the run rewrites this one, byte for byte the same
+    write("06_quick_04_cifar_lam_sweep.png")  # and writes a new one
+    removed = remove_stale_figures(tmp_path, "06_results", before)
+    assert sorted(p.name for p in removed) == ["06_cifar-cpu_05_imagenet_accuracy.pdf",
+                                               "06_cifar-cpu_05_imagenet_accuracy.png"]
+    # other notebooks' figures, other files and other profiles' folders are not its own
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["04_training_curves.png", "06_notes.txt",
+                                                          "06_quick_04_cifar_accuracy.png",
+                                                          "06_quick_04_cifar_lam_sweep.png", "cifar-cpu"]
+    assert (tmp_path / "cifar-cpu" / "06_other.png").is_file()
+    with pytest.raises(ValueError, match="starts with its number"):
+        owned_figures(tmp_path, "results")
+
+
+def test_a_profiles_run_deletes_the_figures_its_notebooks_no_longer_write(tmp_path):
+    nbs, figures, results = tmp_path / "notebooks", tmp_path / "figures", tmp_path / "results"
+    nbs.mkdir()
+    figures.mkdir()
+    write_notebook(nbs / "01_a.ipynb", "import pathlib\npathlib.Path(figures_dir, '01_new.png').write_bytes(b'x')")
+    for name in ("01_old.png", "01_old.pdf", "02_other.png"):
+        (figures / name).write_bytes(b"from an earlier run")
+    prepared = prepare(Profile("t"), runs_dir=tmp_path / "runs", notebooks_dir=nbs, figures_dir=figures)
+    # a run that does not publish (parameters overridden with -p) deletes nothing
+    assert [r.status for r in execute_notebooks(prepared, show_progress=False)] == ["ok"]
+    assert sorted(p.name for p in figures.iterdir()) == ["01_new.png", "01_old.pdf", "01_old.png", "02_other.png"]
+    assert [r.status for r in execute_notebooks(prepared, show_progress=False, publish_to=("t", results))] == ["ok"]
+    assert sorted(p.name for p in figures.iterdir()) == ["01_new.png", "02_other.png"]

@@ -12,6 +12,7 @@ import torch
 
 from aslib.examples import two_layer as tl
 from aslib.core.penalty import l12_penalty, permutation_matrix, project_doubly_stochastic
+from aslib.study.verdicts import Verdict
 
 
 def test_relu_mean_and_kernel_match_monte_carlo():
@@ -188,13 +189,51 @@ def _fake_table(first_wins: list[bool], second_wins: list[bool]) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
-def test_compare_success_answers_yes_no_and_tie_from_paired_differences():
+def test_compare_success_answers_yes_no_and_not_shown_from_paired_differences():
     many = 20
     assert tl.compare_success(_fake_table([True] * many, [False] * many), "after", "l12", "relaxed").answer == "yes"
     assert tl.compare_success(_fake_table([False] * many, [True] * many), "after", "l12", "relaxed").answer == "no"
-    assert tl.compare_success(_fake_table([True] * many, [True] * many), "after", "l12", "relaxed").answer == "tie"
+    same = tl.compare_success(_fake_table([True] * many, [True] * many), "after", "l12", "relaxed")
+    assert same.answer == "not shown" and same.p == 1.0
     one_off = tl.compare_success(_fake_table([True] + [False] * (many - 1), [False] * many), "after", "l12", "relaxed")
-    assert one_off.answer == "tie" and "+0.05" in one_off.evidence  # 1 of 20 is within the noise
+    assert one_off.answer == "not shown" and "+0.05" in one_off.evidence  # 1 of 20 is within the noise
+
+
+def _starts_table(rates_first, rates_second, starts=4):
+    """Success of l12 and relaxed on each instance: the first ``round(rate * starts)`` starts succeed."""
+    rows = []
+    for method, rates in (("l12", rates_first), ("relaxed", rates_second)):
+        for i, rate in enumerate(rates):
+            for s in range(starts):
+                win = s < round(rate * starts)
+                rows.append({"setup": "after", "n": 4, "method": method, "instance": i, "start": s,
+                             "success": win, "rounded_loss": 0.0 if win else 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_single_start_rates_are_counted_by_instance_not_by_start():
+    from scipy import stats
+
+    first, second = [1.0, 0.5, 0.75, 0.25, 1.0, 0.5], [0.75, 0.5, 0.25, 0.25, 0.5, 0.5]
+    v = tl.compare_success(_starts_table(first, second), "after", "l12", "relaxed")
+    # 6 instances, each the mean of its 4 starts: the paired t-test over instances, not over 24 starts
+    assert v.p == pytest.approx(stats.ttest_rel(first, second).pvalue, rel=1e-9)
+    assert "6 instances paired" in v.evidence and "each the mean of its 4 starts" in v.evidence
+    assert v.question == "after, single start: l12 finds the teacher more often than relaxed"
+
+
+def test_claim_verdicts_correct_the_notebooks_tests_together():
+    table = _starts_table([1.0, 0.5, 0.75, 0.25, 1.0, 0.5], [0.75, 0.5, 0.25, 0.25, 0.5, 0.5])
+    other = Verdict("the best lam / iteration setting beats l12's default", "not shown", "e", p=0.3, sign=1)
+    out = tl.claim_verdicts(table, 4, [other])
+    tests = [v for v in out if v.is_test]
+    assert len(tests) == 3 and out[-1].question == other.question  # single start, best of 4, the other
+    raw = sorted(v.p for v in tests)
+    expected = [min(1.0, 3 * raw[0]), max(min(1.0, 3 * raw[0]), min(1.0, 2 * raw[1]))]
+    expected.append(max(expected[1], raw[2]))
+    assert sorted(v.p_holm for v in tests) == pytest.approx(expected)
+    [claim] = [v for v in out if "supports the paper's claim" in v.question]
+    assert claim.answer == "no" and not claim.is_test  # relaxed's best of 4 is above 1/2
 
 
 def test_bad_input_is_refused_with_a_clear_error():
@@ -216,3 +255,16 @@ def test_bad_input_is_refused_with_a_clear_error():
     problem.a[0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         tl.learn_permutation(problem, "l12")
+
+
+def test_notebook_03s_verdict_cells_run_on_tiny_settings():
+    # the code path of notebook 03's sections 4 and 6 (the grid computed before the verdicts, Holm over both)
+    table = tl.comparison_table(["after"], [3], instances=3, starts=2, iters=30, seed=0)
+    schedule = tl.schedule_table("after", 3, [0.3], [30], instances=3, starts=2, seed=0)
+    tests = tl.claim_verdicts(table, 2, [tl.schedule_verdict(schedule)])
+    claim_verdicts, schedule_verdicts = tests[:-1], tests[-1:]
+    assert schedule_verdicts[0].question.startswith("after, single start: l12 lam=")
+    assert len([v for v in claim_verdicts if "finds the teacher" in v.question]) == 4  # relaxed, sinkhorn x 2
+    corrected = [v for v in tests if v.is_test]
+    assert corrected and all(v.p_holm is not None and v.p_holm >= v.p for v in corrected)
+    assert all(v.answer in ("yes", "no", "not shown") for v in corrected)

@@ -49,7 +49,7 @@ from aslib.solver.qap import default_qap_config, quadratic_assignment, solve_qap
 from aslib.solver.relaxation import SolverConfig, replace_given, solve_permutation
 from aslib.utils.progress import progress
 from aslib.utils.runtime import resolve_device
-from aslib.study.verdicts import Verdict, compare_means, verdict
+from aslib.study.verdicts import Verdict, compare_means, holm, verdict
 
 __all__ = [
     "FAMILIES",
@@ -357,7 +357,8 @@ def compare_metric(table: pd.DataFrame, first: str, second: str, metric: str, fa
                    question: str) -> Verdict:
     """Whether ``first`` scores higher than ``second`` on ``metric`` over the same instances of ``families``
     (rows of a :func:`recovery_table`): :func:`aslib.study.verdicts.compare_means` paired over instances (the
-    paired t-test at the project's level), "n/a" when a method was not run.
+    paired t-test, or the exact sign test when every difference is the same), "n/a" when a method was not run.
+    The verdict carries its raw p; :func:`recovery_verdicts` Holm-corrects the notebook's tests together.
     """
     rows = table[table["family"].isin(list(families))]
     keys = ["family", "n", "noise", "instance"]
@@ -386,7 +387,9 @@ def recovery_verdicts(table: pd.DataFrame, scipy_restarts: int) -> list[Verdict]
     """The comparisons of a :func:`recovery_table` over every family (notebook 02, section 2), each by
     :func:`compare_metric`: l12 against every other method on regular graphs (isomorphisms found), against
     relaxed and FAQ on Erdos-Renyi graphs (vertices recovered), against relaxed on cycles and grids
-    (isomorphisms); ``scipy_restarts`` (the calls of scipy's methods per instance) is named in the questions."""
+    (isomorphisms); ``scipy_restarts`` (the calls of scipy's methods per instance) is named in the questions.
+    These are notebook 02's tests (:func:`endpoint_verdicts` are criteria), Holm-corrected together
+    (:func:`aslib.study.verdicts.holm`)."""
     calls = f"({scipy_restarts} calls)"
     comparisons = [
         ("relaxed", "isomorphic", ["regular"], "l12 finds more isomorphisms than relaxed on regular graphs"),
@@ -397,5 +400,5 @@ def recovery_verdicts(table: pd.DataFrame, scipy_restarts: int) -> list[Verdict]
         ("faq", "recovery", ["erdos_renyi"], f"l12 recovers more vertices than FAQ {calls} on Erdos-Renyi graphs"),
         ("relaxed", "isomorphic", ["cycle", "grid"], "l12 finds more isomorphisms than relaxed on cycles and grids"),
     ]
-    return [compare_metric(table, "l12", other, metric, families, question)
-            for other, metric, families, question in comparisons]
+    return holm([compare_metric(table, "l12", other, metric, families, question)
+                 for other, metric, families, question in comparisons])

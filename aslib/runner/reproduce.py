@@ -52,6 +52,7 @@ from aslib.runner.profiles import (
     notebook_parameters,
     parse_override,
 )
+from aslib.study.plots import owned_figures, remove_stale_figures
 from aslib.utils.progress import progress
 from aslib.utils.runtime import code_fingerprint
 
@@ -277,7 +278,9 @@ def execute_notebooks(
 
     A failing notebook is recorded and the others still run. ``show_progress`` shows a bar over notebooks
     and, with ``jobs = 1``, papermill's bar over cells. With ``publish_to = (profile, results_dir)`` the
-    results of every notebook that succeeds are published (:func:`publish_results`) as soon as it ends.
+    results of every notebook that succeeds are published (:func:`publish_results`) as soon as it ends, and the
+    figures it owns but did not write this time are deleted (:func:`aslib.study.plots.remove_stale_figures`: e.g. notebook 06's figure
+    of a notebook a profile no longer runs).
     ``jobs`` notebooks run at once, each in its own kernel (set each notebook's ``cpu_threads`` so that
     together they fit the machine); those that read the published results (``results_dir``) run after
     all the others. Each notebook keeps its training runs under ``<output_dir>/<stem>/``, so notebooks
@@ -291,10 +294,13 @@ def execute_notebooks(
         path, parameters = item
         out_dir = Path(parameters["output_dir"])
         out_dir.mkdir(parents=True, exist_ok=True)
+        figures = Path(parameters["figures_dir"])
+        before = owned_figures(figures, path.stem)
         outcome = _execute(path, out_dir / path.name, parameters, show_progress and jobs == 1)
         if outcome.status == "ok" and publish_to is not None:
             effective = {**notebook_parameters(path), **parameters}  # the seeds may be stored defaults
             publish_results(path.stem, effective, publish_to[0], publish_to[1], fingerprint)
+            remove_stale_figures(figures, path.stem, before)
         bar.set_postfix_str(path.stem)
         bar.update()
         return outcome

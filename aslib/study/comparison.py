@@ -4,21 +4,27 @@ A comparison trains every arm of :data:`aslib.study.arms.SHUFFLE_ARMS` it is giv
 (:func:`aslib.study.arms.classification_runs`); this module reads the finished runs and answers the paper's
 questions about them, per data set and model:
 
-* does the rounded l12 network match or beat the fixed shuffle (test accuracy after rounding)?
-* does rounding collapse the relaxation (its accuracy change from rounding, against the seed noise)?
-* does the shuffle matter at all (fixed against no shuffle)?
+* can this set-up tell the shuffle's presence apart at all (fixed against no shuffle, either way;
+  :data:`SETUP_QUESTION`)? Unless it can, a learned arm beating fixed says nothing about the paper's claim,
+  and every learned-vs-fixed question says so in its wording ("a test of the paper's claim" or "not a test
+  of the paper's claim at this scale");
+* does the rounded l12 network beat the fixed shuffle, and a random fixed permutation where that arm ran
+  (test accuracy after rounding)?
+* does rounding collapse the relaxation (its rounded against its soft accuracy, the same runs paired)?
 * does rounding change the l12 network's accuracy by less than the seed noise?
 * where the ``l12_mirror`` arm ran: does the penalty method with the mirror step (:meth:`aslib.nn.layers.
-  LearnedShuffle.mirror_update_`) beat the paper's projected step after rounding?
+  LearnedShuffle.mirror_update_`) beat fixed, and the paper's projected step, after rounding?
 
 The l12 arm of these questions is the one whose penalty weight has the best mean *validation* accuracy over
 seeds (:func:`choose_lam`), never chosen on test, among the runs started at :data:`HEADLINE_INIT` when such
-runs exist. Comparisons of two arms are Welch's t-tests over seeds and the relaxation's rounded against soft
-accuracy a paired t-test (:func:`aslib.study.verdicts.significance`, two-sided at 5%): a difference the test
-cannot tell from the seed noise is a tie, and with a single seed there is no noise estimate, so such
-questions answer "n/a" with the numbers beside them. The last question asks for a small effect rather than
-a significant one: l12's mean rounding change must lie within twice the standard deviation over seeds of its
-soft accuracy.
+runs exist. Comparisons of two arms are tests (:func:`aslib.study.verdicts.compare_means`): paired by seed
+where both arms ran the same seeds (the paired t-test, or the exact sign test when every difference is the
+same), Welch's t-test otherwise; the tests of one comparison are Holm-corrected together and answer "yes",
+"no" (significantly the other way) or "not shown" with the smallest detectable difference beside it; with a
+single seed there is no noise estimate, so such questions answer "n/a" with the numbers beside them. The
+rounding-change question is a criterion, not a test: l12's mean rounding change must lie within twice the
+standard deviation over seeds of its soft accuracy. The permutation counts and the facts are criteria too
+(``docs/statistics.md``).
 """
 
 from __future__ import annotations
@@ -37,11 +43,12 @@ from aslib.utils.io import save_results, save_table
 from aslib.study.plots import plot_layer_penalties, plot_learned_permutations, plot_training_curves, save_figure
 from aslib.study.report import histories, layer_penalty_tables, mean_std
 from aslib.training.speed import measure_speed, speed_config_for
-from aslib.study.verdicts import Verdict, compare_means, verdict, verdicts_to_results
+from aslib.study.verdicts import Verdict, compare_means, holm, verdict, verdicts_to_results
 
 __all__ = [
     "FACTS",
     "HEADLINE_INIT",
+    "SETUP_QUESTION",
     "SUMMARY_COLUMNS",
     "choose_lam",
     "comparison_verdicts",
@@ -61,6 +68,9 @@ FACTS = ("every run finished", "fixed arm changes by exactly 0 when rounded",
 #: The columns of the summary table the notebooks show.
 SUMMARY_COLUMNS = ["model", "arm", "shuffle_init", "lam", "seeds", "test_acc_soft_mean", "test_acc_hard_mean",
                    "rounding_change_mean", "final_penalty_mean", "num_parameters_inference"]
+#: The first question of each data set and model: can this set-up tell a network with ShuffleNet's shuffle from one
+#: without any shuffle? Unless it can, no learned-vs-fixed verdict tests the paper's claim.
+SETUP_QUESTION = "this set-up tells the shuffle's presence apart (fixed vs none)"
 _NOISE_STDS = 2.0
 
 
@@ -88,10 +98,12 @@ def choose_lam(results: pd.DataFrame, arm: str = "l12") -> float | None:
 
 
 def _values(results: pd.DataFrame, arm: str, column: str, lam: float | None = None) -> pd.Series:
+    """``column`` of ``arm``'s headline runs (of ``lam`` where given), indexed by seed where the table has seeds."""
     rows = _headline(results, arm)
     if lam is not None:
         rows = rows[rows["lam"] == lam]
-    return rows[column].astype(float)
+    values = rows[column].astype(float)
+    return values.set_axis(rows["seed"]) if "seed" in rows else values
 
 
 def _spread(values: pd.Series) -> str:
@@ -108,13 +120,26 @@ def _noise(values: pd.Series) -> float:
     return _NOISE_STDS * float(values.std()) if len(values) > 1 else math.nan
 
 
-def _compare(question: str, a: pd.Series, b: pd.Series, note: str = "", paired: bool = False) -> Verdict:
-    """``a`` above ``b`` by :func:`aslib.study.verdicts.compare_means` (Welch's t-test over seeds, or the paired one
-    for two measurements of the same runs); n/a without one of them or with one seed."""
+def _compare(question: str, a: pd.Series, b: pd.Series, note: str = "", asks: str = "greater") -> Verdict:
+    """``a`` above ``b`` (or, ``asks="differs"``, apart) by :func:`aslib.study.verdicts.compare_means`: paired by
+    seed when both sides hold the same seeds once each (the arms share seeds), else Welch's t-test; n/a without
+    one of them or with one seed."""
     if a.empty or b.empty:
         return verdict(question, None, "not run")
-    result = compare_means(question, a.to_numpy(), b.to_numpy(), paired=paired)
-    return replace(result, evidence=result.evidence + note)
+    same_seeds = a.index.is_unique and b.index.is_unique and set(a.index) == set(b.index)
+    if same_seeds:
+        b = b.loc[a.index]
+    return compare_means(question, a.to_numpy(), b.to_numpy(), paired=same_seeds, note=note, asks=asks)
+
+
+def _scoped(question: str, setup: Verdict) -> str:
+    """A learned-vs-fixed question worded by the set-up verdict (fixed vs none, Holm-adjusted): a test of the
+    paper's claim where the set-up tells the shuffle's presence apart, "not at this scale" where it does not."""
+    if setup.answer == "yes":
+        return question + ", a test of the paper's claim"
+    if setup.answer == "not shown":
+        return question + ", not a test of the paper's claim at this scale (fixed vs none not shown)"
+    return question + f", not a test of the paper's claim (fixed vs none {setup.answer})"
 
 
 def _permutation_verdicts(part: pd.DataFrame, where: str, lam: float | None) -> list[Verdict]:
@@ -135,12 +160,65 @@ def _permutation_verdicts(part: pd.DataFrame, where: str, lam: float | None) -> 
     return out
 
 
+def _rounding_verdicts(part: pd.DataFrame, where: str, lam: float | None, note: str) -> list[Verdict]:
+    """The relaxation's rounded against soft accuracy (a paired test over the same runs) and l12's rounding
+    change against the seed noise (a criterion: ``|mean change| < 2 std`` of its soft accuracy)."""
+    out = [_compare(where + "rounding keeps the relaxation's accuracy (rounded above soft)",
+                    _values(part, "relaxed", "test_acc_hard"), _values(part, "relaxed", "test_acc_soft"))]
+    question = where + "rounding changes l12's accuracy by less than the seed noise"
+    l12_change = _values(part, "l12", "rounding_change", lam)
+    noise = _noise(_values(part, "l12", "test_acc_soft", lam))
+    evidence = f"change {_spread(l12_change)}, {_seed_count(len(l12_change))}{note}"
+    if l12_change.empty:
+        out.append(verdict(question, None, "not run"))
+    elif math.isnan(noise):
+        out.append(verdict(question, None, evidence + ", no noise estimate"))
+    else:
+        out.append(verdict(question, abs(l12_change.mean()) < noise, evidence + f", noise {noise:.3f}"))
+    return out
+
+
+def _pair_verdicts(part: pd.DataFrame, where: str) -> tuple[list[Verdict], list[int]]:
+    """The verdicts of one data set and model, and the positions of its learned-vs-fixed ones (the first verdict
+    is the set-up's: fixed against none, either way)."""
+    lam = choose_lam(part)
+    note = f"; lam {lam:g} chosen on validation" if lam is not None else ""
+    l12_hard = _values(part, "l12", "test_acc_hard", lam)
+    fixed_hard = _values(part, "fixed", "test_acc_hard")
+    out = [_compare(where + SETUP_QUESTION, fixed_hard, _values(part, "none", "test_acc_hard"), asks="differs"),
+           _compare(where + "rounded l12 beats fixed", l12_hard, fixed_hard, note)]
+    scoped = [1]
+    random_hard = _values(part, "random", "test_acc_hard")
+    if not random_hard.empty:  # the random fixed permutation only where its arm ran
+        scoped.append(len(out))
+        out.append(_compare(where + "rounded l12 beats a random fixed permutation", l12_hard, random_hard, note))
+    out += _rounding_verdicts(part, where, lam, note)
+    out += _permutation_verdicts(part, where, lam)
+    mirror_hard = _values(part, "l12_mirror", "test_acc_hard")
+    if not mirror_hard.empty:  # the mirror step only where its arm ran
+        scoped.append(len(out))
+        out.append(_compare(where + "rounded l12 (mirror step) beats fixed", mirror_hard, fixed_hard))
+        out.append(_compare(where + "rounded l12 (mirror step) beats rounded l12 (projected step)", mirror_hard,
+                            l12_hard, note))
+    fixed_change = _values(part, "fixed", "rounding_change")
+    out.append(verdict(where + "fixed arm changes by exactly 0 when rounded",
+                       bool((fixed_change == 0).all()) if len(fixed_change) else None, _seed_count(len(fixed_change))))
+    params = {arm: _values(part, arm, "num_parameters_inference") for arm in ("l12", "fixed")}
+    same = (None if params["l12"].empty or params["fixed"].empty
+            else bool(params["l12"].max() == params["fixed"].max() == params["l12"].min()))
+    out.append(verdict(where + "rounded l12 has the fixed network's parameter count", same,
+                       " vs ".join(f"{int(p.max())}" for p in params.values() if len(p))))
+    return out, scoped
+
+
 def comparison_verdicts(results: pd.DataFrame, runs: Sequence[Run]) -> list[Verdict]:
-    """The verdicts of a comparison, per data set and model (in the order of ``runs``), as the module says (with the
-    question of the mirror step's arm where it ran), plus the facts that hold whatever the numbers: every run
-    finished, the fixed arm loses nothing when rounded, the rounded l12 network has the fixed network's parameter
-    count."""
+    """The verdicts of a comparison (one notebook), per data set and model (in the order of ``runs``), as the module
+    says, Holm-corrected together (:func:`aslib.study.verdicts.holm`); each learned-vs-fixed question is then worded
+    by its set-up verdict (:data:`SETUP_QUESTION`, after the correction). Plus the facts that hold whatever the
+    numbers: every run finished, the fixed arm loses nothing when rounded, the rounded l12 network has the fixed
+    network's parameter count."""
     out = [verdict("every run finished", len(results) == len(runs), f"{len(results)} of {len(runs)}")]
+    scoped: list[tuple[int, int]] = []  # (set-up verdict, learned-vs-fixed verdict) positions
     pairs = list(dict.fromkeys((r.config.dataset, r.config.model) for r in runs))
     for dataset, model in pairs:
         part = results[(results["dataset"] == dataset) & (results["model"] == model)] if not results.empty else results
@@ -148,41 +226,12 @@ def comparison_verdicts(results: pd.DataFrame, runs: Sequence[Run]) -> list[Verd
         if part.empty:
             out.append(verdict(where + "results", None, "no finished run"))
             continue
-        lam = choose_lam(part)
-        note = f"; lam {lam:g} chosen on validation" if lam is not None else ""
-        l12_hard = _values(part, "l12", "test_acc_hard", lam)
-        fixed_hard = _values(part, "fixed", "test_acc_hard")
-        out.append(_compare(where + "rounded l12 beats fixed", l12_hard, fixed_hard, note))
-        out.append(_compare(where + "fixed beats no shuffle", fixed_hard, _values(part, "none", "test_acc_hard")))
-        relaxed_soft = _values(part, "relaxed", "test_acc_soft")
-        out.append(_compare(where + "rounding keeps the relaxation's accuracy (rounded above soft)",
-                            _values(part, "relaxed", "test_acc_hard"), relaxed_soft, paired=True))
-        l12_change = _values(part, "l12", "rounding_change", lam)
-        l12_soft = _values(part, "l12", "test_acc_soft", lam)
-        noise = _noise(l12_soft)
-        evidence = f"change {_spread(l12_change)}, {_seed_count(len(l12_change))}{note}"
-        if l12_change.empty:
-            out.append(verdict(where + "rounding changes l12's accuracy by less than the seed noise", None, "not run"))
-        elif math.isnan(noise):
-            out.append(verdict(where + "rounding changes l12's accuracy by less than the seed noise", None,
-                               evidence + ", no noise estimate"))
-        else:
-            out.append(verdict(where + "rounding changes l12's accuracy by less than the seed noise",
-                               abs(l12_change.mean()) < noise, evidence + f", noise {noise:.3f}"))
-        out += _permutation_verdicts(part, where, lam)
-        mirror_hard = _values(part, "l12_mirror", "test_acc_hard")
-        if not mirror_hard.empty:  # the mirror step only where its arm ran
-            out.append(_compare(where + "rounded l12 (mirror step) beats rounded l12 (projected step)", mirror_hard,
-                                l12_hard, note))
-        fixed_change = _values(part, "fixed", "rounding_change")
-        out.append(verdict(where + "fixed arm changes by exactly 0 when rounded",
-                           bool((fixed_change == 0).all()) if len(fixed_change) else None,
-                           _seed_count(len(fixed_change))))
-        params = {arm: _values(part, arm, "num_parameters_inference") for arm in ("l12", "fixed")}
-        same = (None if params["l12"].empty or params["fixed"].empty
-                else bool(params["l12"].max() == params["fixed"].max() == params["l12"].min()))
-        out.append(verdict(where + "rounded l12 has the fixed network's parameter count", same,
-                           " vs ".join(f"{int(p.max())}" for p in params.values() if len(p))))
+        verdicts, positions = _pair_verdicts(part, where)
+        scoped += [(len(out), len(out) + i) for i in positions]
+        out += verdicts
+    out = holm(out)
+    for setup, i in scoped:
+        out[i] = replace(out[i], question=_scoped(out[i].question, out[setup]))
     return out
 
 

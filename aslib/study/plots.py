@@ -7,6 +7,7 @@ regenerated from the same numbers is byte-for-byte the same file and git shows n
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -14,6 +15,29 @@ import matplotlib.tri as mtri
 from matplotlib.figure import Figure
 
 from aslib.utils.io import atomic_write
+
+#: Axis labels for the columns the figures plot (a column without one is shown with spaces for underscores).
+_LABELS = {
+    "recovery": "vertices recovered",
+    "isomorphic": "isomorphism found",
+    "exact": "planted permutation found",
+    "noise": "edge flip probability",
+    "n": "size n",
+    "success": "teacher's permutation found, single start",
+    "success_best": "teacher's permutation found, best of k starts",
+    "val_acc": "validation accuracy",
+    "train_acc": "training accuracy",
+    "train_loss": "training loss",
+    "penalty": "total penalty $\\sum_l P(M_l)$",
+    "test_acc_hard": "test accuracy after rounding",
+    "test_acc_soft": "test accuracy before rounding",
+}
+
+
+def axis_label(column: str) -> str:
+    """The human name of a plotted column (``"val_acc"`` -> ``"validation accuracy"``)."""
+    return _LABELS.get(column, column.replace("_", " "))
+
 
 _METADATA = {
     "png": {"Software": None},
@@ -42,6 +66,35 @@ def save_figure(
         )
         paths.append(path)
     return paths
+
+
+def owned_figures(figures_dir: str | Path, stem: str) -> dict[Path, tuple[int, int]]:
+    """The figures notebook ``stem`` (``NN_name``) owns in ``figures_dir``: ``NN_*.png`` and ``.pdf``, top level only,
+    each with its ``(inode, mtime_ns)``: a figure rewritten by :func:`aslib.utils.io.atomic_write` gets a new inode."""
+    number = stem.split("_", 1)[0]
+    if not number.isdigit():
+        raise ValueError(f"a notebook's stem starts with its number, got {stem!r}")
+    found = {}
+    for fmt in _METADATA:
+        for path in Path(figures_dir).glob(f"{number}_*.{fmt}"):
+            if path.is_file():
+                info = path.stat()
+                found[path] = (info.st_ino, info.st_mtime_ns)
+    return found
+
+
+def remove_stale_figures(figures_dir: str | Path, stem: str, before: Mapping[Path, tuple[int, int]]) -> list[Path]:
+    """Delete the figures of ``stem`` that its run did not write: those of ``before`` (:func:`owned_figures` taken
+    before the run) still with the same inode and modification time. Only a run that wrote at least one of its
+    figures there deletes anything (a notebook that draws nothing into ``figures_dir`` owns nothing in it).
+    Returns the deleted paths."""
+    now = owned_figures(figures_dir, stem)
+    stale = [path for path, stamp in now.items() if before.get(path) == stamp]
+    if len(stale) == len(now):  # nothing written by this run
+        return []
+    for path in stale:
+        path.unlink()
+    return stale
 
 
 # --- notebook 01: the penalty and its error bounds -------------------------------------------------
@@ -133,14 +186,43 @@ def plot_image_rows(rows: dict, *, cmap: str = "gray_r") -> Figure:
 
 
 def plot_matrix_heatmap(matrix, *, title: str = "", xlabel: str = "input position j",
-                        ylabel: str = "output position k") -> Figure:
-    """Heat map of a (doubly stochastic or permutation) matrix ``M[k, j]``."""
-    fig, ax = plt.subplots(figsize=(4.4, 3.8))
-    image = ax.imshow(matrix, cmap="viridis", interpolation="nearest", vmin=0.0)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    fig.colorbar(image, ax=ax, shrink=0.85, label="$M_{kj}$")
+                        ylabel: str = "output position k", zoom: int = 64) -> Figure:
+    """Heat map of a (doubly stochastic or permutation) ``n x n`` matrix ``M[k, j]``, colour scale from 0.
+
+    Above ``zoom`` rows one cell is below a pixel and the map renders as a flat field, so the figure has two panels
+    instead: every row's largest entry as a point at ``(argmax_j M[k, j], k)``, coloured by its value (a
+    permutation is ``n`` points of value 1, the uniform matrix points of value ``1/n``), and the top-left
+    ``zoom x zoom`` block as a heat map on its own scale.
+    """
+    import numpy as np
+
+    M = np.asarray(matrix, dtype=float)
+    n = M.shape[0]
+    if n <= zoom:
+        fig, ax = plt.subplots(figsize=(4.4, 3.8))
+        image = ax.imshow(M, cmap="viridis", interpolation="nearest", vmin=0.0)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        fig.colorbar(image, ax=ax, shrink=0.85, label="$M_{kj}$")
+        fig.tight_layout()
+        return fig
+    fig, (dots, block) = plt.subplots(1, 2, figsize=(9.4, 4.0))
+    top = M.max(axis=1)
+    points = dots.scatter(M.argmax(axis=1), np.arange(n), c=top, s=2, cmap="viridis", vmin=0.0, vmax=max(top.max(), 1e-12))
+    dots.set_xlim(-0.5, n - 0.5)
+    dots.set_ylim(n - 0.5, -0.5)
+    dots.set_aspect("equal")
+    dots.set_title(f"largest entry of each of the {n} rows", fontsize=9)
+    fig.colorbar(points, ax=dots, shrink=0.85, label="$\\max_j M_{kj}$")
+    image = block.imshow(M[:zoom, :zoom], cmap="viridis", interpolation="nearest", vmin=0.0)
+    block.set_title(f"rows and columns 0 to {zoom - 1}, own scale", fontsize=9)
+    fig.colorbar(image, ax=block, shrink=0.85, label="$M_{kj}$")
+    for ax in (dots, block):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
 
@@ -148,20 +230,25 @@ def plot_matrix_heatmap(matrix, *, title: str = "", xlabel: str = "input positio
 # --- notebooks 02 and 03: examples with a closed-form loss ----------------------------------------
 
 
-def plot_loss_and_penalty(histories: dict, *, title: str = "") -> Figure:
-    """Loss and l1-2 penalty against iterations, one line per method.
+def plot_loss_and_penalty(histories: dict, *, record_every: int = 1, title: str = "") -> Figure:
+    """Loss and l1-2 penalty against the solver's iterations, one line per method.
 
-    ``histories`` maps a label to ``(loss, penalty)``, two 1-D sequences of the same length.
+    ``histories`` maps a label to ``(loss, penalty)``, two 1-D sequences of the same length, recorded every
+    ``record_every`` iterations (:class:`aslib.solver.relaxation.SolverConfig`'s ``record_every``): record ``i`` is
+    drawn at iteration ``i * record_every``.
     """
+    import numpy as np
+
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for label, (loss, penalty) in histories.items():
-        axes[0].plot(loss, label=label)
-        axes[1].plot(penalty, label=label)
+        steps = np.arange(len(loss)) * record_every
+        axes[0].plot(steps, loss, label=label)
+        axes[1].plot(steps, penalty, label=label)
     axes[0].set_yscale("symlog", linthresh=1e-3)
     axes[0].set_ylabel("loss $f(M_t)$")
     axes[1].set_ylabel("penalty $P(M_t)$")
     for ax in axes:
-        ax.set_xlabel("iteration")
+        ax.set_xlabel("solver iteration t" + (f" (every {record_every}th recorded)" if record_every > 1 else ""))
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title or "Loss and penalty along the iterations")
@@ -184,17 +271,18 @@ def plot_matrix_panels(matrices: dict, *, title: str = "") -> Figure:
     return fig
 
 
-def plot_recovery(summary, *, x: str, metric: str = "recovery", title: str = "") -> Figure:
-    """``metric`` against column ``x`` (e.g. ``"noise"`` or ``"n"``), one line per ``method`` of ``summary``
-    (a table of means such as :func:`aslib.examples.graph_matching.summarise_recovery` returns)."""
+def plot_recovery(table, *, x: str, metric: str = "recovery", title: str = "") -> Figure:
+    """The mean of ``metric`` over instances against column ``x`` (e.g. ``"noise"`` or ``"n"``), one line per
+    ``method``, with error bars of one standard error over instances (``std / sqrt(instances)``); ``table`` has one
+    row per instance (:func:`aslib.examples.graph_matching.recovery_table`). The axis runs from 0 to 1."""
     fig, ax = plt.subplots(figsize=(5, 3.6))
-    for method, rows in summary.groupby("method", sort=False):
-        rows = rows.sort_values(x)
-        ax.plot(rows[x], rows[metric], marker="o", label=method)
-    ax.set_xlabel(x)
-    ax.set_ylabel(metric)
+    for method, rows in table.groupby("method", sort=False):
+        stats = rows[metric].astype(float).groupby(rows[x]).agg(["mean", "sem"]).sort_index()
+        ax.errorbar(stats.index, stats["mean"], yerr=stats["sem"].fillna(0), marker="o", capsize=3, label=method)
+    ax.set_xlabel(axis_label(x))
+    ax.set_ylabel(f"{axis_label(metric)} (fraction)")
     ax.set_ylim(-0.03, 1.03)
-    ax.set_title(title)
+    ax.set_title(title + ("\n" if title else "") + "bars: ±1 standard error over instances", fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -203,22 +291,24 @@ def plot_recovery(summary, *, x: str, metric: str = "recovery", title: str = "")
 
 def plot_success_by_setup(summary, *, x: str = "n", metric: str = "success_best", title: str = "") -> Figure:
     """One panel per ``setup`` of ``summary`` (a table of rates such as
-    :func:`aslib.examples.two_layer.summarise_success` returns): ``metric`` against ``x``, one line per ``method``."""
+    :func:`aslib.examples.two_layer.summarise_success` returns): ``metric`` against ``x``, one line per ``method``,
+    with error bars ``sqrt(p (1 - p) / instances)``: the binomial standard error over instances (for the
+    single-start rate, a mean over each instance's starts, an upper bound)."""
     setups = list(dict.fromkeys(summary["setup"]))
     fig, axes = plt.subplots(1, len(setups), figsize=(3.2 * len(setups), 3.3), sharey=True, squeeze=False)
     for ax, setup in zip(axes[0], setups):
         for method, rows in summary[summary["setup"] == setup].groupby("method", sort=False):
             rows = rows.sort_values(x)
-            ax.plot(rows[x], rows[metric], marker="o", label=method)
+            error = (rows[metric] * (1 - rows[metric]) / rows["instances"]) ** 0.5
+            ax.errorbar(rows[x], rows[metric], yerr=error, marker="o", capsize=3, label=method)
         ax.set_title(setup, fontsize=10)
-        ax.set_xlabel(x)
+        ax.set_xlabel(axis_label(x))
         ax.set_xticks(sorted(set(summary[x])))
         ax.set_ylim(-0.03, 1.03)
         ax.grid(True, alpha=0.3)
-    axes[0][0].set_ylabel(metric)
+    axes[0][0].set_ylabel(f"{axis_label(metric)} (fraction)")
     axes[0][-1].legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
+    fig.suptitle((title + "; " if title else "") + "bars: binomial standard error over instances", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -239,7 +329,7 @@ def plot_training_curves(histories: dict, *, metrics: tuple[str, ...] = ("val_ac
         for label, history in histories.items():
             ax.plot(history["epoch"], history[metric], marker="o", ms=2.5, label=label)
         ax.set_xlabel("epoch")
-        ax.set_ylabel(metric.replace("_", " "))
+        ax.set_ylabel(axis_label(metric))
         if metric == "penalty":
             ax.set_yscale("symlog", linthresh=1e-2)
             ax.set_ylim(bottom=0)
@@ -291,8 +381,8 @@ def plot_learned_permutations(learned: list, reference: list, *, layers: int = 3
 
 
 def plot_arm_comparison(summary, *, metric: str = "test_acc_hard") -> Figure:
-    """Bars of ``<metric>_mean`` (with the standard deviation over seeds) per arm, one panel per data set
-    and model, from :func:`aslib.study.report.summarise_seeds` (the ``*_summary.csv`` tables)."""
+    """Bars of ``<metric>_mean`` per arm, from 0, with error bars of one standard deviation over seeds, one panel per
+    data set and model, from :func:`aslib.study.report.summarise_seeds` (the ``*_summary.csv`` tables)."""
     panels = list(summary.groupby(["dataset", "model"], sort=False))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.4), squeeze=False)
     for ax, ((dataset, model), rows) in zip(axes[0], panels):
@@ -302,10 +392,9 @@ def plot_arm_comparison(summary, *, metric: str = "test_acc_hard") -> Figure:
         ax.bar(range(len(rows)), rows[f"{metric}_mean"], yerr=rows[f"{metric}_std"].fillna(0), capsize=3,
                color=["0.6" if arm in ("fixed", "none", "random") else "C0" for arm in rows["arm"]])
         ax.set_xticks(range(len(rows)), labels, rotation=40, ha="right", fontsize=7)
-        low = float((rows[f"{metric}_mean"] - rows[f"{metric}_std"].fillna(0)).min())
-        ax.set_ylim(max(0.0, low - 0.05), 1.0)
+        ax.set_ylim(0.0, 1.0)
         ax.set_title(f"{dataset}, {model}", fontsize=9)
-        ax.set_ylabel(metric.replace("_", " "))
+        ax.set_ylabel(f"{axis_label(metric)}\n(mean ± std over seeds)")
     fig.tight_layout()
     return fig
 
@@ -326,12 +415,12 @@ def plot_lam_sweep(summary) -> Figure:
             pen_ax.axhline(relaxed["final_penalty_mean"].mean(), ls="--", color=line.get_color(), lw=1)
     for ax, label in ((acc_ax, "test accuracy after rounding"), (pen_ax, "final penalty")):
         ax.set_xscale("log")
-        ax.set_xlabel("lam")
+        ax.set_xlabel(r"penalty weight $\lambda$")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
     pen_ax.set_yscale("symlog", linthresh=1e-2)
     pen_ax.set_ylim(bottom=0)
     acc_ax.legend(fontsize=7)
-    fig.suptitle("l1-2 penalty weight (dashed: the relaxation, lam = 0)")
+    fig.suptitle(r"l1-2 penalty weight, means over seeds (dashed: the relaxation, $\lambda = 0$)")
     fig.tight_layout()
     return fig

@@ -17,7 +17,7 @@ from aslib.core.checks import check_positive_int
 from aslib.models.common import conv_bn
 from aslib.nn.layers import LearnedShuffle
 from aslib.study.arms import SHUFFLE_ARMS, arm_config
-from aslib.study.verdicts import Verdict, compare_means, verdict
+from aslib.study.verdicts import Verdict, chance_test, compare_means, holm, verdict
 from aslib.training.config import TrainConfig
 from aslib.training.state import TrainState
 from aslib.training.train import fit
@@ -264,31 +264,30 @@ def example_images(config: PermutedInputConfig, permutation: torch.Tensor | list
 
 def unscrambling_verdicts(table: pd.DataFrame, arms: tuple[str, ...] | list[str], n: int) -> list[Verdict]:
     """The verdicts of notebook 07 from its results table (one row per arm and seed, :meth:`ArmResult.row` and
-    ``seed``) over ``n`` pixel positions.
+    ``seed``) over ``n`` pixel positions, all tests, Holm-corrected together (:func:`~aslib.study.verdicts.holm`).
 
-    An arm with a learned layer recovers more than chance when its mean number of exactly recovered positions
-    exceeds ``1 + 3 / sqrt(k)`` over ``k`` seeds (a random permutation fixes 1 position on average, standard
-    deviation 1); the paired questions compare arms by :func:`~aslib.study.verdicts.compare_means`.
+    An arm with a learned layer recovers more than chance by :func:`~aslib.study.verdicts.chance_test` (a random
+    permutation fixes 1 position on average: the exact Poisson test of the positions recovered over seeds); the
+    questions comparing two arms by :func:`~aslib.study.verdicts.compare_means`, paired by seed (every arm runs
+    the same seeds).
     """
-    seeds = table["seed"].nunique()
     table = table.assign(rounding_change=table["test_acc_hard"] - table["test_acc"])
 
     def values(arm: str, column: str) -> Any:
-        return table.loc[table["arm"] == arm, column].to_numpy()
+        return table[table["arm"] == arm].set_index("seed")[column].sort_index()
 
     def compare(question: str, a: str, b: str, column: str, scale: float = 1.0, digits: int = 2,
                 unit: str = "") -> Verdict:
         if a not in arms or b not in arms:
             return verdict(question, None, f"{a if a not in arms else b} not among the arms")
-        return compare_means(question, values(a, column), values(b, column), scale=scale, digits=digits, unit=unit)
+        first, second = values(a, column), values(b, column)
+        paired = first.index.equals(second.index) and first.index.is_unique
+        return compare_means(question, first.to_numpy(), second.to_numpy(), paired=paired, scale=scale,
+                             digits=digits, unit=unit)
 
-    checks = []
-    for arm in (a for a in arms if a not in ("oracle", "scrambled")):
-        positions = n * values(arm, "exact_recovery")
-        spread = positions.std(ddof=1) if seeds > 1 else 0
-        checks.append(verdict(f"{arm} recovers more positions than chance", positions.mean() > 1 + 3 / seeds ** 0.5,
-                              f"{positions.mean():.1f} ± {spread:.1f} of {n}, chance 1, {seeds} seeds"))
-    return checks + [
+    checks = [chance_test(f"{arm} recovers more positions than chance", (n * values(arm, "exact_recovery")).round(),
+                          of=n) for arm in arms if arm not in ("oracle", "scrambled")]
+    return holm(checks + [
         compare("from scratch, the penalty recovers more positions than the relaxation", "l12", "relaxed",
                 "exact_recovery", scale=n, digits=1, unit="positions"),
         compare("with the frozen trained CNN, the penalty recovers more positions than the relaxation",
@@ -298,4 +297,4 @@ def unscrambling_verdicts(table: pd.DataFrame, arms: tuple[str, ...] | list[str]
         compare("with the frozen CNN, rounding costs the penalised arm less accuracy than the relaxed arm",
                 "l12_pretrained", "relaxed_pretrained", "rounding_change"),
         compare("the CNN is more accurate on ordered than on scrambled images", "oracle", "scrambled", "test_acc"),
-    ]
+    ])
