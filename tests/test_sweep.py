@@ -256,3 +256,29 @@ def test_summarise_means_over_seeds():
     assert table.loc["l12", "seeds"] == 2 and table.loc["fixed", "seeds"] == 1
     assert table.loc["l12", "test_acc_soft_mean"] == pytest.approx(0.6)
     assert table.loc["l12", "final_penalty_std"] == pytest.approx(2 ** 0.5)
+
+
+def test_the_gpu_short_plan_runs_on_a_cpu_with_tiny_settings(tmp_path):
+    """Every network, arm and setting of the gpu-short profile but the sizes: one seed, one epoch on a tiny CIFAR-10
+    written in torchvision's format, one stage unit, 32 images, through the same plan, execute and collect."""
+    from test_data import write_cifar10
+
+    from aslib.runner.profiles import load_profile
+    from aslib.study.arms import notebook_runs
+
+    profile = load_profile("gpu-short")
+    parameters = dict(profile.notebooks["04_cifar"])
+    assert parameters["runs_per_gpu"] > 1 and parameters["datasets"] == ["cifar10"]
+    write_cifar10(tmp_path / "data", per_batch=8)
+    tiny = {**parameters, "seeds": parameters["seeds"][:1], "epochs": 1, "batch_size": 8, "max_train_samples": 32,
+            "stages_repeats": [1, 1, 1], "recalibration_batches": 1, "output_dir": str(tmp_path / "runs"),
+            "data_root": str(tmp_path / "data")}
+    runs = notebook_runs("04_cifar", tiny)
+    arms = {(r.config.model, r.config.shuffle, r.config.lam) for r in runs}
+    assert len(runs) == len(parameters["models"]) * len(parameters["arms"]) == len(arms)
+    assert (plan(runs, "cpu")["status"] == "new").all()
+    status = execute(runs, gpus=[], runs_per_gpu=tiny["runs_per_gpu"], show_progress=False)
+    assert (status["status"] == "ok").all(), status["error"].tolist()
+    results = collect(runs)
+    assert len(results) == len(runs) and results["test_acc_hard"].between(0, 1).all()
+    assert (plan(runs, "cpu", measure=False)["status"] == "done").all()
