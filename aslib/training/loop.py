@@ -38,6 +38,7 @@ from aslib.nn.shuffles import (
     shuffle_stats,
     soft_mirror_shuffles,
 )
+from aslib.core.penalties import DEFAULT_PENALTY
 from aslib.core.penalty import ROUNDING_THRESHOLD
 
 __all__ = ["Rounded", "SettledShuffles", "batch_sums", "evaluate", "make_optimizer", "penalised_step", "recalibrate_batchnorm",
@@ -99,6 +100,7 @@ def penalised_step(
     autocast: Autocast = nullcontext,
     mirror_lam: float = 0.0,
     mirror_step_size: float = 0.0,
+    penalty: str = DEFAULT_PENALTY,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step on ``loss = cross_entropy(logits, y) + lam * sum_l P(M_l)``; returns ``(cross_entropy, logits)``.
 
@@ -109,7 +111,8 @@ def penalised_step(
     ``projection_sweeps`` column/row normalisations. Mirror-parameterised shuffles are not in the loss's
     penalty; after the backward pass each takes its mirror step (:meth:`LearnedShuffle.mirror_update_` with
     ``mirror_lam``, ``mirror_step_size`` and ``projection_sweeps``); a model with such shuffles needs
-    ``mirror_step_size > 0``, or they would silently never move.
+    ``mirror_step_size > 0``, or they would silently never move. ``P`` is the penalty named ``penalty``
+    (:data:`aslib.core.penalties.PENALTIES`, default the l1-2), in the loss and in the mirror step alike.
     """
     mirror = soft_mirror_shuffles(model)
     if mirror_step_size <= 0 and mirror:
@@ -118,7 +121,7 @@ def penalised_step(
     with autocast():
         logits = (forward or model)(x)
     ce = F.cross_entropy(logits.float(), y)
-    loss = ce + lam * shuffle_penalty(model, mirror=False) if lam > 0 else ce
+    loss = ce + lam * shuffle_penalty(model, mirror=False, penalty=penalty) if lam > 0 else ce
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(loss).backward()
@@ -127,7 +130,7 @@ def penalised_step(
     else:
         loss.backward()
         optimizer.step()
-    mirror_shuffles_(mirror, mirror_lam, mirror_step_size, projection_sweeps)
+    mirror_shuffles_(mirror, mirror_lam, mirror_step_size, projection_sweeps, penalty=penalty)
     if scheduler is not None:
         scheduler.step()
     project_shuffles_(model, projection_sweeps)

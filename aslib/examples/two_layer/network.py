@@ -29,7 +29,8 @@ __all__ = [
     "teacher_energy",
 ]
 
-TWO_LAYER_METHODS = ("l12", "relaxed", "sinkhorn")
+#: ``"lp"``, ``"tl1"``, ``"entropy"``: ``"l12"`` with that penalty; ``"gumbel_sinkhorn"``: ``"sinkhorn"`` with Gumbel noise.
+TWO_LAYER_METHODS = ("l12", "relaxed", "sinkhorn", "lp", "tl1", "entropy", "gumbel_sinkhorn")
 SETUPS = ("between", "after", "input", "linear")
 #: The set-ups whose loss is a convex quadratic in ``M`` (the relaxation's minimisers form a slice).
 CONVEX_SETUPS = ("after", "linear")
