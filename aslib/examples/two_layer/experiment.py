@@ -15,6 +15,7 @@ from aslib.examples.two_layer.network import (
     CONVEX_SETUPS,
     SETUPS,
     SUCCESS_RTOL,
+    TWO_LAYER_ALTERNATIVES,
     TWO_LAYER_METHODS,
     TeacherStudent,
     check_setup,
@@ -57,7 +58,7 @@ def two_layer_config(method: str, setup: str = "between") -> SolverConfig:
                             penalty=DEFAULT_PENALTY if method == "relaxed" else method)
     if method in ("sinkhorn", "gumbel_sinkhorn"):
         return SolverConfig(parameterisation=method, iters=300, step=0.1, restarts=1, sinkhorn_iters=10)
-    raise ValueError(f"unknown method {method!r}; use one of {TWO_LAYER_METHODS}")
+    raise ValueError(f"unknown method {method!r}; use one of {TWO_LAYER_METHODS + TWO_LAYER_ALTERNATIVES}")
 
 
 def _curvature(problem: TeacherStudent) -> torch.Tensor:
@@ -86,8 +87,8 @@ def learn_permutation(
     ``lam``, ``restarts`` and ``iters`` override the config (``lam`` only for the penalty methods; ``>= 0``).
     ``result.fun`` is ``L`` at the rounded permutation (0 when the permutation is recovered).
     """
-    if method not in TWO_LAYER_METHODS:
-        raise ValueError(f"unknown method {method!r}; use one of {TWO_LAYER_METHODS}")
+    if method not in TWO_LAYER_METHODS + TWO_LAYER_ALTERNATIVES:
+        raise ValueError(f"unknown method {method!r}; use one of {TWO_LAYER_METHODS + TWO_LAYER_ALTERNATIVES}")
     if lam is not None:  # checked for every method, though only the penalty methods use it
         check_nonnegative(lam, "lam")
     cfg = replace_given(config or two_layer_config(method, problem.setup), restarts=restarts, iters=iters,
@@ -127,8 +128,8 @@ def comparison_table(
     """
     instances, starts = check_positive_int(instances, "instances"), check_positive_int(starts, "starts")
     for method in methods:
-        if method not in TWO_LAYER_METHODS:
-            raise ValueError(f"unknown method {method!r}; use one of {TWO_LAYER_METHODS}")
+        if method not in TWO_LAYER_METHODS + TWO_LAYER_ALTERNATIVES:
+            raise ValueError(f"unknown method {method!r}; use one of {TWO_LAYER_METHODS + TWO_LAYER_ALTERNATIVES}")
     settings = [(check_setup(s), check_positive_int(n, "n")) for s in setups for n in sizes]
     rows = []
     for setup, n in progress(settings, enabled=show_progress, desc="two-layer"):
