@@ -250,7 +250,7 @@ def register_penalty(name: str, penalty: Penalty) -> Penalty:
 
 def unregister_penalty(name: str) -> None:
     """Remove the penalty ``name`` (the built-in ones stay)."""
-    if name in _BUILT_IN:
+    if name in _BUILT_IN_PENALTIES:
         raise ValueError(f"the built-in penalty {name!r} cannot be removed")
     get_penalty(name)
     del PENALTIES[name]
@@ -268,4 +268,4 @@ register_penalty("l12", L12())
 register_penalty("lp", Lp(0.5, 1e-3))
 register_penalty("tl1", TransformedL1(1.0))
 register_penalty("entropy", Entropy())
-_BUILT_IN = tuple(PENALTIES)
+_BUILT_IN_PENALTIES = tuple(PENALTIES)
