@@ -86,7 +86,7 @@ class Penalty:
         return self.gradient
 
     def lipschitz(self, n: int) -> float | None:
-        """``L`` with ``|P(M) - P(N)| <= L ||M - N||_F`` for non-negative ``n x n`` ``M``, ``N``; None: no such ``L``."""
+        """``L`` with ``|P(M) - P(N)| <= L ||M - N||_F`` for non-negative ``n x n`` ``M``, ``N`` (None: no such ``L``)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:

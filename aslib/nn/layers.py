@@ -162,7 +162,9 @@ class LearnedShuffle(nn.Module):
             ``"mirror"``: ``weight`` holds ``M`` as for ``"projected"``, but no optimizer moves it: after each
             backward pass :meth:`mirror_update_` takes a multiplicative step with the loss gradient, which
             cannot collapse ``M`` to ``J/n`` as clamping after a large Euclidean step can. Entries that start
-            at 0 stay at 0, so start it with ``noise > 0`` (or at ``"uniform"``).
+            at 0 stay at 0, so start it with ``noise > 0`` (or at ``"uniform"``). ``"gumbel_sinkhorn"``: logits as for
+            ``"sinkhorn"``, with fresh Gumbel noise on them in a training pass and :meth:`harden` the Hungarian
+            assignment of the logits themselves.
         sinkhorn_iters, sinkhorn_tau: Sinkhorn's sweeps and temperature (see :data:`SINKHORN_ITERS`).
     """
 

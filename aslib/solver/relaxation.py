@@ -108,7 +108,7 @@ class SolverConfig:
         parameterisation: a name in :data:`aslib.nn.parameterisations.PARAMETERISATIONS`.
         iters: most optimisation steps.
         step: ``eta`` of the mirror step; for ``"projected"`` a multiple of ``step_scale`` (``1/L``,
-            ``L`` the smoothness constant the problem passes); Adam's learning rate for ``"sinkhorn"``.
+            ``L`` the smoothness constant the problem passes); Adam's learning rate for the logit parameterisations.
         lam: final penalty weight (``>= 0``; 0 is the plain relaxation).
         lam_start: the continuation starts at ``lam * lam_start``.
         ramp: fraction of ``iters`` over which ``lam_t`` grows to ``lam``.

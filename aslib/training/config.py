@@ -64,7 +64,8 @@ class TrainConfig:
         "how learned shuffles hold and move M (aslib.nn.parameterisations): M itself moved by entropic mirror "
         "descent (mirror, the default: cannot collapse to J/n, its penalty weight is mirror_lam, see mirror_step), "
         "M itself moved by SGD and projected on the doubly stochastic matrices (projected, the paper's, weighted "
-        "by lam), or logits through Sinkhorn's normalisation (sinkhorn); why mirror: docs/tuning.md",
+        "by lam), or logits through Sinkhorn's normalisation (sinkhorn; gumbel_sinkhorn adds Gumbel noise in training "
+        "and rounds the logits); why mirror: docs/tuning.md",
         PARAMETERISATIONS.keys()))
     shuffle_penalty: str = field(default=DEFAULT_PENALTY, metadata=_option(
         "the penalty P that lam (in the loss) and mirror_lam (in the mirror step) weigh (aslib.core.penalties): "

@@ -6,11 +6,12 @@ The objective of a step (:func:`aslib.training.loop.penalised_step`) is
 
 with ``P`` the penalty named ``shuffle_penalty`` (default the l1-2) of each learned shuffle ``M_l`` and ``lam_t``
 (:func:`penalty_weight`) 0 before ``penalty_start_epoch``, then ramped linearly to ``lam`` over ``lam_warmup_epochs``
-epochs. SGD with momentum and a per-step cosine schedule updates the weights (the shuffle matrices at ``lr * shuffle_lr_scale``); after every
-optimizer step each ``M_l`` takes its parameterisation's update (:mod:`aslib.nn.parameterisations`): projected back
-toward the doubly stochastic matrices (clamp, then ``projection_sweeps`` column/row normalisations), or a mirror
-step with the penalty inside it (the mirror shuffles' penalty is not in the loss), or nothing for Sinkhorn logits,
-doubly stochastic by construction. Weight decay applies to convolution and linear weights only
+epochs. SGD with momentum and a per-step cosine schedule updates the weights (the shuffle matrices at
+``lr * shuffle_lr_scale``); after every optimizer step each ``M_l`` takes its parameterisation's update
+(:mod:`aslib.nn.parameterisations`): projected back toward the doubly stochastic matrices (clamp, then
+``projection_sweeps`` column/row normalisations), or a mirror step with the penalty inside it (the mirror shuffles'
+penalty is not in the loss), or nothing for (Gumbel-)Sinkhorn logits, doubly stochastic by construction, whose
+temperature ``shuffle_tau_end`` (if set) anneals per epoch. Weight decay applies to convolution and linear weights only
 (:func:`aslib.training.loop.make_optimizer`).
 
 At the end (:func:`aslib.training.loop.round_and_evaluate`) the test set is evaluated with the soft ``M_l``; then
