@@ -3,8 +3,12 @@ added by one class and one registration, trained and solved end to end."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
 import pytest
 import torch
+from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 import aslib.solver.relaxation as relaxation
@@ -19,16 +23,18 @@ from aslib.models import get_model
 from aslib.nn.layers import LearnedShuffle
 from aslib.nn.parameterisations import (
     PARAMETERISATIONS,
+    GumbelSinkhorn,
     Mirror,
     Parameterisation,
     Projected,
     Sinkhorn,
     get_parameterisation,
+    gumbel_noise,
     parameterisation_fields,
     register_parameterisation,
     unregister_parameterisation,
 )
-from aslib.nn.shuffles import learned_shuffles, shuffle_parameters
+from aslib.nn.shuffles import anneal_shuffles_, learned_shuffles, shuffle_parameters
 from aslib.solver.relaxation import SolverConfig, solve_permutation
 from aslib.study.arms import SHUFFLE_ARMS, Arm
 from aslib.training.config import TrainConfig
@@ -44,8 +50,8 @@ def _gen(seed: int = 0) -> torch.Generator:
 
 
 def test_the_registry_names_the_built_in_parameterisations_once() -> None:
-    assert list(PARAMETERISATIONS) == ["projected", "mirror", "sinkhorn"]
-    assert [type(p) for p in PARAMETERISATIONS.values()] == [Projected, Mirror, Sinkhorn]
+    assert list(PARAMETERISATIONS) == ["projected", "mirror", "sinkhorn", "gumbel_sinkhorn"]
+    assert [type(p) for p in PARAMETERISATIONS.values()] == [Projected, Mirror, Sinkhorn, GumbelSinkhorn]
     assert all(get_parameterisation(name).name == name for name in PARAMETERISATIONS)
     assert not hasattr(relaxation, "SOLVER_PARAMETERISATIONS")
     import aslib.nn.layers as layers
@@ -75,14 +81,17 @@ def test_what_each_parameterisation_states() -> None:
     assert (mirror.holds_matrix, mirror.optimizer_moves, mirror.penalty_in_loss) == (True, False, False)
     assert (sink.holds_matrix, sink.optimizer_moves, sink.penalty_in_loss) == (False, True, True)
     assert (projected.projects, mirror.projects, sink.projects) == (True, False, False)
-    assert parameterisation_fields() == ("projection_sweeps", "mirror_lam", "mirror_step")
+    gumbel = get_parameterisation("gumbel_sinkhorn")
+    assert (gumbel.holds_matrix, gumbel.optimizer_moves, gumbel.penalty_in_loss, gumbel.projects) == (
+        False, True, True, False)
+    assert parameterisation_fields() == ("projection_sweeps", "mirror_lam", "mirror_step", "shuffle_tau_end")
 
 
 def test_arms_read_the_fields_of_their_parameterisation() -> None:
-    assert SHUFFLE_ARMS["relaxed"].irrelevant() == ("lam", "mirror_lam", "mirror_step")
-    assert SHUFFLE_ARMS["l12"].irrelevant() == ("mirror_lam", "mirror_step")
+    assert SHUFFLE_ARMS["relaxed"].irrelevant() == ("lam", "mirror_lam", "mirror_step", "shuffle_tau_end")
+    assert SHUFFLE_ARMS["l12"].irrelevant() == ("mirror_lam", "mirror_step", "shuffle_tau_end")
     assert SHUFFLE_ARMS["sinkhorn"].irrelevant() == ("lam", "projection_sweeps", "mirror_lam", "mirror_step")
-    assert SHUFFLE_ARMS["l12_mirror"].irrelevant() == ("lam",)
+    assert SHUFFLE_ARMS["l12_mirror"].irrelevant() == ("lam", "shuffle_tau_end")
     assert SHUFFLE_ARMS["fixed"].irrelevant() == SHUFFLE_ARMS["none"].irrelevant()
     assert SHUFFLE_ARMS["l12_mirror"].scheme is get_parameterisation("mirror")
 
@@ -173,7 +182,7 @@ def test_random_starts_are_the_parameterisations_starts() -> None:
     for name in PARAMETERISATIONS:
         config = SolverConfig(parameterisation=name, init_noise=0.5)
         starts = relaxation.random_starts(config, shape, _gen(10))
-        if name == "sinkhorn":
+        if name in ("sinkhorn", "gumbel_sinkhorn"):  # logits
             expected = 0.5 * torch.randn(shape, generator=_gen(10), dtype=torch.float64)
         else:
             expected = project_doubly_stochastic((1 + 0.5 * torch.rand(shape, generator=_gen(10),
@@ -207,7 +216,7 @@ def test_a_registered_parameterisation_is_valid_everywhere_then_gone(row_softmax
     TrainConfig(shuffle_parameterisation="row_softmax")
     SolverConfig(parameterisation="row_softmax")
     assert Arm("learned", parameterisation="row_softmax").irrelevant() == (
-        "lam", "projection_sweeps", "mirror_lam", "mirror_step")
+        "lam", "projection_sweeps", "mirror_lam", "mirror_step", "shuffle_tau_end")
     with pytest.raises(ValueError, match="settle_tol needs the matrix itself"):
         SolverConfig(parameterisation="row_softmax", settle_tol=0.01)
     layer = LearnedShuffle(4, "identity", parameterisation="row_softmax", sinkhorn_iters=3)
@@ -263,3 +272,92 @@ def test_a_new_parameterisation_solves_a_linear_assignment(row_softmax) -> None:
     result = solve_permutation(loss_fn, batch, n, config, generator=_gen(14))
     assert torch.equal(result.col_ind, round_to_permutation(C))
     assert result.starts_M.shape == (batch, 2, n, n) and result.nit == 60
+
+
+# --- Gumbel-Sinkhorn (Mena et al. 2018) ---------------------------------------------------------------
+
+
+def test_gumbel_noise_is_seeded_and_standard_gumbel() -> None:
+    a, b = gumbel_noise((200, 500), _gen(40)), gumbel_noise((200, 500), _gen(40))
+    assert torch.equal(a, b) and not torch.equal(a, gumbel_noise((200, 500), _gen(41)))
+    # oracle: the standard Gumbel law's mean (Euler's constant), variance pi^2 / 6 and CDF exp(-exp(-x))
+    assert float(a.mean()) == pytest.approx(0.5772156649, abs=0.01)
+    assert float(a.var()) == pytest.approx(math.pi**2 / 6, rel=0.02)
+    for x in (-1.0, 0.0, 1.0, 3.0):
+        assert float((a <= x).double().mean()) == pytest.approx(math.exp(-math.exp(-x)), abs=0.005)
+    like = torch.zeros(3, dtype=torch.float32)
+    assert gumbel_noise((2, 3), _gen(42), like).dtype == torch.float32
+
+
+def test_gumbel_sinkhorn_is_doubly_stochastic_at_low_temperature_and_rounds_the_logits() -> None:
+    scheme = get_parameterisation("gumbel_sinkhorn")
+    L = torch.randn(4, 6, 6, generator=_gen(43), dtype=torch.float64)
+    noisy = scheme.perturb(L, _gen(44))
+    M = scheme.matrices(noisy, 1000, 0.1)
+    torch.testing.assert_close(M.sum(-1), torch.ones(4, 6, dtype=torch.float64), rtol=0, atol=1e-9)
+    column_error = (M.sum(-2) - 1).abs().max()
+    assert column_error < 2e-3 and column_error < (scheme.matrices(noisy, 50, 0.1).sum(-2) - 1).abs().max()
+    assert bool((M.amax(-1) > 0.5).all())  # at low temperature every row is dominated by one entry
+    torch.testing.assert_close(scheme.matrices(L, 20, 0.5), sinkhorn(L, 20, 0.5), rtol=0, atol=0)
+    assert torch.equal(noisy, scheme.perturb(L, _gen(44))) and not torch.equal(noisy, L)
+    # the hard permutation: the Hungarian assignment of the logits (scipy, an independent solver)
+    expected = torch.stack([torch.from_numpy(linear_sum_assignment(-x.numpy())[1]) for x in L])
+    assert torch.equal(round_to_permutation(scheme.rounding_scores(L, 20, 0.5)), expected)
+
+
+def test_a_gumbel_sinkhorn_layer_is_noisy_in_training_only_and_hardens_to_the_logits_assignment() -> None:
+    layer = LearnedShuffle(6, "uniform", noise=0.5, generator=_gen(45), parameterisation="gumbel_sinkhorn")
+    torch.manual_seed(0)
+    first, second = layer.matrix(), layer.matrix()
+    assert not torch.equal(first, second)  # fresh noise at every training pass
+    layer.eval()
+    torch.testing.assert_close(layer.matrix(), sinkhorn(layer.weight, layer.sinkhorn_iters, layer.sinkhorn_tau),
+                               rtol=0, atol=0)
+    logits = layer.weight.detach().clone()
+    perm = layer.harden()
+    assert torch.equal(perm, torch.from_numpy(linear_sum_assignment(-logits.numpy())[1]))
+    assert "gumbel_sinkhorn(" in repr(LearnedShuffle(4, "identity", parameterisation="gumbel_sinkhorn"))
+
+
+def test_anneal_shuffles_sets_a_geometric_temperature_on_logit_layers_only() -> None:
+    model = nn.Sequential(LearnedShuffle(4, "identity", parameterisation="gumbel_sinkhorn", sinkhorn_tau=2.0),
+                          LearnedShuffle(4, "identity", parameterisation="sinkhorn"),
+                          LearnedShuffle(4, "identity", parameterisation="mirror", noise=0.1))
+    for fraction in (0.0, 0.5, 1.0):
+        anneal_shuffles_(model, fraction, 0.02)
+        assert model[0].sinkhorn_tau == pytest.approx(2.0 * (0.01) ** fraction)
+        assert model[1].sinkhorn_tau == pytest.approx(0.02 ** fraction)
+        assert model[2].sinkhorn_tau == 1.0
+    assert model[0].sinkhorn_tau_start == 2.0
+
+
+def test_gumbel_sinkhorn_solves_a_linear_assignment_by_name_reproducibly() -> None:
+    n, batch = 6, 2
+    perms = torch.stack([torch.randperm(n, generator=_gen(50 + b)) for b in range(batch)])
+    C = torch.eye(n, dtype=torch.float64)[perms] * 3 + 0.1 * torch.rand(batch, n, n, generator=_gen(52),
+                                                                         dtype=torch.float64)
+    loss_fn = lambda M: -(C.unsqueeze(1) * M).sum((-2, -1))  # noqa: E731
+    config = SolverConfig(parameterisation="gumbel_sinkhorn", iters=80, step=0.1, restarts=2, sinkhorn_iters=10)
+    first = solve_permutation(loss_fn, batch, n, config, generator=_gen(53))
+    again = solve_permutation(loss_fn, batch, n, config, generator=_gen(53))
+    other = solve_permutation(loss_fn, batch, n, config, generator=_gen(54))
+    assert torch.equal(first.col_ind, round_to_permutation(C))
+    assert torch.equal(first.M, again.M) and torch.equal(first.loss_history, again.loss_history)
+    assert not torch.equal(first.M, other.M)
+    # the same starts without the noise follow another path
+    plain = solve_permutation(loss_fn, batch, n, replace(config, parameterisation="sinkhorn"), generator=_gen(53))
+    assert not torch.equal(first.loss_history, plain.loss_history)  # the noise moved the path
+
+
+def test_gumbel_sinkhorn_trains_through_fit_with_an_annealed_temperature(tmp_path) -> None:
+    from aslib.training.train import train
+
+    config = TrainConfig(model="shufflenet_v1_g3", model_kwargs={"width": 0.25}, stages_repeats=(1, 1, 1),
+                         batch_size=32, show_progress=False, recalibration_batches=2, epochs=2, max_train_samples=96,
+                         shuffle_parameterisation="gumbel_sinkhorn", shuffle_tau_end=0.25, lam=0.0,
+                         checkpoint=False, output_dir=str(tmp_path))
+    with pytest.warns(UserWarning):  # two epochs do not bring the shuffles to permutations
+        result = train(config)
+    assert all(sorted(p) == list(range(len(p))) for p in result.permutations) and result.permutations
+    layers = learned_shuffles(result.model)
+    assert layers and all(layer.sinkhorn_tau == pytest.approx(0.25) for layer in layers)  # the last epoch's

@@ -132,7 +132,7 @@ def test_each_method_takes_the_keyword_arguments_of_its_function_as_options():
     A = np.eye(4)
     common = ["maximize", "restarts", "rng"]
     accepted = {
-        "l12": common + ["P0", "device", "dtype", "lam", "maxiter", "polish", "quick_stage", "tol"],
+        "l12": common + ["P0", "device", "dtype", "lam", "maxiter", "penalty", "polish", "quick_stage", "tol"],
         "relaxed": common + ["P0", "device", "dtype", "maxiter", "polish", "tol"],
         "faq": common + ["P0", "maxiter", "partial_match", "shuffle_input", "tol"],
         "2opt": common + ["partial_guess", "partial_match"],

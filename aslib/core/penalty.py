@@ -12,6 +12,7 @@ any device. Functions that return tensors keep autograd where that makes sense (
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -233,7 +234,8 @@ def centre(X: torch.Tensor) -> torch.Tensor:
 
 
 def mirror_step(M: torch.Tensor, grad: torch.Tensor, lam: float, step: float, sweeps: int,
-                floor: torch.Tensor | float) -> torch.Tensor:
+                floor: torch.Tensor | float,
+                penalty_gradient: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     r"""One entropic mirror-descent step on ``f + lam * P`` over ``D_n`` from ``M > 0``, shape ``(..., n, n)``.
 
     .. math::
@@ -241,7 +243,8 @@ def mirror_step(M: torch.Tensor, grad: torch.Tensor, lam: float, step: float, sw
         \qquad M \leftarrow \mathrm{normalise}(M \odot \exp(-\eta G)),
 
     ``C`` is :func:`centre`, ``grad = nabla f`` the loss gradient at ``M`` (same shape), ``eta = step``,
-    ``grad P = 2 - M / ||M_i||_2 - M / ||M^j||_2`` in closed form, and ``normalise`` ``sweeps`` column/row
+    ``grad P = 2 - M / ||M_i||_2 - M / ||M^j||_2`` in closed form (the l1-2 penalty; another penalty passes
+    its ``penalty_gradient``, :mod:`aslib.core.penalties`), and ``normalise`` ``sweeps`` column/row
     sweeps (:func:`normalise_rows_and_columns`). The step is multiplicative, so ``M`` stays strictly positive
     and cannot collapse to ``J/n`` however large the gradient (the failure of clamping after a Euclidean
     step); dividing by the largest centred entry makes ``step`` the largest change of ``log M`` the loss can
@@ -257,7 +260,9 @@ def mirror_step(M: torch.Tensor, grad: torch.Tensor, lam: float, step: float, sw
     # max |entry| as max(max, -min): on a CPU about 15 times faster than vector_norm(inf) or aminmax
     biggest = torch.maximum(exponent.amax((-2, -1), keepdim=True), exponent.amin((-2, -1), keepdim=True).neg_())
     exponent.mul_(-step / torch.clamp_min(biggest, floor))
-    if lam > 0:
+    if lam > 0 and penalty_gradient is not None:
+        exponent.add_(penalty_gradient(M), alpha=-step * lam)
+    elif lam > 0:
         squares = M.square()
         inverse_norms = squares.sum(-1, keepdim=True).rsqrt_() + squares.sum(-2, keepdim=True).rsqrt_()
         exponent.addcmul_(M, inverse_norms, value=step * lam)

@@ -1,4 +1,5 @@
-"""Numerical experiments behind notebook 01: each checks one fact about the l1-2 penalty on ``D_n``.
+"""Numerical experiments behind notebook 01: each checks one fact about the l1-2 penalty on ``D_n``, and
+:func:`penalty_facts` the same facts for any penalty of the registry :data:`aslib.core.penalties.PENALTIES`.
 
 Every function is seeded through a ``torch.Generator`` and returns plain tensors or a pandas table, so
 the notebook only calls and plots, and the tests can assert the same facts.
@@ -6,11 +7,14 @@ the notebook only calls and plots, and the tests can assert the same facts.
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Callable
 
 import pandas as pd
 import torch
 
+from aslib.core.penalties import Penalty
 from aslib.core.penalty import (
     l12_penalty,
     permutation_error_bound,
@@ -27,6 +31,7 @@ __all__ = [
     "gradient_along_path",
     "lipschitz_ratios",
     "near_permutations",
+    "penalty_facts",
     "simplex_slice",
 ]
 
@@ -131,3 +136,61 @@ def simplex_slice(vertices: torch.Tensor, resolution: int) -> tuple[torch.Tensor
     w = torch.stack([1 - b1[keep] - b2[keep], b1[keep], b2[keep]], -1).clamp_min(0)
     corners = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.5, 3**0.5 / 2]], dtype=torch.float64)
     return w @ corners, torch.einsum("kv,vij->kij", w, vertices.to(torch.float64))
+
+
+def _all_permutations(n: int) -> torch.Tensor:
+    """Every permutation matrix of size ``n``, shape ``(n!, n, n)`` (float64)."""
+    perms = torch.tensor(list(itertools.permutations(range(n))), dtype=torch.long)
+    return permutation_matrix(perms, torch.float64)
+
+
+def penalty_facts(penalty: Penalty, n: int, count: int, *, exhaustive_n: int = 6,
+                  steps: tuple[float, ...] = (1e-3, 1e-6, 1e-9),
+                  generator: torch.Generator | None = None) -> dict[str, float | int | None]:
+    """The facts of ``docs/mathematics.md`` section 13 for ``penalty``, measured on ``n x n`` matrices (float64).
+
+    Returns:
+        ``max_on_permutations``: ``max |P|`` over all ``exhaustive_n!`` permutation matrices of size
+        ``exhaustive_n`` (brute force) and ``count`` random ones of size ``n``;
+        ``min_inside``: ``min P`` over ``count`` random points of ``D_n`` (:func:`random_doubly_stochastic`);
+        ``lipschitz_constant``: ``penalty.lipschitz(n)`` (None: none); ``max_lipschitz_ratio``: the largest
+        ``|P(M) - P(N)| / ||M - N||_F`` over ``count`` non-negative pairs, half random sparse ``S`` and
+        ``S + step U`` (``step`` the smallest of ``steps``, ``U`` uniform), half independent uniform;
+        ``ratio_at_zero_<k>``: the ratio between ``0`` and ``steps[k] J``, which tends to ``n phi'(0+)`` for a
+        separable penalty (unbounded without a Lipschitz constant);
+        ``max_gradient_error``: the largest ``|gradient - autograd|`` at ``count`` strictly positive points of
+        ``D_n``, relative to ``max(1, |autograd|)``;
+        ``bound_held``: how many of ``count`` near-permutations (:func:`near_permutations`) have
+        ``P < penalty.rounding_threshold``; ``bound_violations``: among them, those whose row argmax is not a
+        permutation or whose ``sum |M - R|`` exceeds ``penalty.error_factor * P`` (beyond ``1e-12``).
+    """
+    random_perms = permutation_matrix(random_permutation(n, (count,), generator=generator), torch.float64)
+    on_perms = max(float(penalty.value(_all_permutations(exhaustive_n)).abs().max()),
+                   float(penalty.value(random_perms).abs().max()))
+    inner = random_doubly_stochastic(n, (count,), generator=generator)
+    half, step = count // 2, min(steps)
+    sparse = torch.rand(half, n, n, generator=generator, dtype=torch.float64)
+    sparse = sparse * (torch.rand(half, n, n, generator=generator, dtype=torch.float64) < 1.0 / n)
+    M = torch.cat([sparse, torch.rand(count - half, n, n, generator=generator, dtype=torch.float64)])
+    N = torch.cat([sparse + step * torch.rand(half, n, n, generator=generator, dtype=torch.float64),
+                   torch.rand(count - half, n, n, generator=generator, dtype=torch.float64)])
+    ratios = (penalty.value(M) - penalty.value(N)).abs() / (M - N).flatten(-2).norm(dim=-1)
+    zero = torch.zeros(n, n, dtype=torch.float64)
+    at_zero = {f"ratio_at_zero_{k}": float((penalty.value(zero + delta) - penalty.value(zero)).abs() / (n * delta))
+               for k, delta in enumerate(steps)}
+    positive = (0.5 * random_doubly_stochastic(n, (count,), generator=generator) + 0.5 / n).requires_grad_(True)
+    (autograd,) = torch.autograd.grad(penalty.value(positive).sum(), positive)
+    gradient_error = (penalty.gradient(positive.detach()) - autograd).abs() / autograd.abs().clamp_min(1.0)
+    near, _ = near_permutations(n, count, generator=generator)
+    value = penalty.value(near)
+    held = value < penalty.rounding_threshold
+    R = torch.nn.functional.one_hot(near.argmax(-1), n).to(near.dtype)
+    is_perm = (R.sum(-2) == 1).all(-1)
+    error = (near - R).abs().sum((-2, -1))
+    violations = held & (~is_perm | (error > penalty.error_factor * value + 1e-12))
+    constant = penalty.lipschitz(n)
+    return {"max_on_permutations": on_perms, "min_inside": float(penalty.value(inner).min()),
+            "lipschitz_constant": None if constant is None or math.isinf(constant) else float(constant),
+            "max_lipschitz_ratio": float(ratios.max()), **at_zero,
+            "max_gradient_error": float(gradient_error.max()),
+            "bound_held": int(held.sum()), "bound_violations": int(violations.sum())}

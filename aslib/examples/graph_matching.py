@@ -24,6 +24,9 @@ Methods of :func:`match_graphs` (all return scipy's ``OptimizeResult``):
   matches exactly (``f = 0``) (:func:`graph_matching_config`).
 * ``"relaxed"``: the same solver with ``lam = 0`` (the convex relaxation, then rounding).
 * ``"sinkhorn"``: ``M = sinkhorn(X, tau)`` with Adam on the logits and ``tau`` annealed, no penalty.
+* ``"lp"``, ``"tl1"``, ``"entropy"``: ``"l12"``'s solver and settings with that penalty in place of the l1-2
+  (:data:`aslib.core.penalties.PENALTIES`; the same ``lam``).
+* ``"gumbel_sinkhorn"``: ``"sinkhorn"``'s settings with Gumbel noise on the logits (Mena et al. 2018).
 * ``"faq"`` and ``"2opt"``: ``scipy.optimize.quadratic_assignment`` with ``maximize=True`` through
   :func:`aslib.solver.qap.quadratic_assignment` (for a permutation ``||A M - M B||^2 = ||A||^2 + ||B||^2 -
   2 tr(A^T M B M^T)``, so minimising ``f`` is maximising scipy's objective); ``restarts`` calls, keeping
@@ -35,7 +38,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import networkx as nx
 import numpy as np
@@ -53,8 +56,10 @@ from aslib.study.verdicts import Verdict, compare_means, holm, verdict
 
 __all__ = [
     "FAMILIES",
+    "GRAPH_ALTERNATIVES",
     "GRAPH_METHODS",
     "GraphInstances",
+    "PENALTY_METHODS",
     "compare_metric",
     "cycle_graph",
     "edge_disagreement",
@@ -74,6 +79,10 @@ __all__ = [
 ]
 
 GRAPH_METHODS = ("l12", "relaxed", "sinkhorn", "faq", "2opt")
+#: Further methods every function here accepts, left out of the default comparison (:data:`GRAPH_METHODS`).
+GRAPH_ALTERNATIVES = ("lp", "tl1", "entropy", "gumbel_sinkhorn")
+#: The methods that run :func:`aslib.solver.qap.solve_qap` with a penalty of that name (``"l12"`` the paper's).
+PENALTY_METHODS = ("l12", "lp", "tl1", "entropy")
 FAMILIES = ("erdos_renyi", "regular", "cycle", "grid")
 
 
@@ -208,13 +217,17 @@ def graph_matching_config(method: str) -> SolverConfig:
     ``eta = 1``, one Sinkhorn sweep each, ``lam`` ramped from 0.03 to 1 over 80% of the steps, 8 random
     starts, early stop once settled, agreed or certified). ``"relaxed"``: the same with ``lam = 0``. ``"sinkhorn"``: 300 Adam
     steps (learning rate 0.1) on the logits, 10 Sinkhorn iterations, ``tau`` from 1 to 0.05, 8 random
-    starts (ours: ``docs/tuning.md``).
+    starts (ours: ``docs/tuning.md``). ``"lp"``, ``"tl1"``, ``"entropy"``: ``"l12"``'s with that penalty;
+    ``"gumbel_sinkhorn"``: ``"sinkhorn"``'s with that parameterisation.
     """
-    if method in ("l12", "relaxed"):
-        return default_qap_config(maximize=True, penalised=method == "l12")
-    if method == "sinkhorn":
-        return SolverConfig(parameterisation="sinkhorn", iters=300, step=0.1, restarts=8, sinkhorn_iters=10)
-    raise ValueError(f"method {method!r} has no solver config; use one of {GRAPH_METHODS[:3]}")
+    if method in PENALTY_METHODS:
+        return replace(default_qap_config(maximize=True), penalty=method)
+    if method == "relaxed":
+        return default_qap_config(maximize=True, penalised=False)
+    if method in ("sinkhorn", "gumbel_sinkhorn"):
+        return SolverConfig(parameterisation=method, iters=300, step=0.1, restarts=8, sinkhorn_iters=10)
+    raise ValueError(f"method {method!r} has no solver config; use one of "
+                     f"{tuple(m for m in GRAPH_METHODS + GRAPH_ALTERNATIVES if m not in ('faq', '2opt'))}")
 
 
 def _validate(A: torch.Tensor | np.ndarray, B: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -247,11 +260,11 @@ def match_graphs(
 
     Args:
         A, B: adjacency (or any real) matrices of the same shape, torch tensors or numpy arrays.
-        method: one of :data:`GRAPH_METHODS` (see the module docstring).
-        lam: penalty weight for ``"l12"`` (overrides the config; must be ``>= 0``).
+        method: one of :data:`GRAPH_METHODS` or :data:`GRAPH_ALTERNATIVES` (see the module docstring).
+        lam: penalty weight for ``"l12"`` and the other penalty methods (overrides the config; must be ``>= 0``).
         restarts: random starts (overrides the config; for scipy's methods the number of calls).
         iters: most solver iterations (overrides the config; ignored by scipy's methods).
-        config: solver settings for ``"l12"``, ``"relaxed"``, ``"sinkhorn"`` (else :func:`graph_matching_config`;
+        config: solver settings for the torch methods (else :func:`graph_matching_config`;
             ``"relaxed"`` always runs with ``lam = 0``).
         seed: seeds the random starts.
         device: where the torch solvers run (``"cpu"``, ``"cuda"``, ``"auto"``); scipy runs on the CPU.
@@ -264,8 +277,8 @@ def match_graphs(
         ``(records, batch)`` (empty for scipy's), ``nit`` (iterations; for scipy the largest total ``nit``),
         ``seconds`` (wall time of the call), ``method`` and ``config`` (None for scipy's methods).
     """
-    if method not in GRAPH_METHODS:
-        raise ValueError(f"unknown method {method!r}; use one of {GRAPH_METHODS}")
+    if method not in GRAPH_METHODS + GRAPH_ALTERNATIVES:
+        raise ValueError(f"unknown method {method!r}; use one of {GRAPH_METHODS + GRAPH_ALTERNATIVES}")
     if lam is not None and not lam >= 0:  # checked before the scipy methods, which ignore it
         raise ValueError(f"lam must be >= 0, got {lam}")
     if restarts is not None:
@@ -284,8 +297,8 @@ def match_graphs(
                               nit=max(int(r.nit) for r in results), seconds=time.perf_counter() - start,
                               method=method, config=None)
     cfg = replace_given(config or graph_matching_config(method), restarts=restarts, iters=iters,
-                        lam=0.0 if method == "relaxed" else lam if method == "l12" else None)
-    if method == "sinkhorn":
+                        lam=0.0 if method == "relaxed" else lam if method in PENALTY_METHODS else None)
+    if method in ("sinkhorn", "gumbel_sinkhorn"):
         dev = resolve_device(device)
         A4, B4 = A.to(dev, dtype).unsqueeze(1), B.to(dev, dtype).unsqueeze(1)
         solved = solve_permutation(lambda M: matching_loss(A4, B4, M), A.shape[0], A.shape[-1], cfg,

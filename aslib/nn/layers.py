@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aslib.core.checks import check_fraction, check_positive, check_positive_int
+from aslib.core.penalties import DEFAULT_PENALTY
 from aslib.core.penalty import fused_l12_penalty, permutation_matrix, project_doubly_stochastic, round_to_permutation
 from aslib.nn.parameterisations import Parameterisation, get_parameterisation
 
@@ -161,7 +162,9 @@ class LearnedShuffle(nn.Module):
             ``"mirror"``: ``weight`` holds ``M`` as for ``"projected"``, but no optimizer moves it: after each
             backward pass :meth:`mirror_update_` takes a multiplicative step with the loss gradient, which
             cannot collapse ``M`` to ``J/n`` as clamping after a large Euclidean step can. Entries that start
-            at 0 stay at 0, so start it with ``noise > 0`` (or at ``"uniform"``).
+            at 0 stay at 0, so start it with ``noise > 0`` (or at ``"uniform"``). ``"gumbel_sinkhorn"``: logits as for
+            ``"sinkhorn"``, with fresh Gumbel noise on them in a training pass and :meth:`harden` the Hungarian
+            assignment of the logits themselves.
         sinkhorn_iters, sinkhorn_tau: Sinkhorn's sweeps and temperature (see :data:`SINKHORN_ITERS`).
     """
 
@@ -192,6 +195,8 @@ class LearnedShuffle(nn.Module):
         self.parameterisation = parameterisation
         self.sinkhorn_iters = sinkhorn_iters
         self.sinkhorn_tau = float(sinkhorn_tau)
+        #: the temperature when built, from which :func:`aslib.nn.shuffles.anneal_shuffles_` anneals
+        self.sinkhorn_tau_start = self.sinkhorn_tau
         if init == "shuffle":
             if groups is None:
                 raise ValueError("init='shuffle' needs groups")
@@ -259,8 +264,9 @@ class LearnedShuffle(nn.Module):
             self.scheme.project(self.weight, sweeps, inplace=True)
 
     @torch.no_grad()
-    def mirror_update_(self, lam: float, step: float, sweeps: int = 1) -> bool:
+    def mirror_update_(self, lam: float, step: float, sweeps: int = 1, penalty: str = DEFAULT_PENALTY) -> bool:
         """The mirror parameterisation's step, in place: ``M <- mirror_step(M, weight.grad, lam, step, sweeps)``
+        with the gradient of the penalty named ``penalty`` (:data:`aslib.core.penalties.PENALTIES`)
         (:func:`aslib.core.penalty.mirror_step`: ``M * exp(-step * (C(g) / max|C(g)| + lam * grad P(M)))``,
         normalised), ``g = weight.grad`` the gradient of the loss *without* the penalty, which this step adds.
         ``step`` is the largest change of ``log M`` the loss gradient can make; ``lam`` weighs the penalty's
@@ -276,7 +282,7 @@ class LearnedShuffle(nn.Module):
         grad, self.weight.grad = self.weight.grad, None
         if not bool(torch.isfinite(grad.sum())):  # any NaN or inf entry makes the sum non-finite (one cheap pass)
             return False
-        new = self.scheme.gradient_step(self.weight, grad, lam, step, sweeps)
+        new = self.scheme.gradient_step(self.weight, grad, lam, step, sweeps, penalty)
         if new is None:
             return False
         self.weight.copy_(new)
@@ -287,7 +293,8 @@ class LearnedShuffle(nn.Module):
         """The permutation ``perm`` (shape ``(c,)``) that :meth:`harden` would use, without hardening."""
         if self.perm is not None:
             return self.perm.clone()
-        return round_to_permutation(self.matrix())
+        assert self.weight is not None
+        return round_to_permutation(self.scheme.rounding_scores(self.weight, self.sinkhorn_iters, self.sinkhorn_tau))
 
     def harden(self) -> torch.Tensor:
         """Round ``M`` to its Hungarian permutation and become the gather ``x[:, perm]``; returns ``perm``.
@@ -353,8 +360,11 @@ def mix_channels(M: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def soft_matrices(layer: LearnedShuffle, weights: torch.Tensor) -> torch.Tensor:
     """The matrices ``M`` of ``weights`` (``(..., c, c)``, stacked parameters of layers configured like
-    ``layer``): ``layer.scheme.matrices(weights, sinkhorn_iters, sinkhorn_tau)`` (the weights themselves,
-    or e.g. their Sinkhorn normalisation)."""
+    ``layer``): ``layer.scheme.matrices(weights, sinkhorn_iters, sinkhorn_tau)`` (the weights themselves, or e.g.
+    their Sinkhorn normalisation), of ``scheme.perturb(weights)`` in a training pass with gradients (Gumbel noise
+    for ``"gumbel_sinkhorn"``; the weights themselves otherwise)."""
+    if layer.training and torch.is_grad_enabled():
+        weights = layer.scheme.perturb(weights)
     return layer.scheme.matrices(weights, layer.sinkhorn_iters, layer.sinkhorn_tau)
 
 

@@ -22,6 +22,16 @@ use these objects, by name from :data:`PARAMETERISATIONS`:
   (:func:`~aslib.core.penalty.sinkhorn`), starting at ``L = tau * log(max(B, 1e-3))``. An optimizer moves
   ``L``; nothing follows its step. The solver runs Adam on ``f(M)`` alone (no penalty) with ``tau``
   annealed; a training loss may add ``lam P(M)``.
+* ``"gumbel_sinkhorn"`` (Mena et al. 2018): ``W = L`` logits as for ``"sinkhorn"``, but the forward pass of a
+  training layer and every solver step use ``M = sinkhorn(L + G, iters, tau)``, ``G`` fresh i.i.d. standard
+  Gumbel noise (``-log E``, ``E ~ Exp(1)``); evaluation uses ``sinkhorn(L, iters, tau)``, and the hard
+  permutation is the Hungarian assignment of the logits ``L`` themselves (:meth:`Parameterisation.rounding_scores`;
+  ``log sinkhorn(L)`` differs from ``L / tau`` by row and column constants only). The temperature is annealed:
+  in the solver by ``tau_at(t)`` as for ``"sinkhorn"``, in training per epoch by ``TrainConfig.shuffle_tau_end``.
+
+The penalised parameterisations (``"projected"``, ``"mirror"``) optimise the penalty named by the solver's
+``penalty`` (:data:`aslib.core.penalties.PENALTIES`, default the l1-2); what a solve records is always the
+l1-2 penalty, the measure of distance to a vertex that its stopping rule and error bound read.
 
 A new parameterisation is one subclass of :class:`Parameterisation` (overriding what differs from holding
 logits ``W`` mapped by :meth:`Parameterisation.matrices`, moved by an optimizer) and one call of
@@ -35,10 +45,12 @@ from typing import Protocol
 
 import torch
 
+from aslib.core.penalties import DEFAULT_PENALTY, get_penalty
 from aslib.core.penalty import l12_penalty, mirror_step, project_doubly_stochastic, sinkhorn
 
 __all__ = [
     "PARAMETERISATIONS",
+    "GumbelSinkhorn",
     "Mirror",
     "Parameterisation",
     "Projected",
@@ -46,6 +58,7 @@ __all__ = [
     "SolverRun",
     "SolverSettings",
     "get_parameterisation",
+    "gumbel_noise",
     "parameterisation_fields",
     "register_parameterisation",
     "unregister_parameterisation",
@@ -63,6 +76,7 @@ class SolverSettings(Protocol):
     init_noise: float
     sinkhorn_iters: int
     tau_end: float
+    penalty: str
 
     def tau_at(self, t: int) -> float: ...
 
@@ -96,6 +110,10 @@ class SolverRun:
         """The matrices ``M`` of the final variable (no gradient)."""
         return self.X.detach()
 
+    def rounding_scores(self, final: torch.Tensor) -> torch.Tensor:
+        """What the Hungarian rounding maximises ``<., R>`` of: the final matrices ``final`` themselves."""
+        return final
+
 
 class Parameterisation:
     """Logits ``W`` mapped to ``M = matrices(W)`` and moved by an optimizer: the defaults a subclass overrides.
@@ -124,6 +142,14 @@ class Parameterisation:
         """``M`` of ``weights (..., c, c)`` (differentiable): the weights themselves."""
         return weights
 
+    def perturb(self, weights: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The weights a training forward pass maps to ``M`` (noise drawn from ``generator``): ``weights``."""
+        return weights
+
+    def rounding_scores(self, weights: torch.Tensor, iters: int, tau: float) -> torch.Tensor:
+        """The ``(..., c, c)`` scores whose Hungarian assignment is the hard permutation: ``matrices(weights)``."""
+        return self.matrices(weights, iters, tau)
+
     def project(self, weights: torch.Tensor, sweeps: int, *, inplace: bool = False) -> torch.Tensor | None:
         """The update after an optimizer step of ``weights (..., c, c)`` (in place with ``inplace``), or None
         where there is none."""
@@ -135,8 +161,9 @@ class Parameterisation:
         return type(self).project is not Parameterisation.project
 
     def gradient_step(self, weight: torch.Tensor, grad: torch.Tensor, lam: float, step: float,
-                      sweeps: int) -> torch.Tensor | None:
-        """The new weight from the loss gradient ``grad`` when no optimizer moves ``weight``, else None."""
+                      sweeps: int, penalty: str = DEFAULT_PENALTY) -> torch.Tensor | None:
+        """The new weight from the loss gradient ``grad`` (and the penalty named ``penalty`` weighted by ``lam``)
+        when no optimizer moves ``weight``, else None."""
         return None
 
     def describe(self, iters: int, tau: float) -> str:
@@ -150,27 +177,32 @@ class Parameterisation:
         return (config.init_noise * torch.randn(shape, generator=generator, dtype=torch.float64)).to(device, dtype)
 
     def solver_run(self, config: SolverSettings, X: torch.Tensor, scale: torch.Tensor, noise_floor: torch.Tensor,
-                   loss_fn: Callable, gradient: Callable | None) -> SolverRun:
-        """Adam (learning rate ``config.step``) on the logits ``X`` for ``f(matrices(X, iters, tau_t))``."""
-        return _AdamRun(self, config, X, loss_fn)
+                   loss_fn: Callable, gradient: Callable | None,
+                   generator: torch.Generator | None = None) -> SolverRun:
+        """Adam (learning rate ``config.step``) on the logits ``X`` for ``f(matrices(perturb(X), iters, tau_t))``,
+        ``perturb``'s noise drawn from ``generator``."""
+        return _AdamRun(self, config, X, loss_fn, generator)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 
 
 class _AdamRun(SolverRun):
-    """Logits moved by Adam on ``f(M)``, ``M = matrices(X, sinkhorn_iters, tau_t)``; the penalty is recorded only."""
+    """Logits moved by Adam on ``f(M)``, ``M = matrices(perturb(X), sinkhorn_iters, tau_t)``; the penalty is
+    recorded only."""
 
     def __init__(self, parameterisation: Parameterisation, config: SolverSettings, X: torch.Tensor,
-                 loss_fn: Callable) -> None:
+                 loss_fn: Callable, generator: torch.Generator | None = None) -> None:
         super().__init__(X)
         self.parameterisation, self.config, self.loss_fn = parameterisation, config, loss_fn
+        self.generator = generator
         X.requires_grad_(True)
         self.optimiser = torch.optim.Adam([X], lr=config.step)
 
     def step(self, t: int, lam_t: float, record: bool,
              moving: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        M = self.parameterisation.matrices(self.X, self.config.sinkhorn_iters, self.config.tau_at(t))
+        M = self.parameterisation.matrices(self.parameterisation.perturb(self.X, self.generator),
+                                           self.config.sinkhorn_iters, self.config.tau_at(t))
         loss = self.loss_fn(M)
         self.optimiser.zero_grad(set_to_none=True)
         loss.sum().backward()
@@ -180,6 +212,12 @@ class _AdamRun(SolverRun):
     def final(self) -> torch.Tensor:
         with torch.no_grad():
             return self.parameterisation.matrices(self.X, self.config.sinkhorn_iters, self.config.tau_end).detach()
+
+    def rounding_scores(self, final: torch.Tensor) -> torch.Tensor:
+        """The parameterisation's :meth:`~Parameterisation.rounding_scores` (``final`` where it keeps the default)."""
+        if type(self.parameterisation).rounding_scores is Parameterisation.rounding_scores:
+            return final
+        return self.parameterisation.rounding_scores(self.X.detach(), self.config.sinkhorn_iters, self.config.tau_end)
 
 
 class _MatrixParameterisation(Parameterisation):
@@ -206,8 +244,9 @@ class Projected(_MatrixParameterisation):
         return project_doubly_stochastic(weights, sweeps, inplace=inplace, check_finite=False)
 
     def solver_run(self, config: SolverSettings, X: torch.Tensor, scale: torch.Tensor, noise_floor: torch.Tensor,
-                   loss_fn: Callable, gradient: Callable | None) -> SolverRun:
-        """``M <- project(M - step * scale * grad(f + lam_t P))``, by autograd."""
+                   loss_fn: Callable, gradient: Callable | None,
+                   generator: torch.Generator | None = None) -> SolverRun:
+        """``M <- project(M - step * scale * grad(f + lam_t P))``, by autograd, ``P`` the ``config.penalty``."""
         return _ProjectedRun(config, X, scale, loss_fn)
 
 
@@ -221,8 +260,11 @@ class _ProjectedRun(SolverRun):
         # autograd through l12_penalty: its subgradient at the exact zeros the clamp leaves is 0
         M = self.X.detach().requires_grad_(True)
         loss = self.loss_fn(M)
-        penalty = l12_penalty(M, check_finite=False)
+        chosen = get_penalty(self.config.penalty)
+        penalty = chosen.value(M, check_finite=False)
         objective = loss.sum() + lam_t * penalty.sum() if lam_t > 0 else loss.sum()
+        if chosen.name != DEFAULT_PENALTY:  # the record is the l1-2 penalty whatever is optimised
+            penalty = l12_penalty(M.detach(), check_finite=False)
         (grad,) = torch.autograd.grad(objective, M)
         with torch.no_grad():
             X = project_doubly_stochastic(M - self.config.step * self.scale * grad, self.config.sweeps,
@@ -241,12 +283,15 @@ class Mirror(_MatrixParameterisation):
     config_fields = ("projection_sweeps", "mirror_lam", "mirror_step")
 
     def gradient_step(self, weight: torch.Tensor, grad: torch.Tensor, lam: float, step: float,
-                      sweeps: int) -> torch.Tensor | None:
-        """``mirror_step(M, grad, lam, step, sweeps, floor)``, ``floor`` the smallest normal number of ``grad``."""
-        return mirror_step(weight, grad, lam, step, sweeps, torch.finfo(grad.dtype).tiny)
+                      sweeps: int, penalty: str = DEFAULT_PENALTY) -> torch.Tensor | None:
+        """``mirror_step(M, grad, lam, step, sweeps, floor)`` with the gradient of the penalty ``penalty``,
+        ``floor`` the smallest normal number of ``grad``."""
+        return mirror_step(weight, grad, lam, step, sweeps, torch.finfo(grad.dtype).tiny,
+                           get_penalty(penalty).mirror_gradient)
 
     def solver_run(self, config: SolverSettings, X: torch.Tensor, scale: torch.Tensor, noise_floor: torch.Tensor,
-                   loss_fn: Callable, gradient: Callable | None) -> SolverRun:
+                   loss_fn: Callable, gradient: Callable | None,
+                   generator: torch.Generator | None = None) -> SolverRun:
         """The mirror step with ``max|C(g)|`` floored at ``noise_floor``; ended instances may leave the batch."""
         return _MirrorRun(config, X, noise_floor, loss_fn, gradient)
 
@@ -267,7 +312,7 @@ class _MirrorRun(SolverRun):
         M, active = self.X, self.active
         part = M if active is None else M[active]
         new = mirror_step(part, _gradient(*self.part_fns, part), lam_t, self.config.step, self.config.sweeps,
-                          self.part_floor)
+                          self.part_floor, get_penalty(self.config.penalty).mirror_gradient)
         if moving is not None:
             keep = moving if active is None else moving[active]
             new = part + keep * (new - part)
@@ -299,12 +344,46 @@ class Sinkhorn(Parameterisation):
         """``tau * log(max(base, 1e-3))``: with ``tau = 1`` Sinkhorn gives back (nearly) ``base``."""
         return tau * base.clamp_min(_SINKHORN_LOG_FLOOR).log()
 
+    config_fields = ("shuffle_tau_end",)
+
     def matrices(self, weights: torch.Tensor, iters: int, tau: float) -> torch.Tensor:
         """``sinkhorn(weights, iters, tau)``: ``exp(L / tau)`` normalised ``iters`` times, rows then columns."""
         return sinkhorn(weights, iters, tau)
 
     def describe(self, iters: int, tau: float) -> str:
         return f", sinkhorn(iters={iters}, tau={tau:g})"
+
+
+def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None = None,
+                 like: torch.Tensor | None = None) -> torch.Tensor:
+    """I.i.d. standard Gumbel noise ``G = -log E``, ``E ~ Exp(1)``, of ``shape``: drawn on the CPU in float64
+    from ``generator`` (reproducible on any device), then cast to ``like``'s dtype and device; with
+    ``generator`` None drawn where ``like`` lies from torch's global generator (``torch.manual_seed``)."""
+    if generator is None and like is not None:
+        return torch.empty(shape, dtype=like.dtype, device=like.device).exponential_().clamp_min_(1e-30).log_().neg_()
+    noise = torch.empty(shape, dtype=torch.float64).exponential_(generator=generator).clamp_min_(1e-300).log_().neg_()
+    return noise if like is None else noise.to(like.device, like.dtype)
+
+
+class GumbelSinkhorn(Sinkhorn):
+    """Logits ``L``; in training ``M = sinkhorn(L + noise * G, iters, tau)``, ``G`` fresh standard Gumbel noise
+    (:func:`gumbel_noise`), in evaluation ``sinkhorn(L, iters, tau)``; hard permutation: Hungarian on ``L``."""
+
+    def __init__(self, noise: float = 1.0) -> None:
+        if not noise >= 0:
+            raise ValueError(f"noise must be >= 0, got {noise!r}")
+        self.noise = float(noise)
+
+    def perturb(self, weights: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``weights + noise * G``, ``G`` standard Gumbel noise (:func:`gumbel_noise`, from ``generator``)."""
+        return weights + self.noise * gumbel_noise(tuple(weights.shape), generator, weights) if self.noise else weights
+
+    def rounding_scores(self, weights: torch.Tensor, iters: int, tau: float) -> torch.Tensor:
+        """The logits themselves."""
+        return weights.detach()
+
+    def describe(self, iters: int, tau: float) -> str:
+        return f", gumbel_sinkhorn(iters={iters}, tau={tau:g}, noise={self.noise:g})"
 
 
 #: The parameterisations by name, in the order configurations list them.
@@ -348,4 +427,5 @@ def parameterisation_fields() -> tuple[str, ...]:
 register_parameterisation("projected", Projected())
 register_parameterisation("mirror", Mirror())
 register_parameterisation("sinkhorn", Sinkhorn())
+register_parameterisation("gumbel_sinkhorn", GumbelSinkhorn())
 _BUILT_IN = tuple(PARAMETERISATIONS)

@@ -15,10 +15,12 @@ import torch
 from torch import nn
 
 from aslib.nn.layers import LearnedShuffle, soft_matrices
-from aslib.core.penalty import ROUNDING_THRESHOLD, fused_l12_penalty, max_row_deficit, penalty_at_uniform
+from aslib.core.penalties import DEFAULT_PENALTY, get_penalty
+from aslib.core.penalty import ROUNDING_THRESHOLD, max_row_deficit, penalty_at_uniform
 
 __all__ = [
     "RoundingWarning",
+    "anneal_shuffles_",
     "ShuffleHealth",
     "UNIFORM_FRACTION",
     "shuffle_health",
@@ -73,8 +75,9 @@ def _stacked_matrices(group: list[LearnedShuffle]) -> torch.Tensor:
     return soft_matrices(group[0], _stacked_weights(group))
 
 
-def shuffle_penalty(model: nn.Module, *, mirror: bool = True) -> torch.Tensor:
-    """``sum_l P(M_l)`` over the learned shuffles of ``model``: a differentiable 0-dim tensor on the model's
+def shuffle_penalty(model: nn.Module, *, mirror: bool = True, penalty: str = DEFAULT_PENALTY) -> torch.Tensor:
+    """``sum_l P(M_l)``, ``P`` the penalty named ``penalty`` (:data:`aslib.core.penalties.PENALTIES`, default the
+    l1-2), over the learned shuffles of ``model``: a differentiable 0-dim tensor on the model's
     device (0 when there are none or all are hardened). ``mirror=False`` leaves out the shuffles whose
     parameterisation applies the penalty in its own update rather than the loss (``penalty_in_loss`` false:
     the mirror step, :func:`mirror_shuffles_`).
@@ -82,10 +85,10 @@ def shuffle_penalty(model: nn.Module, *, mirror: bool = True) -> torch.Tensor:
     On a GPU matrices of equal size are stacked and penalised in one batched call (fewer kernel launches); on a
     CPU each matrix is penalised where it lies, without the copies of a stack.
     """
-    total = torch.zeros((), device=_model_device(model))
+    total, chosen = torch.zeros((), device=_model_device(model)), get_penalty(penalty)
     for group in _soft_groups(model):
         if mirror or group[0].scheme.penalty_in_loss:
-            total = total + fused_l12_penalty(_stacked_matrices(group)).sum()
+            total = total + chosen.fused(_stacked_matrices(group)).sum()
     return total
 
 
@@ -113,12 +116,23 @@ def project_shuffles_(model: nn.Module, sweeps: int = 1) -> None:
 
 @torch.no_grad()
 def mirror_shuffles_(shuffles: nn.Module | Iterable[LearnedShuffle], lam: float, step: float,
-                     sweeps: int = 1) -> int:
+                     sweeps: int = 1, penalty: str = DEFAULT_PENALTY) -> int:
     """:meth:`LearnedShuffle.mirror_update_` on every soft mirror-parameterised shuffle of ``shuffles`` (a model,
-    or learned shuffles already gathered from one); call after the backward pass of a loss that leaves their
-    penalty out. Returns how many moved."""
+    or learned shuffles already gathered from one), with the penalty named ``penalty``; call after the backward
+    pass of a loss that leaves their penalty out. Returns how many moved."""
     layers = learned_shuffles(shuffles) if isinstance(shuffles, nn.Module) else shuffles
-    return sum(layer.mirror_update_(lam, step, sweeps) for layer in layers)
+    return sum(layer.mirror_update_(lam, step, sweeps, penalty) for layer in layers)
+
+
+@torch.no_grad()
+def anneal_shuffles_(model: nn.Module, fraction: float, tau_end: float) -> None:
+    """Set the temperature of every learned shuffle whose parameterisation holds logits (``"sinkhorn"``,
+    ``"gumbel_sinkhorn"``: not ``holds_matrix``, moved by an optimizer) to ``tau_0 (tau_end / tau_0)^fraction``,
+    ``tau_0`` its temperature when built and ``fraction`` in ``[0, 1]`` the share of training done."""
+    for layer in learned_shuffles(model):
+        if not layer.scheme.holds_matrix and layer.scheme.optimizer_moves:
+            start = layer.sinkhorn_tau_start
+            layer.sinkhorn_tau = start * (tau_end / start) ** min(max(fraction, 0.0), 1.0)
 
 
 def harden_shuffles_(model: nn.Module) -> list[torch.Tensor]:

@@ -192,8 +192,7 @@ def execute(
         runs: from :func:`grid` (or built by hand).
         gpus: CUDA device indices to use (default: every visible one); empty or no CUDA means in-process on
             the CPU, one run after the other.
-        runs_per_gpu: independent runs sharing each GPU at once (small networks leave a large GPU mostly idle
-            when one run holds it); distributed runs always hold every GPU alone.
+        runs_per_gpu: independent runs sharing each GPU at once (distributed runs hold every GPU alone).
         show_progress: a bar over runs.
     """
     names = [r.name for r in runs]

@@ -312,18 +312,17 @@ def _solve_penalised(A: torch.Tensor, B: torch.Tensor, config: SolverConfig, qui
 
 def _quadratic_assignment_l12(A: torch.Tensor, B: torch.Tensor, *, maximize: bool = False, P0: Any = "barycenter",
                               rng: Any = None, maxiter: int | None = None, tol: float | None = None,
-                              restarts: int | None = None, lam: float | None = None,
+                              restarts: int | None = None, lam: float | None = None, penalty: str | None = None,
                               device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64,
                               polish: bool | str = False,
                               quick_stage: QuickStage | None = QuickStage()) -> OptimizeResult:
-    """The penalty method (options: :func:`quadratic_assignment`). ``maxiter``, ``tol``, ``restarts`` and ``lam``
-    left None keep :func:`default_qap_config`'s ``iters``, ``settle_tol``, ``restarts`` and ``lam``. Maximising,
-    ``quick_stage`` runs first unless it is None or ``maxiter`` is given (one solve of that length then)."""
+    """The penalty method (options: :func:`quadratic_assignment`); options left None keep :func:`default_qap_config`'s
+    values. Maximising, ``quick_stage`` runs first unless it is None or ``maxiter`` is given (one solve then)."""
     start_time = time.perf_counter()
     polish = _check_polish(polish)
     _check_tol(tol)
     config = replace_given(default_qap_config(bool(maximize), True, polish), iters=maxiter, settle_tol=tol,
-                           restarts=restarts, lam=lam)
+                           restarts=restarts, lam=lam, penalty=penalty)
     if quick_stage is not None and not isinstance(quick_stage, QuickStage):
         raise ValueError(f"quick_stage must be a QuickStage or None, got {quick_stage!r}")
     quick = quick_stage if maximize and maxiter is None else None
@@ -417,7 +416,8 @@ def quadratic_assignment(A: Any, B: Any, method: str = "l12", options: dict[str,
         options: the keyword arguments of the method's function. scipy's (``maximize``, ``P0``, ``rng``,
             ``maxiter``, ``tol``, and for scipy's methods any of theirs, with scipy's defaults) and ours:
             ``restarts`` (random starts; for scipy's methods the number of calls, the best kept, FAQ's later
-            ones from ``P0="randomized"``), ``lam`` (``"l12"``: final penalty weight), ``device`` and ``dtype``
+            ones from ``P0="randomized"``), ``lam`` and ``penalty`` (``"l12"``: final penalty weight, and the penalty
+            by name, :data:`aslib.core.penalties.PENALTIES`, default the l1-2), ``device`` and ``dtype``
             (where and in what precision the penalty method runs; float64 by default, the random starts drawn
             in float64 for both), ``polish`` (inside the call; ``"2opt"``: scipy's 2-opt from the rounded
             answer; ``True`` or ``"faq"``: scipy's FAQ from the relaxed matrices of the

@@ -24,6 +24,12 @@ The problem is ``min_{M in Pi_n} f(M)`` for a batch of independent instances. It
   kept for the two-layer example, whose step is set from its curvature.
 * ``"sinkhorn"`` (the baseline): ``M = sinkhorn(X, sinkhorn_iters, tau_t)`` with unconstrained logits
   ``X`` optimised by Adam on ``f(M)`` (no penalty); ``tau_t`` anneals geometrically ``tau_start -> tau_end``.
+* ``"gumbel_sinkhorn"``: the same with fresh Gumbel noise added to ``X`` at every step (drawn from the solve's
+  ``generator``), rounded by the Hungarian assignment of the final logits.
+
+``penalty`` names the penalty ``P`` of the penalised parameterisations (:data:`aslib.core.penalties.PENALTIES`,
+default the l1-2 penalty); the stopping rule, the records and the choice among tied starts below always read
+the l1-2 penalty, whose error bound they rely on.
 
 ``lam_t`` (both penalised parameterisations) grows geometrically from ``lam * lam_start`` to ``lam`` over
 the first ``ramp`` fraction of the iterations and then stays at ``lam``: the loss shapes ``M`` before the
@@ -67,6 +73,7 @@ import torch
 from scipy.optimize import OptimizeResult
 
 from aslib.core.checks import check_fraction, check_nonnegative, check_positive, check_positive_int
+from aslib.core.penalties import DEFAULT_PENALTY, get_penalty
 from aslib.core.penalty import ROUNDING_THRESHOLD, l12_penalty, permutation_matrix, round_to_permutation
 from aslib.nn.parameterisations import get_parameterisation
 from aslib.utils.progress import progress
@@ -101,7 +108,7 @@ class SolverConfig:
         parameterisation: a name in :data:`aslib.nn.parameterisations.PARAMETERISATIONS`.
         iters: most optimisation steps.
         step: ``eta`` of the mirror step; for ``"projected"`` a multiple of ``step_scale`` (``1/L``,
-            ``L`` the smoothness constant the problem passes); Adam's learning rate for ``"sinkhorn"``.
+            ``L`` the smoothness constant the problem passes); Adam's learning rate for the logit parameterisations.
         lam: final penalty weight (``>= 0``; 0 is the plain relaxation).
         lam_start: the continuation starts at ``lam * lam_start``.
         ramp: fraction of ``iters`` over which ``lam_t`` grows to ``lam``.
@@ -115,6 +122,7 @@ class SolverConfig:
         check_every: steps between two stopping checks.
         cpu_threads: torch threads used by the loop on a CPU (restored afterwards), or None to leave
             torch's setting; default 1 (measured: ``docs/tuning.md``).
+        penalty: a name in :data:`aslib.core.penalties.PENALTIES`, the ``P`` that ``lam`` weighs.
     """
 
     parameterisation: str = "mirror"
@@ -133,9 +141,11 @@ class SolverConfig:
     settle_tol: float | None = None
     check_every: int = 10
     cpu_threads: int | None = 1
+    penalty: str = DEFAULT_PENALTY
 
     def __post_init__(self) -> None:
         scheme = get_parameterisation(self.parameterisation)  # validation
+        get_penalty(self.penalty)
         for name in ("iters", "restarts", "sweeps", "sinkhorn_iters", "record_every", "check_every"):
             check_positive_int(getattr(self, name), name)
         check_nonnegative(self.lam, "lam")
@@ -329,7 +339,8 @@ def _solve(loss_fn: LossFn, batch: int, n: int, config: SolverConfig, step_scale
         raise ValueError(f"step_scale must be a float or have shape ({batch},), got {tuple(scale.shape)}")
     noise_floor = (_GRADIENT_NOISE / scale).clamp_min(torch.finfo(dtype).tiny)
     stopping = _Stopping(config, loss_fn, lower_bound, shape[:2], dtype, device) if config.settle_tol else None
-    run = get_parameterisation(config.parameterisation).solver_run(config, X, scale, noise_floor, loss_fn, gradient)
+    run = get_parameterisation(config.parameterisation).solver_run(config, X, scale, noise_floor, loss_fn, gradient,
+                                                                   generator=generator)
     losses, penalties = [], []
     t = 0
     for t in progress(range(config.iters), enabled=show_progress, desc=config.parameterisation):
@@ -351,7 +362,7 @@ def _solve(loss_fn: LossFn, batch: int, n: int, config: SolverConfig, step_scale
         M_final = run.final()
         if not bool(torch.isfinite(M_final).all()):
             raise FloatingPointError("the solver diverged (non-finite M); lower config.step")
-        perms = _round(M_final)
+        perms = _round(run.rounding_scores(M_final))
         rounded = loss_fn(permutation_matrix(perms, dtype))
         # among the starts of smallest rounded loss, the one nearest a vertex (smallest penalty)
         tied = rounded <= rounded.min(-1, keepdim=True).values

@@ -39,7 +39,7 @@ __all__ = [
 
 #: TrainConfig fields that only matter for a learned shuffle.
 LEARNED_ONLY = ("lam", "shuffle_init", "shuffle_noise", "projection_sweeps", "lam_warmup_epochs", "mirror_lam",
-                "mirror_step", "penalty_start_epoch", "shuffle_lr_scale")
+                "mirror_step", "penalty_start_epoch", "shuffle_lr_scale", "shuffle_penalty", "shuffle_tau_end")
 #: TrainConfig fields that only matter where the penalty enters the loss. The fields of each parameterisation's
 #: update are its ``config_fields`` (:mod:`aslib.nn.parameterisations`).
 PENALTY_ONLY = ("lam",)

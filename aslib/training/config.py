@@ -18,6 +18,7 @@ from typing import Any
 from aslib.training.batches import PIPELINES
 from aslib.training.data import DATASETS
 from aslib.nn.layers import INITS, SHUFFLE_KINDS
+from aslib.core.penalties import DEFAULT_PENALTY, PENALTIES
 from aslib.nn.parameterisations import PARAMETERISATIONS
 from aslib.models import CONFIG_ARGUMENTS, MODEL_NAMES
 
@@ -64,8 +65,16 @@ class TrainConfig:
         "how learned shuffles hold and move M (aslib.nn.parameterisations): M itself moved by entropic mirror "
         "descent (mirror, the default: cannot collapse to J/n, its penalty weight is mirror_lam, see mirror_step), "
         "M itself moved by SGD and projected on the doubly stochastic matrices (projected, the paper's, weighted "
-        "by lam), or logits through Sinkhorn's normalisation (sinkhorn); why mirror: docs/tuning.md",
+        "by lam), or logits through Sinkhorn's normalisation (sinkhorn; gumbel_sinkhorn adds Gumbel noise in training "
+        "and rounds the logits); why mirror: docs/tuning.md",
         PARAMETERISATIONS.keys()))
+    shuffle_penalty: str = field(default=DEFAULT_PENALTY, metadata=_option(
+        "the penalty P that lam (in the loss) and mirror_lam (in the mirror step) weigh (aslib.core.penalties): "
+        "the paper's l1-2 (l12, the default), smoothed Lp (lp), transformed l1 (tl1) or the entropy (entropy)",
+        PENALTIES.keys()))
+    shuffle_tau_end: float = field(default=0.0, metadata=_option(
+        "temperature of Sinkhorn and Gumbel-Sinkhorn shuffles at the last epoch, reached geometrically per epoch "
+        "from their starting temperature (0: the temperature is kept)"))
     stages_repeats: tuple[int, ...] = field(default=(4, 8, 4), metadata=_option("units per stage (3 numbers)"))
     model_kwargs: dict[str, Any] = field(default_factory=dict, metadata=_option(
         "further builder arguments as JSON, e.g. '{\"width\": 0.25}' (v1) or "
@@ -125,8 +134,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.stages_repeats, list):
             object.__setattr__(self, "stages_repeats", tuple(self.stages_repeats))
-        for name in ("dataset", "model", "shuffle", "shuffle_init", "shuffle_parameterisation", "amp_dtype",
-                     "data_pipeline"):
+        for name in ("dataset", "model", "shuffle", "shuffle_init", "shuffle_parameterisation", "shuffle_penalty",
+                     "amp_dtype", "data_pipeline"):
             choices = TrainConfig.__dataclass_fields__[name].metadata["choices"]
             if not isinstance(getattr(self, name), str) or getattr(self, name) not in choices:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(map(str, choices))}")
@@ -143,7 +152,7 @@ class TrainConfig:
         if self.max_train_samples is not None:
             _at_least("max_train_samples", _integer(self, "max_train_samples"), 1)
         for name in ("lr", "weight_decay", "lam", "lam_warmup_epochs", "shuffle_noise", "val_fraction", "momentum",
-                     "mirror_lam", "mirror_step", "penalty_start_epoch"):
+                     "mirror_lam", "mirror_step", "penalty_start_epoch", "shuffle_tau_end"):
             _at_least(name, _real(self, name), 0.0)
         if _real(self, "shuffle_lr_scale") <= 0:
             raise ValueError(f"shuffle_lr_scale must be > 0, got {self.shuffle_lr_scale!r}")

@@ -23,9 +23,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from aslib.training.batches import PIPELINES, TensorImages, eval_batches, tensor_images
+from aslib.training.batches import PIPELINES, TensorBatches, TensorImages, eval_batches, tensor_images
 from aslib.training.config import TrainConfig
 from aslib.training.distributed import ProcessGroup, all_reduce_sum, average_buffers
 from aslib.nn.shuffles import (
@@ -39,10 +39,11 @@ from aslib.nn.shuffles import (
     shuffle_stats,
     soft_mirror_shuffles,
 )
+from aslib.core.penalties import DEFAULT_PENALTY
 from aslib.core.penalty import ROUNDING_THRESHOLD
 
 __all__ = ["Rounded", "SettledShuffles", "batch_sums", "evaluate", "make_optimizer", "penalised_step", "recalibrate_batchnorm",
-           "round_and_evaluate", "select_pipeline", "warmup_lam"]
+           "round_and_evaluate", "select_pipeline", "training_batches", "warmup_lam"]
 
 Autocast = Callable[[], Any]
 
@@ -100,6 +101,7 @@ def penalised_step(
     autocast: Autocast = nullcontext,
     mirror_lam: float = 0.0,
     mirror_step_size: float = 0.0,
+    penalty: str = DEFAULT_PENALTY,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step on ``loss = cross_entropy(logits, y) + lam * sum_l P(M_l)``; returns ``(cross_entropy, logits)``.
 
@@ -110,7 +112,8 @@ def penalised_step(
     ``projection_sweeps`` column/row normalisations. Mirror-parameterised shuffles are not in the loss's
     penalty; after the backward pass each takes its mirror step (:meth:`LearnedShuffle.mirror_update_` with
     ``mirror_lam``, ``mirror_step_size`` and ``projection_sweeps``); a model with such shuffles needs
-    ``mirror_step_size > 0``, or they would silently never move.
+    ``mirror_step_size > 0``, or they would silently never move. ``P`` is the penalty named ``penalty``
+    (:data:`aslib.core.penalties.PENALTIES`, default the l1-2), in the loss and in the mirror step alike.
     """
     mirror = soft_mirror_shuffles(model)
     if mirror_step_size <= 0 and mirror:
@@ -119,7 +122,7 @@ def penalised_step(
     with autocast():
         logits = (forward or model)(x)
     ce = F.cross_entropy(logits.float(), y)
-    loss = ce + lam * shuffle_penalty(model, mirror=False) if lam > 0 else ce
+    loss = ce + lam * shuffle_penalty(model, mirror=False, penalty=penalty) if lam > 0 else ce
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(loss).backward()
@@ -128,7 +131,7 @@ def penalised_step(
     else:
         loss.backward()
         optimizer.step()
-    mirror_shuffles_(mirror, mirror_lam, mirror_step_size, projection_sweeps)
+    mirror_shuffles_(mirror, mirror_lam, mirror_step_size, projection_sweeps, penalty=penalty)
     if scheduler is not None:
         scheduler.step()
     project_shuffles_(model, projection_sweeps)
@@ -145,6 +148,20 @@ def select_pipeline(pipeline: str, dataset: Dataset, device: torch.device, what:
         raise ValueError(f"data_pipeline='tensor', but the {what} ({type(dataset).__name__}) has no tensor form "
                          "(CIFAR, MNIST and the digits have one; ImageNet is decoded per image: use 'auto' or 'pil')")
     return images
+
+
+def training_batches(dataset: Dataset, sampler: Sampler[int], batch_size: int, generator: torch.Generator,
+                     config: TrainConfig, device: torch.device) -> DataLoader | TensorBatches:
+    """An epoch's training batches in ``sampler``'s order: :class:`~aslib.training.batches.TensorBatches` on the
+    data set's tensor form (augmentation drawn from ``generator``) or a ``DataLoader`` (worker seeds from it), as
+    ``config.data_pipeline`` chooses. The last short batch is dropped: a batch of one example would break
+    BatchNorm on 1x1 feature maps."""
+    images = select_pipeline(config.data_pipeline, dataset, device, "training set")
+    if images is not None:
+        return TensorBatches(images, sampler, batch_size, generator=generator, drop_last=True,
+                             channels_last=config.channels_last)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=config.num_workers,
+                      generator=generator, pin_memory=device.type == "cuda")
 
 
 def batch_sums(loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -4,13 +4,14 @@ The objective of a step (:func:`aslib.training.loop.penalised_step`) is
 
     loss = cross_entropy(model(x), y) + lam_t * sum_l P(M_l)
 
-with ``P`` the l1-2 penalty of each learned shuffle ``M_l`` and ``lam_t`` (:func:`penalty_weight`) 0 before
-``penalty_start_epoch``, then ramped linearly to ``lam`` over ``lam_warmup_epochs`` epochs. SGD with momentum and a
-per-step cosine schedule updates the weights (the shuffle matrices at ``lr * shuffle_lr_scale``); after every
-optimizer step each ``M_l`` takes its parameterisation's update (:mod:`aslib.nn.parameterisations`): projected back
-toward the doubly stochastic matrices (clamp, then ``projection_sweeps`` column/row normalisations), or a mirror
-step with the penalty inside it (the mirror shuffles' penalty is not in the loss), or nothing for Sinkhorn logits,
-doubly stochastic by construction. Weight decay applies to convolution and linear weights only
+with ``P`` the penalty named ``shuffle_penalty`` (default the l1-2) of each learned shuffle ``M_l`` and ``lam_t``
+(:func:`penalty_weight`) 0 before ``penalty_start_epoch``, then ramped linearly to ``lam`` over ``lam_warmup_epochs``
+epochs. SGD with momentum and a per-step cosine schedule updates the weights (the shuffle matrices at
+``lr * shuffle_lr_scale``); after every optimizer step each ``M_l`` takes its parameterisation's update
+(:mod:`aslib.nn.parameterisations`): projected back toward the doubly stochastic matrices (clamp, then
+``projection_sweeps`` column/row normalisations), or a mirror step with the penalty inside it (the mirror shuffles'
+penalty is not in the loss), or nothing for (Gumbel-)Sinkhorn logits, doubly stochastic by construction, whose
+temperature ``shuffle_tau_end`` (if set) anneals per epoch. Weight decay applies to convolution and linear weights only
 (:func:`aslib.training.loop.make_optimizer`).
 
 At the end (:func:`aslib.training.loop.round_and_evaluate`) the test set is evaluated with the soft ``M_l``; then
@@ -56,6 +57,7 @@ from aslib.utils.io import atomic_write, save_results, save_table
 from aslib.nn.shuffles import (
     RoundingWarning,
     ShuffleHealth,
+    anneal_shuffles_,
     layer_penalties,
     learned_shuffles,
     shuffle_health,
@@ -68,7 +70,7 @@ from aslib.training.loop import (
     make_optimizer,
     penalised_step,
     round_and_evaluate,
-    select_pipeline,
+    training_batches,
     warmup_lam,
 )
 from aslib.training.batches import TensorBatches
@@ -219,16 +221,7 @@ def _start(model: nn.Module, splits: DataSplits, config: TrainConfig, device: to
     sampler = DistributedSampler(splits.train, num_replicas=group.world, rank=group.rank, shuffle=True,
                                  seed=config.seed, drop_last=False)
     loader_generator = torch.Generator()
-    images = select_pipeline(config.data_pipeline, splits.train, device, "training set")
-    # drop_last: a final batch of one example would break BatchNorm on 1x1 feature maps.
-    loader: DataLoader | TensorBatches
-    if images is not None:
-        loader = TensorBatches(images, sampler, per_rank_batch, generator=loader_generator, drop_last=True,
-                               channels_last=config.channels_last)
-    else:
-        loader = DataLoader(splits.train, batch_size=per_rank_batch, sampler=sampler, drop_last=True,
-                            num_workers=config.num_workers, generator=loader_generator,
-                            pin_memory=device.type == "cuda")
+    loader = training_batches(splits.train, sampler, per_rank_batch, loader_generator, config, device)
     if len(loader) == 0:
         raise ValueError(f"the training set ({len(splits.train)} examples) is smaller than one batch "
                          f"({per_rank_batch} per process)")
@@ -307,7 +300,8 @@ def _train_epoch(session: _Session, net: nn.Module, epoch: int) -> tuple[torch.T
         ce, logits = penalised_step(model, x, y, optimizer, lam_t, projection_sweeps=config.projection_sweeps,
                                     forward=net, scaler=session.scaler, scheduler=session.scheduler,
                                     autocast=session.autocast, mirror_lam=mirror_lam,
-                                    mirror_step_size=config.mirror_step * lr_t / config.lr if config.lr else 0.0)
+                                    mirror_step_size=config.mirror_step * lr_t / config.lr if config.lr else 0.0,
+                                    penalty=config.shuffle_penalty)
         totals += batch_sums(ce, logits, y)
     bar.close()
     return totals, lam_t, lr_t
@@ -411,6 +405,8 @@ def _fit(model: nn.Module, splits: DataSplits, config: TrainConfig, hooks: list[
         t0 = time.perf_counter()
         if epoch >= config.epochs - config.hard_phase_epochs and _start_hard_phase(session, epoch):
             net = _data_parallel(model, group, device)  # DDP must forget the parameters of rounded shuffles
+        if config.shuffle_tau_end > 0:  # Sinkhorn temperatures for this epoch (a function of the epoch: resumable)
+            anneal_shuffles_(model, epoch / max(config.epochs - 1, 1), config.shuffle_tau_end)
         totals, lam_t, lr_t = _train_epoch(session, net, epoch)
         metrics = _record_epoch(session, splits, epoch, totals, lam_t, lr_t, t0)
         if session.settled.update_(model, epoch + 1):  # DDP must forget the parameters of frozen shuffles

@@ -10,11 +10,13 @@ import torch
 from scipy.optimize import OptimizeResult
 
 from aslib.core.checks import as_generator, check_nonnegative, check_positive_int
+from aslib.core.penalties import DEFAULT_PENALTY, PENALTIES
 from aslib.core.penalty import l12_penalty
 from aslib.examples.two_layer.network import (
     CONVEX_SETUPS,
     SETUPS,
     SUCCESS_RTOL,
+    TWO_LAYER_ALTERNATIVES,
     TWO_LAYER_METHODS,
     TeacherStudent,
     check_setup,
@@ -47,14 +49,17 @@ def two_layer_config(method: str, setup: str = "between") -> SolverConfig:
     geometrically from ``0.001`` to ``0.1`` over the first 80% of the steps; ``"relaxed"`` the same with
     ``lam = 0``; ``"sinkhorn"`` 300 Adam steps (learning rate 0.1) on the logits, 10 Sinkhorn iterations,
     ``tau`` 1 -> 0.05. ``L`` is :func:`_curvature`; ``step`` is 2 for the ReLU set-ups (whose ``L`` is a
-    scale, not a bound) and 1 for the convex ones (whose ``L`` is the exact smoothness constant)."""
+    scale, not a bound) and 1 for the convex ones (whose ``L`` is the exact smoothness constant). ``"lp"``,
+    ``"tl1"``, ``"entropy"``: ``"l12"``'s with that penalty (:data:`aslib.core.penalties.PENALTIES`);
+    ``"gumbel_sinkhorn"``: ``"sinkhorn"``'s with that parameterisation."""
     step = 1.0 if check_setup(setup) in CONVEX_SETUPS else 2.0
-    if method in ("l12", "relaxed"):
-        return SolverConfig(parameterisation="projected", iters=600, step=step, lam=0.1 if method == "l12" else 0.0,
-                            lam_start=0.01, ramp=0.8, sweeps=1, restarts=1)
-    if method == "sinkhorn":
-        return SolverConfig(parameterisation="sinkhorn", iters=300, step=0.1, restarts=1, sinkhorn_iters=10)
-    raise ValueError(f"unknown method {method!r}; use one of {TWO_LAYER_METHODS}")
+    if method in PENALTIES or method == "relaxed":
+        return SolverConfig(parameterisation="projected", iters=600, step=step, lam=0.0 if method == "relaxed" else 0.1,
+                            lam_start=0.01, ramp=0.8, sweeps=1, restarts=1,
+                            penalty=DEFAULT_PENALTY if method == "relaxed" else method)
+    if method in ("sinkhorn", "gumbel_sinkhorn"):
+        return SolverConfig(parameterisation=method, iters=300, step=0.1, restarts=1, sinkhorn_iters=10)
+    raise ValueError(f"unknown method {method!r}; use one of {TWO_LAYER_METHODS + TWO_LAYER_ALTERNATIVES}")
 
 
 def _curvature(problem: TeacherStudent) -> torch.Tensor:
@@ -80,15 +85,15 @@ def learn_permutation(
 ) -> OptimizeResult:
     """Learn ``M`` for every instance of ``problem`` by ``method``; ``result.col_ind`` should equal ``problem.perm``.
 
-    ``lam``, ``restarts`` and ``iters`` override the config (``lam`` only for ``"l12"``; it must be ``>= 0``).
+    ``lam``, ``restarts`` and ``iters`` override the config (``lam`` only for the penalty methods; ``>= 0``).
     ``result.fun`` is ``L`` at the rounded permutation (0 when the permutation is recovered).
     """
-    if method not in TWO_LAYER_METHODS:
-        raise ValueError(f"unknown method {method!r}; use one of {TWO_LAYER_METHODS}")
-    if lam is not None:  # checked for every method, though only "l12" uses it
+    if method not in TWO_LAYER_METHODS + TWO_LAYER_ALTERNATIVES:
+        raise ValueError(f"unknown method {method!r}; use one of {TWO_LAYER_METHODS + TWO_LAYER_ALTERNATIVES}")
+    if lam is not None:  # checked for every method, though only the penalty methods use it
         check_nonnegative(lam, "lam")
     cfg = replace_given(config or two_layer_config(method, problem.setup), restarts=restarts, iters=iters,
-                        lam=0.0 if method == "relaxed" else lam if method == "l12" else None)
+                        lam=0.0 if method == "relaxed" else lam if method in PENALTIES else None)
     for name in ("a", "W"):
         if not bool(torch.isfinite(getattr(problem, name)).all()):
             raise ValueError(f"problem.{name} contains NaN or inf")
@@ -124,8 +129,8 @@ def comparison_table(
     """
     instances, starts = check_positive_int(instances, "instances"), check_positive_int(starts, "starts")
     for method in methods:
-        if method not in TWO_LAYER_METHODS:
-            raise ValueError(f"unknown method {method!r}; use one of {TWO_LAYER_METHODS}")
+        if method not in TWO_LAYER_METHODS + TWO_LAYER_ALTERNATIVES:
+            raise ValueError(f"unknown method {method!r}; use one of {TWO_LAYER_METHODS + TWO_LAYER_ALTERNATIVES}")
     settings = [(check_setup(s), check_positive_int(n, "n")) for s in setups for n in sizes]
     rows = []
     for setup, n in progress(settings, enabled=show_progress, desc="two-layer"):

@@ -15,6 +15,7 @@ __all__ = [
     "CONVEX_SETUPS",
     "SETUPS",
     "SUCCESS_RTOL",
+    "TWO_LAYER_ALTERNATIVES",
     "TWO_LAYER_METHODS",
     "TeacherStudent",
     "check_setup",
@@ -30,6 +31,9 @@ __all__ = [
 ]
 
 TWO_LAYER_METHODS = ("l12", "relaxed", "sinkhorn")
+#: Further methods accepted everywhere, left out of the default comparison: ``"lp"``, ``"tl1"``, ``"entropy"``
+#: (``"l12"`` with that penalty) and ``"gumbel_sinkhorn"`` (``"sinkhorn"`` with Gumbel noise).
+TWO_LAYER_ALTERNATIVES = ("lp", "tl1", "entropy", "gumbel_sinkhorn")
 SETUPS = ("between", "after", "input", "linear")
 #: The set-ups whose loss is a convex quadratic in ``M`` (the relaxation's minimisers form a slice).
 CONVEX_SETUPS = ("after", "linear")
