@@ -6,8 +6,8 @@ permutation and hardened (:func:`aslib.harden`: in ONNX one Gather along the cha
 exported with ``torch.onnx.export`` (the default, torch.export-based exporter, batch dimension dynamic), checked
 against PyTorch, and timed in ONNX Runtime's CPU provider with one intra-op and one inter-op thread. Timings are
 interleaved (fixed, hardened, then the order flipped each round) after warm-up rounds; the table gives medians,
-their ratio hardened / fixed images per second, and the median over rounds of each round's ratio. ``--eager`` adds PyTorch's
-eager timings of the same two networks in the same rounds, for the ratio side by side. Example::
+their ratio hardened / fixed images per second, and the median over rounds of each round's ratio. ``--eager``
+adds PyTorch's eager timings of the same two networks in the same rounds, for the ratio side by side. Example::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/export_speed.py --batch-sizes 1 64 --repeats 11 --eager
 """
@@ -55,7 +55,8 @@ def _timed(fn: Callable[[], object], passes: int) -> float:
     return time.perf_counter() - start
 
 
-def _interleaved(tasks: dict[str, Callable[[], object]], passes: int, repeats: int, warmup: int) -> dict[str, list[float]]:
+def _interleaved(tasks: dict[str, Callable[[], object]], passes: int, repeats: int,
+                 warmup: int) -> dict[str, list[float]]:
     """Seconds per timing of each task, ``repeats`` rounds after ``warmup``, the order flipped every round."""
     names = list(tasks)
     times: dict[str, list[float]] = {n: [] for n in names}

@@ -100,7 +100,8 @@ model = aslib.shufflenet_v2(shuffle="fixed", stages_out_channels=(8, 16, 32, 64,
 aslib.learn_shuffles(model, init="uniform", noise=0.1)
 aslib.shuffle_penalty(model).backward()
 aslib.harden(model).eval()(torch.randn(1, 3, 8, 8))
-print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
+names = {name.split(".")[0] for name in sys.modules} | {name for name in sys.modules if name.startswith("aslib.")}
+print(" ".join(sorted(names)))
 """
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -109,3 +110,5 @@ print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
     extras = {"pandas", "matplotlib", "seaborn", "sklearn", "yaml", "IPython", "ipykernel", "jupyter_client",
               "jupyterlab", "papermill", "nbval", "nbformat", "onnx", "onnxruntime", "onnxscript", "torchvision"}
     assert not loaded & extras, f"import aslib loads {sorted(loaded & extras)}"
+    above = sorted(n for n in loaded if n.split(".")[:2][-1] in ("training", "study", "examples", "runner"))
+    assert not above, f"import aslib loads the layers above the models: {above}"

@@ -55,7 +55,8 @@ def test_from_torchvision_with_learned_shuffles_at_the_fixed_shuffle_and_other_h
         expected = reference(x)
         # Sinkhorn's logits start near, not at, the permutation matrix: the soft network is close, the hard exact
         torch.testing.assert_close(aslib.harden(model)(x), expected, rtol=0, atol=1e-5)
-    assert all(layer.parameterisation == "sinkhorn" for layer in model.modules() if isinstance(layer, aslib.LearnedShuffle))
+    layers = [m for m in model.modules() if isinstance(m, aslib.LearnedShuffle)]
+    assert len(layers) == 16 and all(layer.parameterisation == "sinkhorn" for layer in layers)
 
 
 def test_from_torchvision_takes_a_weights_enum_through_its_get_state_dict():
