@@ -226,6 +226,7 @@ def test_readme_own_network_example_runs_as_written(tmp_path, monkeypatch):
     assert _shuffles(deployed)[0].is_hardened and not aslib.shuffle_parameters(deployed)
     M = learned[0].matrix().detach()  # one projection sweep: rows exact, columns near 1
     assert bool((M >= 0).all()) and torch.allclose(M.sum(1), torch.ones(12), atol=1e-5)
+    assert aslib.shuffle_stats(net)["rounding_fraction"] == 1.0  # what the README says it prints: at a permutation
     with torch.no_grad():
         perm = _shuffles(deployed)[0].perm
         net.eval()
@@ -241,3 +242,11 @@ def test_readme_own_network_example_runs_as_written(tmp_path, monkeypatch):
     exec(compile(blocks[2], "README.md (ONNX)", "exec"), namespace)
     with torch.no_grad():
         np.testing.assert_allclose(namespace["logits"], deployed(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_new_learned_shuffles_live_on_the_models_device():
+    model = aslib.shufflenet_v2(shuffle="fixed", stages_out_channels=(8, 16, 32, 64, 128), stages_repeats=(1, 1, 1))
+    model.to("meta")  # a device other than the CPU on which the new layers are built
+    aslib.learn_shuffles(model, init="uniform", noise=0.2)
+    layers = [m for m in model.modules() if isinstance(m, aslib.LearnedShuffle)]
+    assert layers and all(layer.weight.device.type == "meta" for layer in layers)
