@@ -1,5 +1,5 @@
-# The two commands of the README: `make reproduce` and `make test`. Each creates .venv on first use and
-# reinstalls the package only when pyproject.toml changes.
+# The two commands of the README: `make reproduce` and `make test`. Each creates .venv on first use (the pins of
+# constraints.txt, every extra) and reinstalls the package only when pyproject.toml or constraints.txt changes.
 
 PYTHON ?= python3.11
 PROFILE ?= quick
@@ -11,10 +11,10 @@ INSTALLED := $(VENV)/.installed
 
 .PHONY: reproduce test lab refresh env clean-runs
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[notebooks,export,test]'
 	$(PY) -m ipykernel install --sys-prefix --name aslib --display-name "Python (aslib)"
 	@touch $@
 

@@ -2,7 +2,8 @@
 
 Builders in torchvision's style (:func:`shufflenet_v1`, :func:`shufflenet_v2`), :func:`get_model` by
 name as torchvision's ``get_model`` (``"shufflenet_v1_g3"``, ``"shufflenet_v2_1.0"``, see :data:`MODEL_NAMES`),
-and the two costs the paper compares: :func:`count_parameters` and :func:`count_flops`.
+torchvision's ShuffleNet v2 and its pretrained weights as this package's (:func:`from_torchvision`), and the two
+costs the paper compares: :func:`count_parameters` and :func:`count_flops`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from aslib.models.common import STEMS, ShuffleNet, ShuffleOptions
+from aslib.models.pretrained import from_torchvision
 from aslib.models.shufflenet_v1 import STAGE_CHANNELS_V1, ShuffleNetV1, shufflenet_v1
 from aslib.models.shufflenet_v2 import STAGE_CHANNELS_V2, ShuffleNetV2, shufflenet_v2
 
@@ -33,6 +35,7 @@ __all__ = [
     "count_parameters",
     "CONFIG_ARGUMENTS",
     "from_config",
+    "from_torchvision",
     "shufflenet_v1",
     "shufflenet_v2",
 ]

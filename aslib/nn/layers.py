@@ -77,16 +77,22 @@ class ChannelShuffle(nn.Module):
     """ShuffleNet's fixed shuffle of ``c = g n`` channels: ``out[:, k] = in[:, idx[k]]`` (see :func:`shuffle_indices`).
 
     Input ``(B, c, ...)``, output of the same shape. No parameters, no buffers; runs as torch's native
-    ``channel_shuffle`` (a reshape ``(B, g, n, ...) -> (B, n, g, ...)``).
+    ``channel_shuffle`` (a reshape ``(B, g, n, ...) -> (B, n, g, ...)``). ``channels``, when given, fixes ``c``
+    (inputs of another width are refused), so that :func:`aslib.nn.shuffles.learn_shuffles` can replace the
+    layer by a :class:`LearnedShuffle` without running the network; ``None`` accepts any multiple of ``groups``.
     """
 
-    def __init__(self, groups: int) -> None:
+    def __init__(self, groups: int, channels: int | None = None) -> None:
         super().__init__()
         _check_groups(None, groups)
+        if channels is not None:
+            check_positive_int(channels, "channels")
+            _check_groups(channels, groups)
         self.groups = groups
+        self.channels = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(x, None, "ChannelShuffle")
+        _check_input(x, self.channels, "ChannelShuffle")
         if x.shape[1] % self.groups:
             raise ValueError(f"ChannelShuffle: {x.shape[1]} channels are not divisible by groups={self.groups}")
         if x.ndim == 2:  # torch's channel_shuffle wants at least one spatial dimension
@@ -94,7 +100,7 @@ class ChannelShuffle(nn.Module):
         return F.channel_shuffle(x, self.groups)
 
     def extra_repr(self) -> str:
-        return f"groups={self.groups}"
+        return f"groups={self.groups}" + (f", channels={self.channels}" if self.channels is not None else "")
 
 
 class FixedPermutation(nn.Module):
@@ -126,6 +132,16 @@ class FixedPermutation(nn.Module):
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}"
+
+
+def _with_noise(base: torch.Tensor, noise: float, generator: torch.Generator | None) -> torch.Tensor:
+    """``(1 - noise) B + noise S`` on ``D_n`` for ``B = base (c, c)`` and ``S`` a random doubly stochastic matrix
+    (uniform entries projected on ``D_n``); ``base`` itself when ``noise = 0``."""
+    if noise <= 0:
+        return base
+    c = base.shape[0]
+    random_ds = project_doubly_stochastic(torch.rand(c, c, generator=generator), _INIT_SWEEPS)
+    return project_doubly_stochastic((1.0 - noise) * base + noise * random_ds, _INIT_SWEEPS)
 
 
 class LearnedShuffle(nn.Module):
@@ -207,14 +223,35 @@ class LearnedShuffle(nn.Module):
             base = torch.full((channels, channels), 1.0 / channels)
         else:
             base = permutation_matrix(torch.randperm(channels, generator=generator))
-        if noise > 0:
-            random_ds = project_doubly_stochastic(
-                torch.rand(channels, channels, generator=generator), _INIT_SWEEPS
-            )
-            base = project_doubly_stochastic((1.0 - noise) * base + noise * random_ds, _INIT_SWEEPS)
-        base = self.scheme.initial_weight(base, self.sinkhorn_tau)
+        base = self.scheme.initial_weight(_with_noise(base, noise, generator), self.sinkhorn_tau)
         self.weight: nn.Parameter | None = nn.Parameter(base)
         self.register_buffer("perm", None)
+
+    @classmethod
+    def from_permutation(
+        cls,
+        perm: torch.Tensor,
+        *,
+        noise: float = 0.0,
+        generator: torch.Generator | None = None,
+        parameterisation: str = "projected",
+        sinkhorn_iters: int = SINKHORN_ITERS,
+        sinkhorn_tau: float = SINKHORN_TAU,
+    ) -> LearnedShuffle:
+        """A soft learned shuffle that starts at the permutation ``perm`` (shape ``(c,)``, ``y = x[:, perm]``):
+        ``M = (1 - noise) R + noise S`` with ``R = permutation_matrix(perm)`` and ``S`` as for ``noise`` in the
+        constructor, so with ``noise = 0`` it computes exactly what ``x[:, perm]`` computes. ``init`` reads
+        ``"permutation"``."""
+        permutation_matrix(perm)  # validates that perm is a permutation of 0..c-1
+        if perm.ndim != 1:
+            raise ValueError(f"perm must have shape (c,), got {tuple(perm.shape)}")
+        check_fraction(noise, "noise", closed=True)
+        layer = cls(perm.numel(), "identity", parameterisation=parameterisation, sinkhorn_iters=sinkhorn_iters,
+                    sinkhorn_tau=sinkhorn_tau)
+        base = _with_noise(permutation_matrix(perm.detach().cpu().long()).float(), noise, generator)
+        layer.weight = nn.Parameter(layer.scheme.initial_weight(base, layer.sinkhorn_tau))
+        layer.init = "permutation"
+        return layer
 
     @property
     def scheme(self) -> Parameterisation:
@@ -389,7 +426,7 @@ def make_shuffle(
         raise ValueError(f"unknown shuffle {kind!r}; valid: {', '.join(SHUFFLE_KINDS)}")
     shuffle_indices(channels, groups)  # validation
     if kind == "fixed":
-        return ChannelShuffle(groups)
+        return ChannelShuffle(groups, channels)
     if kind == "learned":
         return LearnedShuffle(channels, init, groups=groups, noise=noise, generator=generator,
                               parameterisation=parameterisation)

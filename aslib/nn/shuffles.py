@@ -1,4 +1,4 @@
-"""A model's learned shuffles together: find them, penalise, project, harden, and summarise them.
+"""A model's learned shuffles together: make them, find them, penalise, project, harden, and summarise them.
 
 The training loop calls these once per step or epoch on the whole model (:mod:`aslib.training.loop`); each acts on
 every :class:`~aslib.nn.layers.LearnedShuffle` of the model, in module order. On a GPU, matrices of equal size
@@ -7,6 +7,7 @@ are stacked and handled in one batched call (fewer kernel launches); on a CPU on
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -14,17 +15,22 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from aslib.nn.layers import LearnedShuffle, soft_matrices
+from aslib.core.checks import as_generator, check_fraction
 from aslib.core.penalties import DEFAULT_PENALTY, get_penalty
 from aslib.core.penalty import ROUNDING_THRESHOLD, max_row_deficit, penalty_at_uniform
+from aslib.nn.layers import ChannelShuffle, FixedPermutation, LearnedShuffle, shuffle_indices, soft_matrices
+from aslib.nn.parameterisations import get_parameterisation
 
 __all__ = [
+    "LEARN_INITS",
     "RoundingWarning",
     "anneal_shuffles_",
     "ShuffleHealth",
     "UNIFORM_FRACTION",
     "shuffle_health",
+    "harden",
     "harden_shuffles_",
+    "learn_shuffles",
     "layer_penalties",
     "learned_shuffles",
     "mirror_parameters",
@@ -140,6 +146,19 @@ def harden_shuffles_(model: nn.Module) -> list[torch.Tensor]:
     return [layer.harden() for layer in learned_shuffles(model)]
 
 
+def harden(model: nn.Module, *, inplace: bool = False) -> nn.Module:
+    """The network for inference: ``model`` with every learned shuffle rounded to its Hungarian permutation
+    (:meth:`LearnedShuffle.harden`), so that each is the index gather ``y = x[:, perm]`` with no parameter and
+    no multiply-add. Returns a copy (``model`` keeps its soft matrices) unless ``inplace``; other modules,
+    their weights and the training mode are unchanged. BatchNorm statistics are not re-estimated: where
+    rounding changed the network (a shuffle above the rounding threshold), recalibrate them on training data."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    hardened = model if inplace else copy.deepcopy(model)
+    harden_shuffles_(hardened)
+    return hardened
+
+
 def shuffle_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The ``weight`` parameters (``M`` or logits) of the soft learned shuffles that an optimizer moves (to
     put in an optimizer group without weight decay): those whose parameterisation has ``optimizer_moves``
@@ -251,3 +270,118 @@ def shuffle_health(model: nn.Module) -> ShuffleHealth:
                 if p >= UNIFORM_FRACTION * penalty_at_uniform(layer.channels):
                     uniform.append((name or "<model>", p))
     return ShuffleHealth(tuple(unsettled), tuple(uniform))
+
+
+#: How :func:`learn_shuffles` starts each learned shuffle: at the shuffle it replaces (``"permutation"``), at the
+#: uniform matrix ``J/c`` or at a random permutation.
+LEARN_INITS: tuple[str, ...] = ("permutation", "uniform", "random")
+_CONVERTIBLE = (ChannelShuffle, FixedPermutation, LearnedShuffle)
+
+
+def _converts(module: nn.Module) -> bool:
+    """A fixed shuffle, a fixed permutation or a hardened learned shuffle (a soft one is already learned)."""
+    return isinstance(module, (ChannelShuffle, FixedPermutation)) or (
+        isinstance(module, LearnedShuffle) and module.is_hardened)
+
+
+def _observed_channels(model: nn.Module, shuffles: list[ChannelShuffle], example_input: object) -> dict[int, int]:
+    """Channel counts of ``shuffles`` seen in one forward pass of ``model`` on ``example_input`` (eval mode, no
+    gradient, so BatchNorm statistics do not move), by ``id``."""
+    seen: dict[int, set[int]] = {id(m): set() for m in shuffles}
+
+    def record(module: nn.Module, args: tuple) -> None:
+        seen[id(module)].add(int(args[0].shape[1]))
+
+    hooks = [m.register_forward_pre_hook(record) for m in shuffles]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(*example_input) if isinstance(example_input, tuple) else model(example_input)
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    counts = {}
+    for m in shuffles:
+        if len(seen[id(m)]) != 1:
+            raise ValueError(f"a ChannelShuffle(groups={m.groups}) saw channel counts {sorted(seen[id(m)])} in the "
+                             "forward pass of example_input; it needs exactly one")
+        counts[id(m)] = seen[id(m)].pop()
+    return counts
+
+
+def _replacement(module: nn.Module, channels: int, init: str, noise: float, generator: torch.Generator,
+                 parameterisation: str, device: torch.device) -> LearnedShuffle:
+    if init == "permutation":
+        if isinstance(module, ChannelShuffle):
+            perm = shuffle_indices(channels, module.groups)
+        else:
+            perm = module.perm  # type: ignore[assignment]
+        layer = LearnedShuffle.from_permutation(perm, noise=noise, generator=generator,
+                                                parameterisation=parameterisation)
+    else:
+        layer = LearnedShuffle(channels, init, noise=noise, generator=generator, parameterisation=parameterisation)
+    return layer.to(device)
+
+
+def learn_shuffles(
+    model: nn.Module,
+    init: str = "permutation",
+    *,
+    noise: float = 0.0,
+    seed: int | torch.Generator | None = 0,
+    parameterisation: str = "projected",
+    example_input: object = None,
+) -> nn.Module:
+    """Replace every channel shuffle of ``model`` by a :class:`LearnedShuffle`, in place; returns ``model``.
+
+    Converted: :class:`ChannelShuffle` (ShuffleNet's shuffle), :class:`FixedPermutation` and hardened learned
+    shuffles, wherever they sit (any module built from them, e.g. every model of :mod:`aslib.models`); soft
+    learned shuffles are left as they are. Each new layer starts at the matrix ``B`` of ``init`` mixed with
+    ``noise``: ``M = (1 - noise) B + noise S`` (``S`` random doubly stochastic), with ``B``
+
+    * ``"permutation"``: the permutation matrix of the shuffle it replaces, so with ``noise = 0`` the network
+      computes what it computed before (the start for fine-tuning a trained network);
+    * ``"uniform"``: ``J/c``, the paper's start (a stationary point of the penalty: use ``noise > 0``);
+    * ``"random"``: a random permutation.
+
+    ``seed`` (or a generator) draws the random permutations and ``S``, layer after layer in module order.
+    ``parameterisation`` names how each matrix is held and moved (:mod:`aslib.nn.parameterisations`; the
+    mirror step cannot leave an entry that starts at 0, so use it with ``noise > 0`` or ``"uniform"``). The
+    new layers live on the device of ``model``'s first parameter or buffer. A :class:`ChannelShuffle` built
+    without ``channels`` learns its channel count from one forward pass on ``example_input`` (a tensor, or a
+    tuple of positional arguments), run in eval mode without gradients. Shuffles written as function calls in a
+    ``forward`` (torchvision's ShuffleNet v2) are not modules and cannot be found: convert such a network with
+    :func:`aslib.models.from_torchvision` first.
+
+    Raises ``ValueError`` for an unknown ``init`` or ``parameterisation``, ``noise`` outside ``[0, 1]``, and a
+    :class:`ChannelShuffle` of unknown width without ``example_input``; ``TypeError`` if ``model`` is not a
+    module. Once converted, train with ``loss + lam * shuffle_penalty(model)`` (and :func:`project_shuffles_`
+    after each optimizer step), then :func:`harden`.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, _CONVERTIBLE):
+        raise ValueError("model is itself a shuffle layer: convert a network that holds it")
+    if init not in LEARN_INITS:
+        raise ValueError(f"unknown init {init!r}; valid: {', '.join(LEARN_INITS)}")
+    check_fraction(noise, "noise", closed=True)
+    get_parameterisation(parameterisation)  # validation
+    generator = as_generator(seed)
+    # every place that holds a shuffle (named_children() would list a module held twice by one parent once)
+    targets = [(parent, name, child) for parent in model.modules() for name, child in parent._modules.items()
+               if child is not None and _converts(child)]
+    unsized = list({id(c): c for _, _, c in targets if isinstance(c, ChannelShuffle) and c.channels is None}.values())
+    if unsized and example_input is None:
+        raise ValueError(f"{len(unsized)} ChannelShuffle layers were built without channels: pass example_input "
+                         "(an input of model) so that one forward pass finds their widths")
+    observed = _observed_channels(model, unsized, example_input) if unsized else {}
+    device = _model_device(model)
+    done: dict[int, LearnedShuffle] = {}  # a shuffle module used twice becomes one learned shuffle used twice
+    for parent, name, child in targets:
+        if id(child) not in done:
+            channels = getattr(child, "channels", None) or observed[id(child)]
+            done[id(child)] = _replacement(child, channels, init, noise, generator, parameterisation, device)
+        setattr(parent, name, done[id(child)])
+    return model
