@@ -71,7 +71,8 @@ def _pygmtools(A: np.ndarray, B: np.ndarray, maximize: bool, solver: str) -> Opt
     K = np.kron(B, A) if maximize else -np.kron(B, A)
     K -= K.min()
     n = len(A)
-    X = pygm.hungarian(getattr(pygm, solver)(K, n, n))
+    with np.errstate(divide="ignore", invalid="ignore"):  # IPFP divides by a zero curvature on flat steps
+        X = pygm.hungarian(getattr(pygm, solver)(K, n, n))
     return _answer(A, B, X.argmax(1))
 
 

@@ -138,11 +138,27 @@ def test_seeded_loss_and_gradient_against_the_full_objective_and_autograd(maximi
     assert torch.allclose(gradient(M.detach()), by_autograd, atol=1e-10)
 
 
+def test_P0_is_read_over_the_free_nodes_in_increasing_order_as_scipy_reads_it():
+    # P0 (n - m, n - m): rows the free nodes of A, columns those of B, each in increasing order, whatever the
+    # fixed pairs' order and shuffle_input; here P0 is the planted isomorphism on the free nodes
+    inst = gm.random_regular(24, 3, seed=8)
+    perm = inst.perm[0].numpy()
+    seeds = np.array([[i, perm[i]] for i in (17, 3, 9)])
+    free_a, free_b = np.setdiff1d(np.arange(24), seeds[:, 0]), np.setdiff1d(np.arange(24), seeds[:, 1])
+    P0 = (perm[free_a][:, None] == free_b[None]).astype(float)
+    for shuffle in (False, True):
+        for dtype in (torch.float64, torch.float32):
+            res = aslib.quadratic_assignment(inst.A[0], inst.B[0], options={  # one start: P0's
+                "maximize": True, "partial_match": seeds, "P0": P0, "shuffle_input": shuffle, "rng": 0,
+                "restarts": 1, "dtype": dtype})
+            assert res.certified and res.nit == 10 and np.array_equal(res.col_ind, perm)
+
+
 def test_partial_guess_at_an_isomorphism_is_certified_at_the_first_check():
     inst = gm.random_regular(24, 3, seed=2)
     guess = np.column_stack([np.arange(24), inst.perm[0].numpy()])
     res = aslib.quadratic_assignment(inst.A[0], inst.B[0], options={"maximize": True, "partial_guess": guess,
-                                                                    "rng": 0})
+                                                                    "rng": 0, "restarts": 1})  # the guess alone
     assert res.certified and res.nit == 10 and np.array_equal(res.col_ind, inst.perm[0].numpy())
     with pytest.raises(ValueError, match="not both"):
         aslib.quadratic_assignment(inst.A[0], inst.B[0], options={"partial_guess": guess, "P0": np.eye(24)})
