@@ -22,6 +22,10 @@ Families (``n`` set per family below, ``--instances`` each, seeded):
 * ``flow_distance``: facility-layout style, sparse random integer flows against Manhattan distances on a
   grid (minimise).
 
+Beside them, when installed (``qap_peers.py``; ``benchmarks/README.md``): graspologic's ``graph_match``, FAQ
+and GOAT (``transport=True``) for l12's time and GOAT once, and pygmtools' RRWM, IPFP and SM on the Lawler
+affinity where it fits in memory.
+
 Every row reports the mean gap to the best value any method found on that instance
 (``|fun - best| / |best|``), the success rate where a planted answer exists, and the mean time.
 
@@ -46,6 +50,7 @@ import torch
 from aslib import quadratic_assignment
 from aslib.examples.graph_matching import make_instances
 from aslib.utils.runtime import describe_device
+from qap_peers import available as available_peers, peer_answers
 
 SIZES = {"regular": 30, "erdos_renyi": 50, "grid": 30, "cycle": 30, "planted_qap": 30, "flow_distance": 30}
 
@@ -100,12 +105,15 @@ def best_within(method: str, A: np.ndarray, B: np.ndarray, maximize: bool, budge
     return best, spent, calls
 
 
-def run(families: list[str], count: int, seed: int, device: str = "cpu") -> pd.DataFrame:
-    """One row per instance and method; the penalty method runs on ``device`` (scipy's on the CPU)."""
+def run(families: list[str], count: int, seed: int, device: str = "cpu", peers: bool = True) -> pd.DataFrame:
+    """One row per instance and method; the penalty method runs on ``device`` (scipy's on the CPU); ``peers``:
+    also the installed graph-matching libraries of :mod:`qap_peers`."""
     rows = []
     warm = np.random.default_rng(seed).random((8, 8))  # first calls pay one-off set-up costs: not timed
     for method in ("l12", "faq", "2opt"):
         quadratic_assignment(warm, warm, method, {"device": device} if method == "l12" else None)
+    if peers:  # graspologic compiles with numba on its first calls
+        peer_answers(warm, warm, True, 0.0, np.random.default_rng(seed))
     for family in families:
         n = SIZES[family]
         for index, (A, B, planted, maximize) in enumerate(instances(family, n, count, seed)):
@@ -123,6 +131,8 @@ def run(families: list[str], count: int, seed: int, device: str = "cpu") -> pd.D
                        "faq (same time)": best_within("faq", A, B, maximize, l12_seconds, rng),
                        "faq (polish time)": best_within("faq", A, B, maximize, polished_seconds, rng),
                        "2opt (same time)": best_within("2opt", A, B, maximize, l12_seconds, rng)}
+            if peers:  # graspologic and pygmtools where installed (qap_peers.py), scored the same way
+                answers.update(peer_answers(A, B, maximize, l12_seconds, rng))
             values = [r.fun for r, _, _ in answers.values()]
             best = max(values) if maximize else min(values)
             for method, (result, seconds, calls) in answers.items():
@@ -151,10 +161,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="where l12 runs: cpu, cuda, cuda:N or auto")
     parser.add_argument("--out", type=Path, default=None, help="write the summary table here (csv)")
+    parser.add_argument("--no-peers", action="store_true", help="skip graspologic and pygmtools even if installed")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     load_before = os.getloadavg()[0]
-    table = run(args.families, args.instances, args.seed, args.device)
+    table = run(args.families, args.instances, args.seed, args.device, peers=not args.no_peers)
     load = f"1-minute load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     summary = (table.groupby(["family", "n", "method"], sort=False)
                .agg(instances=("gap", "size"), mean_gap=("gap", "mean"), recovery=("recovery", "mean"),
@@ -165,7 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     device = describe_device(args.device)
     ratio = summary.pivot_table(index="family", columns="method", values="median_per_faq_call", sort=False)
     lines = [f"device: {device} (scipy on the CPU); {load} on {os.cpu_count()} cores; one instance "
-             f"at a time; seed {args.seed}; per family {args.instances} instances, n as listed",
+             f"at a time; seed {args.seed}; per family {args.instances} instances, n as listed; peers: "
+             f"{', '.join(available_peers()) if not args.no_peers and available_peers() else 'none'}",
              summary.to_string(index=False),
              "l12 time / one FAQ call (median over instances, each timed next to its FAQ call): "
              + ", ".join(f"{family} {row['l12']:.0f}x (with faq polish {row['l12 + faq polish']:.0f}x)"

@@ -17,7 +17,8 @@ noise, so ``A M* = M* B`` for ``M* = permutation_matrix(perm)`` when there is no
 Methods of :func:`match_graphs` (all return scipy's ``OptimizeResult``):
 
 * ``"l12"``: the paper's method, ``f + lam_t P`` over ``D_n`` by the penalised mirror descent of
-  :mod:`aslib.solver.relaxation` (:func:`aslib.solver.qap.solve_qap` with ``maximize=True``, whose relaxed loss is ``f``),
+  :mod:`aslib.solver.relaxation` (:func:`aslib.solver.qap.solve_staged` with ``maximize=True``, whose relaxed loss is
+  ``f``: the solve of ``quadratic_assignment(maximize=True)``, its quick stage first),
   with ``lam_t`` ramped geometrically from ``0.03 lam`` to ``lam`` over 80% of the steps and ``restarts``
   random starts near ``J/n``, keeping the one whose rounded permutation has the smallest ``f``; an instance
   ends early once every start has settled on its rounding, its starts agree on one rounding, or one start
@@ -48,8 +49,9 @@ from scipy.optimize import OptimizeResult
 
 from aslib.core.checks import as_generator, check_positive_int
 from aslib.core.penalty import ROUNDING_THRESHOLD, check_square, permutation_matrix
-from aslib.solver.qap import default_qap_config, quadratic_assignment, solve_qap
-from aslib.solver.relaxation import SolverConfig, replace_given, solve_permutation
+from aslib.solver.qap import QuickStage, default_qap_config, quadratic_assignment, solve_staged
+from aslib.solver.qap_options import as_real_tensor
+from aslib.solver.relaxation import SolverConfig, random_starts, replace_given, solve_permutation
 from aslib.utils.progress import progress
 from aslib.utils.runtime import resolve_device
 from aslib.study.verdicts import Verdict, compare_means, holm, verdict
@@ -231,8 +233,9 @@ def graph_matching_config(method: str) -> SolverConfig:
 
 
 def _validate(A: torch.Tensor | np.ndarray, B: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    A, B = (torch.from_numpy(np.asarray(X, dtype=np.float64)) if not isinstance(X, torch.Tensor) else X
-            for X in (A, B))
+    """``A``, ``B`` as :func:`aslib.solver.qap.quadratic_assignment` reads them (bool, integer or float numpy
+    arrays or torch tensors, as float64), of shape ``(n, n)`` or ``(batch, n, n)``, as ``(batch, n, n)``."""
+    A, B = as_real_tensor(A, "A"), as_real_tensor(B, "B")
     check_square(A, "A")
     check_square(B, "B")
     if A.shape != B.shape:
@@ -253,13 +256,21 @@ def match_graphs(
     config: SolverConfig | None = None,
     seed: int | torch.Generator = 0,
     device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype = torch.float64,
     show_progress: bool = False,
 ) -> OptimizeResult:
     """Solve ``min_{M in Pi_n} ||A M - M B||_F^2`` for one instance ``(n, n)`` or a batch ``(batch, n, n)``.
 
+    ``"l12"`` and ``"relaxed"`` run :func:`aslib.solver.qap.solve_staged`, the solve of
+    ``aslib.quadratic_assignment(A, B, method, {"maximize": True, "rng": seed})``, with its defaults (its starts,
+    float64, ``"l12"``'s quick stage unless ``config`` or ``iters`` is given): on one instance both give the same
+    permutation. Use ``quadratic_assignment`` for one problem with scipy's interface (weighted or asymmetric
+    matrices, minimising, ``partial_match``, ``polish``); use this for batches of graph-matching instances solved
+    together, with the edge disagreement as ``fun`` and the loss and penalty histories.
+
     Args:
-        A, B: adjacency (or any real) matrices of the same shape, torch tensors or numpy arrays.
+        A, B: adjacency (or any real) matrices of the same shape, torch tensors or numpy arrays of booleans,
+            integers or floats (read as float64, as ``quadratic_assignment`` reads them).
         method: one of :data:`GRAPH_METHODS` or :data:`GRAPH_ALTERNATIVES` (see the module docstring).
         lam: penalty weight for ``"l12"`` and the other penalty methods (overrides the config; must be ``>= 0``).
         restarts: random starts (overrides the config; for scipy's methods the number of calls).
@@ -268,7 +279,7 @@ def match_graphs(
             ``"relaxed"`` always runs with ``lam = 0``).
         seed: seeds the random starts.
         device: where the torch solvers run (``"cpu"``, ``"cuda"``, ``"auto"``); scipy runs on the CPU.
-        dtype: floating type of the torch solvers.
+        dtype: floating type of the torch solvers (float64, as ``quadratic_assignment``).
 
     Returns:
         scipy's ``OptimizeResult`` for the batch: ``col_ind (batch, n)`` (vertex ``i`` of A matches
@@ -303,9 +314,11 @@ def match_graphs(
         A4, B4 = A.to(dev, dtype).unsqueeze(1), B.to(dev, dtype).unsqueeze(1)
         solved = solve_permutation(lambda M: matching_loss(A4, B4, M), A.shape[0], A.shape[-1], cfg,
                                    generator=gen, dtype=dtype, device=dev, show_progress=show_progress)
-    else:
-        solved = solve_qap(A, B, cfg, maximize=True, generator=gen, dtype=dtype, device=device,
-                           show_progress=show_progress)
+    else:  # quadratic_assignment's solve: its starts, and its quick stage unless config or iters is given
+        quick = QuickStage() if method == "l12" and config is None and iters is None else None
+        initial = random_starts(cfg, (A.shape[0], cfg.restarts, A.shape[-1], A.shape[-1]), gen, dtype)
+        solved = solve_staged(A, B, cfg, quick, maximize=True, initial=initial, generator=gen, dtype=dtype,
+                              device=device, show_progress=show_progress)
     solved.update(seconds=time.perf_counter() - start, method=method, config=cfg)
     return solved
 

@@ -17,20 +17,21 @@ a loss equal to the objective up to a constant on permutations (``||A P||_F = ||
 * otherwise: ``s tr(A^T M B M^T)`` itself (``s = -1`` when maximising; indefinite; the convex alternatives
   tried in its place: ``docs/tuning.md``).
 
-``"relaxed"`` is the same with ``lam = 0``: the relaxation and a final rounding.
+``"relaxed"`` is the same with ``lam = 0``: the relaxation and a final rounding. Both take scipy's options with
+scipy's meaning: ``partial_match`` (fixed pairs, seeded matching: the solve runs on the free nodes, the fixed
+ones adding a linear term, :func:`_seeded_loss`), ``partial_guess`` (the first start), ``shuffle_input``, ``P0``.
 
 Maximising, ``"l12"`` runs a quick stage first (larger steps, fewer of them) and the full solve from the
 same starts only where the quick stage neither certified its answer nor saw its starts agree
 (:class:`QuickStage`, :func:`default_qap_config`).
 
 ``polish`` (an option of ``"l12"`` and ``"relaxed"``, inside the timed call, skipped when an exact match
-certified the answer optimal): ``"2opt"`` runs scipy's 2-opt from the rounded answer; ``True`` (``"faq"``)
-runs scipy's FAQ from the relaxed matrices of the best starts, keeps the best answer (the rounding
-included) and runs 2-opt from it; minimising, the solve before it is then a short one with more starts,
-a start generator for FAQ. An addition to the penalty method, reported separately from it in the benchmark.
+certified the answer optimal) runs scipy's 2-opt, or FAQ then 2-opt, from the answer (:mod:`.qap_polish`); an
+addition to the penalty method, reported separately from it in the benchmark.
 
 Each method is one function ``_quadratic_assignment_<method>(A, B, **options)``, its keyword arguments its options;
-:func:`quadratic_assignment` checks ``A`` and ``B``, refuses options a method does not take and dispatches. Prefer
+:func:`quadratic_assignment` checks ``A`` and ``B`` (:mod:`.qap_options`), warns about options a method does not
+take (scipy's ``OptimizeWarning``) and dispatches. Prefer
 (``benchmarks/qap_benchmark.py``, ``docs/tuning.md``) ``"l12"`` on graph matching with symmetries, ``"faq"`` where one
 FAQ call is enough, ``"l12"`` with ``polish=True`` on minimised flow x distance problems, ``"2opt"`` to polish.
 """
@@ -44,17 +45,20 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import scipy.optimize
 import torch
 from scipy.optimize import OptimizeResult
 
-from aslib.core.checks import as_generator, check_positive_int
-from aslib.core.penalty import ROUNDING_THRESHOLD, check_square, random_doubly_stochastic
+from aslib.core.checks import check_positive_int
 from aslib.utils.runtime import resolve_device
-from aslib.solver.relaxation import SolverConfig, random_starts, replace_given, solve_permutation
+from aslib.solver.qap_options import (POLISH_METHODS, check_matrices, check_maxiter, check_pairs, check_polish,
+                                      check_start, check_tol, guess_start, node_orders, numpy_generator,
+                                      penalty_starts, torch_generator, warn_unknown_options)
+from aslib.solver.qap_polish import (FAQ_POLISH_STARTS, objective, polish_answer, polish_starts,
+                                     scipy_quadratic_assignment)
+from aslib.solver.relaxation import SolverConfig, replace_given, solve_permutation
 
 __all__ = ["FAQ_POLISH_STARTS", "POLISH_METHODS", "QAP_METHODS", "QuickStage", "default_qap_config",
-           "quadratic_assignment", "solve_qap"]
+           "quadratic_assignment", "solve_qap", "solve_staged"]
 
 
 @dataclass(frozen=True)
@@ -90,8 +94,10 @@ def default_qap_config(maximize: bool, penalised: bool = True, polish: bool | st
     return config
 
 
-def _relaxed_loss(A: torch.Tensor, B: torch.Tensor, maximize: bool, frobenius: bool) -> tuple[
-        Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
+LossPair = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
+
+
+def _relaxed_loss(A: torch.Tensor, B: torch.Tensor, maximize: bool, frobenius: bool, seeds: int = 0) -> LossPair:
     """The relaxed loss of the module docstring and its gradient, for ``A``, ``B`` of shape ``(batch, 1, n, n)``.
 
     The gradient is written as two matrix products per step, each batched over the starts:
@@ -102,7 +108,10 @@ def _relaxed_loss(A: torch.Tensor, B: torch.Tensor, maximize: bool, frobenius: b
       ``M [B^T | B]`` the first product.
 
     Half the products of the direct form (``R = A M - M B``, then ``A^T R - R B^T``; ``docs/tuning.md``).
+    With ``seeds = m > 0`` fixed pairs first: :func:`_seeded_loss`.
     """
+    if seeds:
+        return _seeded_loss(A, B, maximize, frobenius, seeds)
     At, Bt = A.transpose(-1, -2), B.transpose(-1, -2)
     sign = -1.0 if maximize else 1.0
     n = A.shape[-1]
@@ -136,182 +145,174 @@ def _relaxed_loss(A: torch.Tensor, B: torch.Tensor, maximize: bool, frobenius: b
     return loss, gradient
 
 
+def _seeded_loss(A: torch.Tensor, B: torch.Tensor, maximize: bool, frobenius: bool, m: int) -> LossPair:
+    """The relaxed loss of :func:`_relaxed_loss` when the first ``m`` nodes of ``A`` are matched to the first ``m``
+    of ``B`` (``P = diag(I_m, M)``, ``M (n - m, n - m)``; blocks ``A = [[A11, A12], [A21, A22]]``, ``C = A21 B21^T +
+    A12^T B12``): ``tr(A^T P B P^T) = <A11, B11> + <C, M> + tr(A22^T M B22 M^T)``, so
+
+    * ``frobenius``: ``||A P - P B||_F^2 = ||A11 - B11||^2 + ||A12 M - B12||^2 + ||A21 - M B21||^2 + ||A22 M -
+      M B22||^2`` (0 still certifies), gradient ``2 (A^2)_22 M - 4 A22 M B22 + 2 M (B^2)_22 - 2 C``;
+    * otherwise ``s tr(A^T P B P^T)``, gradient ``s (A22 M B22^T + A22^T M B22 + C)``."""
+    A11, A12, A21, A22 = A[..., :m, :m], A[..., :m, m:], A[..., m:, :m], A[..., m:, m:]
+    B11, B12, B21, B22 = B[..., :m, :m], B[..., :m, m:], B[..., m:, :m], B[..., m:, m:]
+    linear = A21 @ B21.transpose(-1, -2) + A12.transpose(-1, -2) @ B12
+    if frobenius:
+        A2, B2 = (A @ A)[..., m:, m:], (B @ B)[..., m:, m:]
+        fixed = (A11 - B11).square().sum((-2, -1))
+
+        def loss(M: torch.Tensor) -> torch.Tensor:
+            return ((A22 @ M - M @ B22).square().sum((-2, -1)) + (A21 - M @ B21).square().sum((-2, -1))
+                    + (A12 @ M - B12).square().sum((-2, -1)) + fixed)
+
+        def gradient(M: torch.Tensor) -> torch.Tensor:
+            return 2.0 * (A2 @ M) - 4.0 * (A22 @ M @ B22) + 2.0 * (M @ B2) - 2.0 * linear
+    else:
+        sign = -1.0 if maximize else 1.0
+        fixed = (A11 * B11).sum((-2, -1))
+
+        def loss(M: torch.Tensor) -> torch.Tensor:
+            quadratic = (A22 * (M @ B22 @ M.transpose(-1, -2))).sum((-2, -1))
+            return sign * (quadratic + (linear * M).sum((-2, -1)) + fixed)
+
+        def gradient(M: torch.Tensor) -> torch.Tensor:
+            return sign * (A22 @ M @ B22.transpose(-1, -2) + A22.transpose(-1, -2) @ M @ B22 + linear)
+    return loss, gradient
+
+
 def solve_qap(A: torch.Tensor, B: torch.Tensor, config: SolverConfig, *, maximize: bool,
-              initial: torch.Tensor | None = None, generator: torch.Generator | None = None,
+              seeds: int = 0, initial: torch.Tensor | None = None, generator: torch.Generator | None = None,
               dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
               show_progress: bool = False) -> OptimizeResult:
     """The batched solve behind ``"l12"`` and ``"relaxed"``: ``A``, ``B`` of shape ``(batch, n, n)``, checked by
-    the caller. Returns :func:`aslib.solver.relaxation.solve_permutation`'s result, whose ``fun`` is the relaxed loss of
-    the module docstring at the rounded permutation (maximising symmetric matrices: the edge disagreement
+    the caller, the first ``seeds`` nodes of ``A`` matched to the first of ``B`` (the variable is then ``(n - seeds,
+    n - seeds)``). Returns :func:`aslib.solver.relaxation.solve_permutation`'s result, whose ``fun`` is the relaxed
+    loss of the module docstring at the rounded permutation (maximising symmetric matrices: the edge disagreement
     ``||A P - P B||_F^2``, with 0 as the certificate)."""
     dev = resolve_device(device)
     frobenius = maximize and bool(torch.equal(A, A.transpose(-1, -2)) and torch.equal(B, B.transpose(-1, -2)))
     A4, B4 = A.to(dev, dtype).unsqueeze(1), B.to(dev, dtype).unsqueeze(1)
-    loss, gradient = _relaxed_loss(A4, B4, maximize, frobenius)
-    # |gradient entries| <= its spectral norm <= these bounds on D_n (||M||_2 = 1 for doubly stochastic M)
+    loss, gradient = _relaxed_loss(A4, B4, maximize, frobenius, seeds)
+    # |gradient entries| <= its spectral norm <= these bounds on D_n (||M||_2 = 1 for doubly stochastic M; with
+    # seeds the gradient is a block of the full one at diag(I, M))
     norm_a, norm_b = (torch.linalg.matrix_norm(X.to(torch.float64), 2) for X in (A, B))
     bound = 2.0 * (norm_a + norm_b).square() if frobenius else 2.0 * norm_a * norm_b
-    return solve_permutation(loss, A.shape[0], A.shape[-1], config, gradient=gradient,
-                             select=lambda index: _relaxed_loss(A4[index], B4[index], maximize, frobenius),
+    return solve_permutation(loss, A.shape[0], A.shape[-1] - seeds, config, gradient=gradient,
+                             select=lambda index: _relaxed_loss(A4[index], B4[index], maximize, frobenius, seeds),
                              step_scale=(1.0 / bound.clamp_min(1e-300)).to(dev),
                              lower_bound=0.0 if frobenius else None, initial=initial, generator=generator,
                              dtype=dtype, device=dev, show_progress=show_progress)
 
 
-def _as_matrix(X: Any, name: str) -> torch.Tensor:
-    """A numpy array or torch tensor as a float64 CPU tensor of shape ``(n, n)``, or a ``ValueError``."""
-    dtype = X.dtype if isinstance(X, torch.Tensor) else np.asarray(X).dtype
-    if isinstance(X, torch.Tensor):
-        kind = "c" if X.is_complex() else "b" if X.dtype == torch.bool else "f"
-    else:
-        kind = dtype.kind
-    if kind not in "iuf":
-        raise ValueError(f"{name} must hold real numbers (integer or float), got {dtype}")
-    X = (X.detach().cpu() if isinstance(X, torch.Tensor) else torch.from_numpy(np.asarray(X))).to(torch.float64)
-    if X.ndim != 2:
-        raise ValueError(f"{name} must be a square matrix (n, n), got shape {tuple(X.shape)}")
-    check_square(X, name)
-    return X
+def _stage_history(runs: list[tuple[OptimizeResult, int]], name: str) -> torch.Tensor:
+    """``(records, batch)``: the history ``name`` of each instance's chosen ``(result, index)``, an instance
+    with fewer records held at its last one (as the solver holds an instance that has ended)."""
+    columns = [solved[name][:, k] for solved, k in runs]
+    records = max(len(c) for c in columns)
+    return torch.stack([torch.cat([c, c[-1:].expand(records - len(c))]) for c in columns], 1)
 
 
-def _objective(A: np.ndarray, B: np.ndarray, col_ind: np.ndarray) -> float:
-    """scipy's ``fun``: ``tr(A^T P B P^T) = sum_ij A_ij B_{col[i], col[j]}``."""
-    return float((A * B[np.ix_(col_ind, col_ind)]).sum())
+def solve_staged(A: torch.Tensor, B: torch.Tensor, config: SolverConfig, quick: QuickStage | None, *,
+                 maximize: bool, initial: torch.Tensor, seeds: int = 0, generator: torch.Generator | None = None,
+                 dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
+                 show_progress: bool = False) -> OptimizeResult:
+    """The one solve of the penalty methods, behind :func:`quadratic_assignment` and
+    :func:`aslib.examples.graph_matching.match_graphs`: ``A``, ``B`` float64 ``(batch, n, n)`` (the first ``seeds``
+    nodes matched, see :func:`solve_qap`), ``initial (batch, restarts, n', n')``. The :class:`QuickStage` (if given)
+    runs first on every instance, then ``config`` from the same starts on the instances it neither certified nor
+    saw agree; each instance keeps the stage of better objective ``tr(A^T P B P^T)`` (the first on ties).
+
+    Returns :func:`solve_qap`'s fields for each instance's chosen stage (``col_ind (batch, n')``, ``fun``, ``M``,
+    ``starts_*``, ``certified``, ``agreed``, ``settled``, the histories), ``objective (batch,)`` its objective,
+    ``stages (batch,)`` the stages it ran and ``nit`` the steps of all stages."""
+    stages = [config] if quick is None else [replace(config, step=quick.step, iters=quick.iters), config]
+    a, b = A.numpy(), B.numpy()
+    batch, fixed = A.shape[0], np.arange(seeds)
+    chosen: list[tuple[OptimizeResult, int] | None] = [None] * batch
+    best = np.zeros(batch)
+    stages_run, nit = np.zeros(batch, dtype=np.int64), 0
+    active = torch.arange(batch)
+    for stage in stages:
+        solved = solve_qap(A[active], B[active], stage, maximize=maximize, seeds=seeds, initial=initial[active],
+                           generator=generator, dtype=dtype, device=device, show_progress=show_progress)
+        nit += solved.nit
+        for k, i in enumerate(active.tolist()):
+            stages_run[i] += 1
+            fun = objective(a[i], b[i], np.concatenate([fixed, seeds + solved.col_ind[k].cpu().numpy()]))
+            if chosen[i] is None or ((fun > best[i]) if maximize else (fun < best[i])):
+                chosen[i], best[i] = (solved, k), fun
+        active = active[~(solved.certified | solved.agreed).cpu()]
+        if not len(active):
+            break
+    runs = [run for run in chosen if run is not None]
+    fields = {name: torch.stack([solved[name][k] for solved, k in runs])
+              for name in ("col_ind", "fun", "M", "starts_col_ind", "starts_fun", "starts_M", "certified",
+                           "agreed", "settled")}
+    return OptimizeResult(fields, objective=best, stages=stages_run, nit=nit,
+                          loss_history=_stage_history(runs, "loss_history"),
+                          penalty_history=_stage_history(runs, "penalty_history"))
 
 
-def _two_opt(A: np.ndarray, B: np.ndarray, col_ind: np.ndarray, maximize: bool) -> np.ndarray:
-    """scipy's 2-opt local search started from the permutation ``col_ind`` (passed as a full
-    ``partial_guess``, so nothing in it is random): pairs of assignments are swapped while a swap improves
-    ``tr(A^T P B P^T)``. The answer is a 2-opt local optimum no worse than ``col_ind``."""
-    guess = np.column_stack([np.arange(len(col_ind)), col_ind])
-    result = scipy.optimize.quadratic_assignment(A, B, method="2opt",
-                                                 options={"maximize": maximize, "partial_guess": guess,
-                                                          "rng": np.random.default_rng(0)})  # unused: no draw
-    return np.asarray(result.col_ind)
-
-
-#: ``polish`` values of ``"l12"`` and ``"relaxed"`` (``True`` is ``"faq"``): what runs after the solve.
-POLISH_METHODS: tuple[str, ...] = ("2opt", "faq")
-
-#: FAQ calls of the ``"faq"`` polish: from the relaxed matrices of this many starts, those of smallest rounded loss.
-FAQ_POLISH_STARTS = 12
-
-#: Weight of ``J/n`` mixed into a start's relaxed matrix before it is handed to FAQ (see :func:`_doubly_stochastic`).
-_FAQ_START_MIX = 1e-3
-
-
-def _doubly_stochastic(M: np.ndarray) -> np.ndarray:
-    """``M`` (near ``D_n``, nonnegative) made doubly stochastic to rounding error, as scipy's FAQ checks its ``P0``:
-    ``(1 - a) M + a J/n`` with ``a = 1e-3`` (entries ``>= a/n``, so Sinkhorn converges fast even at a near-vertex
-    ``M``), 20 row/column sweeps ending on the rows, then the rank-one correction ``M += 1 r^T / n``,
-    ``r = 1 - column sums``, which leaves the row sums (``sum_j r_j = 0`` for a row-stochastic ``M``) and sets every
-    column sum to 1. Falls back to the row-wise rounding's permutation matrix if an entry would turn negative."""
-    n = M.shape[0]
-    X = (1.0 - _FAQ_START_MIX) * np.clip(M, 0.0, None) + _FAQ_START_MIX / n
-    for _ in range(20):
-        X /= X.sum(0, keepdims=True)
-        X /= X.sum(1, keepdims=True)
-    X += (1.0 - X.sum(0, keepdims=True)) / n
-    if (X < 0).any():
-        return np.eye(n)[scipy.optimize.linear_sum_assignment(-M)[1]]
-    return X
-
-
-def _faq_polish(A: np.ndarray, B: np.ndarray, col_ind: np.ndarray, starts: np.ndarray,
-                maximize: bool) -> np.ndarray:
-    """The ``"faq"`` polish: scipy's FAQ from each relaxed matrix in ``starts (k, n, n)`` (made doubly
-    stochastic by :func:`_doubly_stochastic`), the best of its answers and ``col_ind`` kept, then 2-opt from it
-    (:func:`_two_opt`). Nothing is random; the answer is a 2-opt local optimum no worse than ``col_ind``."""
-    best, best_fun = col_ind, _objective(A, B, col_ind)
-    for M in starts:
-        result = scipy.optimize.quadratic_assignment(A, B, method="faq",
-                                                     options={"maximize": maximize, "P0": _doubly_stochastic(M),
-                                                              "rng": np.random.default_rng(0)})  # no draw from P0
-        if (result.fun > best_fun) if maximize else (result.fun < best_fun):
-            best, best_fun = np.asarray(result.col_ind), float(result.fun)
-    return _two_opt(A, B, best, maximize)
-
-
-def _polish_starts(solved: OptimizeResult, count: int = FAQ_POLISH_STARTS) -> np.ndarray:
-    """The relaxed matrices ``(k, n, n)`` of the ``k = min(count, restarts)`` starts of smallest rounded loss
-    (ties: in start order) of the first instance of :func:`solve_qap`'s result."""
-    M, fun = solved.starts_M[0].cpu().double().numpy(), solved.starts_fun[0].cpu().double().numpy()
-    return M[np.argsort(fun, kind="stable")[:count]]
-
-
-def _check_polish(polish: bool | str) -> bool | str:
-    """``polish`` checked, ``True`` read as ``"faq"``."""
-    if not (isinstance(polish, bool) or (isinstance(polish, str) and polish in POLISH_METHODS)):
-        raise ValueError(f"polish must be True, False or one of {POLISH_METHODS}, got {polish!r}")
-    return "faq" if polish is True else polish
-
-
-def _check_tol(tol: float | None) -> None:
-    if tol is not None and not (isinstance(tol, (int, float)) and 0 < tol < ROUNDING_THRESHOLD):
-        raise ValueError(f"tol must lie in (0, {ROUNDING_THRESHOLD:.4f}) (below it the error bound holds), got {tol!r}")
-
-
-def _check_start(P0: Any, A: torch.Tensor) -> torch.Tensor | None:
-    """``P0``: ``"barycenter"`` or ``"randomized"`` (None returned) or a doubly stochastic matrix like ``A``."""
-    if isinstance(P0, str):
-        if P0 not in ("barycenter", "randomized"):
-            raise ValueError(f"P0 must be 'barycenter', 'randomized' or a matrix, got {P0!r}")
-        return None
-    start = _as_matrix(P0, "P0")
-    ones = torch.ones(A.shape[-1], dtype=torch.float64)
-    if start.shape != A.shape or bool((start < 0).any()) or not (
-            torch.allclose(start.sum(0), ones, atol=1e-6) and torch.allclose(start.sum(1), ones, atol=1e-6)):
-        raise ValueError(f"P0 must be a doubly stochastic matrix of shape {tuple(A.shape)}")
-    return start
-
-
-def _penalty_starts(config: SolverConfig, P0: Any, start: torch.Tensor | None, n: int,
-                    generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
-    """The ``(1, restarts, n, n)`` starts shared by every stage: drawn as :func:`random_starts` draws them
-    (``P0="randomized"``: uniform random doubly stochastic matrices), the caller's ``start`` first."""
-    shape = (1, config.restarts, n, n)
-    if isinstance(P0, str) and P0 == "randomized":
-        return random_doubly_stochastic(n, shape[:2], generator=generator).to(dtype)
-    initial = random_starts(config, shape, generator, dtype)
-    if start is not None:
-        initial[0, 0] = start.clamp_min(1e-6).to(dtype)
-    return initial
+def _forced(A: np.ndarray, B: np.ndarray, seeds: np.ndarray, restarts: int, start_time: float) -> OptimizeResult:
+    """The answer when at most one node is free (``n = 0``, or ``partial_match`` fixes ``n - 1`` or ``n`` pairs),
+    with scipy's ``nit``: 0 when nothing is free, 1 when the one free node is matched."""
+    n = len(A)
+    order_a, order_b = node_orders(n, seeds, False, torch.Generator())
+    col_ind = np.zeros(n, dtype=np.int64)
+    col_ind[order_a] = order_b
+    fun = objective(A, B, col_ind)
+    return OptimizeResult(col_ind=col_ind, fun=fun, unpolished_fun=fun, nit=n - len(seeds), M=np.eye(n)[col_ind],
+                          certified=True, agreed=True, settled=0, restarts=restarts, stages=0,
+                          seconds=time.perf_counter() - start_time)
 
 
 def _solve_penalised(A: torch.Tensor, B: torch.Tensor, config: SolverConfig, quick: QuickStage | None, *,
-                     maximize: bool, P0: Any, rng: Any, device: str | torch.device, dtype: torch.dtype,
-                     polish: bool | str, start_time: float) -> OptimizeResult:
-    """What ``"l12"`` and ``"relaxed"`` share: the solve by ``config`` (after the ``quick`` stage where it is
-    given), then the polish; the result of :func:`quadratic_assignment` for the penalty methods."""
-    generator = as_generator(int(rng.integers(2**31)) if isinstance(rng, np.random.Generator) else rng)
-    start = _check_start(P0, A)
-    initial = _penalty_starts(config, P0, start, A.shape[-1], generator, dtype)
-    stages = [config] if quick is None else [replace(config, step=quick.step, iters=quick.iters), config]
-    a, b = A.numpy(), B.numpy()
-    best, best_fun, nit, stages_run = None, None, 0, 0
-    for stage in stages:
-        stages_run += 1
-        solved = solve_qap(A[None], B[None], stage, maximize=maximize, initial=initial, generator=generator,
-                           dtype=dtype, device=device)
-        nit += solved.nit
-        fun = _objective(a, b, solved.col_ind[0].cpu().numpy())
-        if best is None or ((fun > best_fun) if maximize else (fun < best_fun)):
-            best, best_fun = solved, fun
-        if bool(solved.certified[0] or solved.agreed[0]):
-            break
-    solved, unpolished = best, best_fun
-    col_ind = solved.col_ind[0].cpu().numpy()
+                     maximize: bool, P0: Any, rng: Any, partial_match: Any, partial_guess: Any, shuffle_input: bool,
+                     device: str | torch.device, dtype: torch.dtype, polish: bool | str,
+                     start_time: float) -> OptimizeResult:
+    """What ``"l12"`` and ``"relaxed"`` share: the fixed pairs and the start checked, :func:`solve_staged` on the
+    free nodes, then the polish; the result of :func:`quadratic_assignment` for the penalty methods."""
+    n, a, b = A.shape[0], A.numpy(), B.numpy()
+    seeds, guess = check_pairs(partial_match, n, "partial_match"), check_pairs(partial_guess, n, "partial_guess")
+    m = len(seeds)
+    start = check_start(P0, n - m)
+    if start is not None and len(guess):
+        raise ValueError("give P0 as a matrix or partial_guess, not both (each sets the first start)")
+    generator = torch_generator(rng)
+    if n - m <= 1:
+        return _forced(a, b, seeds, config.restarts, start_time)
+    order_a, order_b = node_orders(n, seeds, bool(shuffle_input), generator)
+    relabelled = m > 0 or bool(shuffle_input)
+    columns = np.argsort(order_b[m:])  # the solve's free columns in increasing node order (scipy's P0)
+    if start is not None:
+        start = start[:, columns.argsort()]
+    elif len(guess):
+        start = guess_start(guess, order_a, order_b, m)
+    initial = penalty_starts(config, P0, start, n - m, generator, dtype)
+    As, Bs = (A[order_a][:, order_a], B[order_b][:, order_b]) if relabelled else (A, B)
+    solved = solve_staged(As[None], Bs[None], config, quick, maximize=maximize, initial=initial, seeds=m,
+                          generator=generator, dtype=dtype, device=device)
+    free = solved.col_ind[0].cpu().numpy()
+    col_ind = np.concatenate([np.arange(m), m + free]) if relabelled else free
+    if relabelled:
+        col_ind = order_b[col_ind][np.argsort(order_a)]
+    unpolished = objective(a, b, col_ind)
     if polish and not bool(solved.certified[0]):  # a certified answer is optimal: nothing to polish
-        col_ind = (_two_opt(a, b, col_ind, maximize) if polish == "2opt" else
-                   _faq_polish(a, b, col_ind, _polish_starts(solved), maximize))
-    return OptimizeResult(col_ind=col_ind, fun=_objective(a, b, col_ind), unpolished_fun=unpolished,
-                          nit=nit, M=solved.M[0].cpu().numpy(), certified=bool(solved.certified[0]),
-                          agreed=bool(solved.agreed[0]), settled=int(solved.settled[0]),
-                          restarts=config.restarts, stages=stages_run, seconds=time.perf_counter() - start_time)
+        starts = polish_starts(solved, columns) if polish == "faq" else np.zeros(0)
+        col_ind = polish_answer(polish, a, b, col_ind, maximize, seeds, starts)
+    M = solved.M[0].cpu().numpy()
+    if relabelled:  # M in the caller's labels, 1 at each fixed pair
+        free_M, M = M, np.zeros((n, n), dtype=M.dtype)
+        M[np.ix_(order_a[m:], order_b[m:])] = free_M
+        M[seeds[:, 0], seeds[:, 1]] = 1.0
+    return OptimizeResult(col_ind=col_ind, fun=objective(a, b, col_ind), unpolished_fun=unpolished,
+                          nit=solved.nit, M=M, certified=bool(solved.certified[0]), agreed=bool(solved.agreed[0]),
+                          settled=int(solved.settled[0]), restarts=config.restarts, stages=int(solved.stages[0]),
+                          seconds=time.perf_counter() - start_time)
 
 
 def _quadratic_assignment_l12(A: torch.Tensor, B: torch.Tensor, *, maximize: bool = False, P0: Any = "barycenter",
-                              rng: Any = None, maxiter: int | None = None, tol: float | None = None,
+                              rng: Any = None, partial_match: Any = None, partial_guess: Any = None,
+                              shuffle_input: bool = False, maxiter: int | None = None, tol: float | None = None,
                               restarts: int | None = None, lam: float | None = None, penalty: str | None = None,
                               device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64,
                               polish: bool | str = False,
@@ -319,30 +320,31 @@ def _quadratic_assignment_l12(A: torch.Tensor, B: torch.Tensor, *, maximize: boo
     """The penalty method (options: :func:`quadratic_assignment`); options left None keep :func:`default_qap_config`'s
     values. Maximising, ``quick_stage`` runs first unless it is None or ``maxiter`` is given (one solve then)."""
     start_time = time.perf_counter()
-    polish = _check_polish(polish)
-    _check_tol(tol)
-    config = replace_given(default_qap_config(bool(maximize), True, polish), iters=maxiter, settle_tol=tol,
+    polish, maxiter = check_polish(polish), check_maxiter(maxiter)
+    config = replace_given(default_qap_config(bool(maximize), True, polish), iters=maxiter, settle_tol=check_tol(tol),
                            restarts=restarts, lam=lam, penalty=penalty)
     if quick_stage is not None and not isinstance(quick_stage, QuickStage):
         raise ValueError(f"quick_stage must be a QuickStage or None, got {quick_stage!r}")
     quick = quick_stage if maximize and maxiter is None else None
-    return _solve_penalised(A, B, config, quick, maximize=bool(maximize), P0=P0, rng=rng, device=device,
-                            dtype=dtype, polish=polish, start_time=start_time)
+    return _solve_penalised(A, B, config, quick, maximize=bool(maximize), P0=P0, rng=rng, partial_match=partial_match,
+                            partial_guess=partial_guess, shuffle_input=shuffle_input, device=device, dtype=dtype,
+                            polish=polish, start_time=start_time)
 
 
 def _quadratic_assignment_relaxed(A: torch.Tensor, B: torch.Tensor, *, maximize: bool = False,
-                                  P0: Any = "barycenter", rng: Any = None, maxiter: int | None = None,
-                                  tol: float | None = None, restarts: int | None = None,
+                                  P0: Any = "barycenter", rng: Any = None, partial_match: Any = None,
+                                  partial_guess: Any = None, shuffle_input: bool = False,
+                                  maxiter: int | None = None, tol: float | None = None, restarts: int | None = None,
                                   device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64,
                                   polish: bool | str = False) -> OptimizeResult:
     """The relaxation: ``"l12"`` with ``lam = 0`` and no quick stage (options: :func:`quadratic_assignment`)."""
     start_time = time.perf_counter()
-    polish = _check_polish(polish)
-    _check_tol(tol)
-    config = replace_given(default_qap_config(bool(maximize), False, polish), iters=maxiter, settle_tol=tol,
-                           restarts=restarts)
-    return _solve_penalised(A, B, config, None, maximize=bool(maximize), P0=P0, rng=rng, device=device,
-                            dtype=dtype, polish=polish, start_time=start_time)
+    polish = check_polish(polish)
+    config = replace_given(default_qap_config(bool(maximize), False, polish), iters=check_maxiter(maxiter),
+                           settle_tol=check_tol(tol), restarts=restarts)
+    return _solve_penalised(A, B, config, None, maximize=bool(maximize), P0=P0, rng=rng, partial_match=partial_match,
+                            partial_guess=partial_guess, shuffle_input=shuffle_input, device=device, dtype=dtype,
+                            polish=polish, start_time=start_time)
 
 
 def _best_of_scipy(method: str, A: torch.Tensor, B: torch.Tensor, restarts: int, rng: Any, P0: Any | None,
@@ -351,12 +353,12 @@ def _best_of_scipy(method: str, A: torch.Tensor, B: torch.Tensor, restarts: int,
     the best answer kept, its ``nit`` the sum over the calls; FAQ's first call from ``P0``, the others from
     ``"randomized"`` (``P0`` None: 2-opt, which has no such option)."""
     restarts = check_positive_int(restarts, "restarts")
-    rng = np.random.default_rng(rng)
+    rng = numpy_generator(rng)
     a, b = A.numpy(), B.numpy()
     best, nit = None, 0
     for r in range(restarts):
         start = {} if P0 is None else {"P0": P0 if r == 0 else "randomized"}
-        res = scipy.optimize.quadratic_assignment(a, b, method=method, options=dict(options, rng=rng, **start))
+        res = scipy_quadratic_assignment(a, b, method=method, options=dict(options, rng=rng, **start))
         nit += int(res.nit)
         if best is None or (res.fun > best.fun if options["maximize"] else res.fun < best.fun):
             best = res
@@ -397,54 +399,46 @@ def _accepted_options(method: str) -> list[str]:
     return sorted(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
-def _check_options(method: str, options: dict[str, Any]) -> None:
-    """Refuse the options ``method`` does not take (scipy only warns about them), naming those it takes."""
-    accepted = _accepted_options(method)
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for method {method!r}; it accepts {accepted}")
-
-
 def quadratic_assignment(A: Any, B: Any, method: str = "l12", options: dict[str, Any] | None = None) -> OptimizeResult:
     """Solve ``min`` (or ``max``) over permutations of ``tr(A^T P B P^T)``, as ``scipy.optimize.quadratic_assignment``.
 
     Args:
-        A, B: square real matrices of the same shape ``(n, n)``, numpy arrays or torch tensors, weighted,
-            asymmetric, of any sign and scale.
+        A, B: square real matrices of the same shape ``(n, n)`` (``n = 0`` allowed), numpy arrays, lists or torch
+            tensors of booleans, integers or floats; weighted, asymmetric, of any sign and scale.
         method: one of :data:`QAP_METHODS`: ``"l12"`` (the penalty method), ``"relaxed"`` (no penalty),
             ``"faq"`` or ``"2opt"`` (scipy's).
-        options: the keyword arguments of the method's function. scipy's (``maximize``, ``P0``, ``rng``,
-            ``maxiter``, ``tol``, and for scipy's methods any of theirs, with scipy's defaults) and ours:
-            ``restarts`` (random starts; for scipy's methods the number of calls, the best kept, FAQ's later
-            ones from ``P0="randomized"``), ``lam`` and ``penalty`` (``"l12"``: final penalty weight, and the penalty
-            by name, :data:`aslib.core.penalties.PENALTIES`, default the l1-2), ``device`` and ``dtype``
-            (where and in what precision the penalty method runs; float64 by default, the random starts drawn
-            in float64 for both), ``polish`` (inside the call; ``"2opt"``: scipy's 2-opt from the rounded
-            answer; ``True`` or ``"faq"``: scipy's FAQ from the relaxed matrices of the
-            :data:`FAQ_POLISH_STARTS` starts of smallest rounded loss, the best answer kept, then 2-opt;
-            minimising, it also changes the solve, see :func:`default_qap_config`; both are skipped after a
-            certificate), ``quick_stage`` (``"l12"``, maximising: the :class:`QuickStage` run first, default
-            ``QuickStage()``; None: none; ignored when ``maxiter`` is given). For ``"l12"`` and ``"relaxed"``:
-            ``maxiter`` caps the mirror steps per start, ``tol`` is the penalty below which a start with an
-            unchanged rounding is settled (so ``sum |M - R| <= 2 tol``), ``P0`` ``"barycenter"`` (random
-            starts near ``J/n``), ``"randomized"`` or a doubly stochastic matrix (the first start).
+        options: the keyword arguments of the method's function; others are warned about (``OptimizeWarning``)
+            and ignored. scipy's, with scipy's meaning: ``maximize``, ``rng`` (None, an int, a numpy ``Generator``
+            or ``RandomState``, or a ``torch.Generator``), ``partial_match`` (fixed pairs ``(m, 2)``),
+            ``P0`` (``"barycenter"``: random starts near ``J/n``; ``"randomized"``; or a doubly stochastic
+            ``(n - m, n - m)`` matrix, the first start), ``partial_guess`` (pairs making the first start),
+            ``shuffle_input`` (the free nodes of ``B`` relabelled at random, so ties break at random),
+            ``maxiter`` (mirror steps per start), ``tol`` (the penalty below which a start whose rounding is
+            unchanged is settled, so ``sum |M - R| <= 2 tol``). Ours: ``restarts`` (random starts; for scipy's
+            methods the number of calls, the best kept, FAQ's later ones from ``P0="randomized"``), ``lam`` and
+            ``penalty`` (``"l12"``: final penalty weight, and the penalty by name,
+            :data:`aslib.core.penalties.PENALTIES`, default the l1-2), ``device`` and ``dtype`` (float64 by default; the starts are
+            drawn in float64 for both), ``polish`` (inside the call; ``"2opt"``: scipy's 2-opt from the rounded
+            answer; ``True`` or ``"faq"``: scipy's FAQ from the relaxed matrices of the :data:`FAQ_POLISH_STARTS`
+            starts of smallest rounded loss, the best kept, then 2-opt; minimising, it also changes the solve,
+            see :func:`default_qap_config`; skipped after a certificate), ``quick_stage`` (``"l12"``,
+            maximising: the :class:`QuickStage` run first; None: none; ignored when ``maxiter`` is given).
 
     Returns:
         ``OptimizeResult`` with ``col_ind`` (``P[i, col_ind[i]] = 1``), ``fun`` (``tr(A^T P B P^T)``), ``nit``;
-        the penalty methods add ``M`` (the best start's relaxed matrix), ``certified`` (an exact match was
-        found: optimal), ``agreed`` (the starts agreed), ``settled`` (starts whose rounding settled), ``restarts``,
-        ``stages`` (solves run: 2 when maximising ``"l12"``'s quick stage was followed by the full one; ``nit``
-        counts the steps of both), ``seconds`` (the whole call, polish included) and ``unpolished_fun`` (the
-        objective before the polish).
+        the penalty methods add ``M`` (the best start's relaxed matrix, ``(n, n)``, 1 at fixed pairs),
+        ``certified`` (an exact match was found: optimal), ``agreed``, ``settled`` (starts settled),
+        ``restarts``, ``stages`` (2 when maximising ``"l12"``'s quick stage was followed by the full one),
+        ``seconds`` and ``unpolished_fun``. At most one free node (``n = 0``, or ``m >= n - 1``): the forced
+        answer, with scipy's ``nit`` (0, or 1 for the one free node).
 
     Raises:
-        ValueError: non-square or mismatched matrices, NaN or inf, an unknown method or option.
+        ValueError: as scipy (non-square or mismatched matrices, a bad ``partial_match``, ``P0``, ``tol``), NaN or
+            inf, an unknown method. TypeError: a non-integer ``maxiter``, as scipy.
     """
-    A, B = _as_matrix(A, "A"), _as_matrix(B, "B")
-    if A.shape != B.shape:
-        raise ValueError(f"A and B must have the same shape, got {tuple(A.shape)} and {tuple(B.shape)}")
-    if method not in _METHODS:
-        raise ValueError(f"unknown method {method!r}; use one of {QAP_METHODS}")
-    options = dict(options or {})
-    _check_options(method, options)
-    return _METHODS[method](A, B, **options)
+    A, B = check_matrices(A, B)
+    key = method.lower() if isinstance(method, str) else method
+    if key not in _METHODS:
+        raise ValueError(f"method {method!r} must be in {QAP_METHODS}")
+    options = warn_unknown_options(key, dict(options or {}), _accepted_options(key))
+    return _METHODS[key](A, B, **options)
