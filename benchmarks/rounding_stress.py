@@ -3,9 +3,9 @@
 Each run trains with ``aslib.training.train.train`` and reports, from its ``result.json`` and
 ``layer_penalties.csv``: the largest and the median final ``P(M_l)``, the share of layers below the rounding
 threshold, how many ended at or near ``J/n`` (``P >= 0.9 P(J/n)``), the test accuracy before and after rounding
-and the rounding change. With a hard phase (``--hard-phase``), "soft" is the network after the hard phase (its
-shuffles already permutations), and ``val_before`` / ``val_after`` are the validation accuracies at the epoch
-before the hard phase and at the end. Runs go ``--jobs`` at a time, one torch thread each.
+and the rounding change. With a hard phase (variants ``+hard``), "soft" is the network after the hard phase (its
+shuffles already permutations), and ``val_before`` / ``val_after`` are the validation accuracies at the last epoch
+end before the hard phase and at the end. Runs go ``--jobs`` at a time, one torch thread each.
 
 ``--grid`` names a preset (see :data:`GRIDS`); every run writes under ``--output`` (deleted afterwards unless
 ``--keep``). Example (CIFAR-10 in data/, see data/README.md)::
@@ -31,7 +31,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from aslib.core.penalty import ROUNDING_THRESHOLD, penalty_at_uniform
+from aslib.core.penalty import ROUNDING_THRESHOLD
 from aslib.nn.shuffles import UNIFORM_FRACTION, RoundingWarning
 from aslib.training.config import TrainConfig
 from aslib.training.state import LAYER_PENALTIES_NAME
@@ -48,14 +48,20 @@ BASES: dict[str, dict[str, Any]] = {
 }
 #: What a number must say about its data (../shared/data/README.md on the project's machines).
 DATA_NOTES = {"cifar10": ": exact train; test 1k exact + 9k JPEG"}
+#: The hard phase of ``+hard`` variants: TrainConfig's default (``mirror+hard`` is TrainConfig's defaults).
+DEFAULT_HARD_PHASE = TrainConfig().hard_phase
 #: Each preset's axes: every combination is one run. ``variant`` names the shuffle's parameterisation and hard
-#: phase: ``projected`` (the paper's step), ``mirror``, and either with ``+hard`` (the last epoch hard).
+#: phase: ``projected`` (the paper's step), ``mirror``, and either with ``+hard`` (the default hard phase, the
+#: last tenth of the steps); without ``+hard`` the shuffles are rounded at the end.
 GRIDS: dict[str, dict[str, list[Any]]] = {
     "cifar10": {"variant": ["projected", "mirror", "mirror+hard"],
                 "model": [("shufflenet_v1_g8", {"width": 0.5}), ("shufflenet_v1_g3", {"width": 0.25}),
                           ("shufflenet_v2_0.5", {})]},
     "cifar10-lam": {"variant": ["projected"], "lam": [0.003, 0.01, 0.1]},
     "cifar10-settings": {"variant": ["mirror"], "lr": [0.05, 0.2], "batch_size": [64, 256],
+                         "shuffle_init": ["uniform", "random"]},
+    # the settings grid with TrainConfig's defaults (the mirror step and the hard phase)
+    "cifar10-defaults": {"variant": ["mirror+hard"], "lr": [0.05, 0.2], "batch_size": [64, 256],
                          "shuffle_init": ["uniform", "random"]},
     # issue 21's whole grid: 8 architectures x 3 variants x 3 lam x 2 lr x 2 batch x 2 starts = 576 runs (a GPU's job)
     "cifar10-full": {"variant": ["projected", "mirror", "mirror+hard"],
@@ -75,7 +81,7 @@ def _config(base: dict[str, Any], point: dict[str, Any], output: Path) -> TrainC
     if "model" in point:
         point["model"], point["model_kwargs"] = point["model"]
     fields = {**base, **point, "shuffle": "learned", "shuffle_parameterisation": parameterisation,
-              "hard_phase_epochs": 1 if hard else 0, "show_progress": False}
+              "hard_phase": DEFAULT_HARD_PHASE if hard else 0.0, "show_progress": False}
     name = "-".join(f"{k}={v}" for k, v in sorted({**point, "variant": variant}.items()) if k != "model_kwargs")
     return TrainConfig(**fields, output_dir=str(output / name.replace("/", "_")))
 
@@ -87,20 +93,21 @@ def _run(config: TrainConfig) -> dict[str, Any]:
         warnings.simplefilter("always", RoundingWarning)
         result = train(config)
     penalties = pd.read_csv(Path(config.output_dir) / f"{LAYER_PENALTIES_NAME}.csv").drop(columns="epoch")
-    before = penalties.iloc[-1 - config.hard_phase_epochs] if config.hard_phase_epochs else penalties.iloc[-1]
-    channels = [len(p) for p in result.permutations]
-    near_uniform = sum(p >= UNIFORM_FRACTION * penalty_at_uniform(c) for p, c in zip(before, channels))
     history = result.history
+    # the last epoch end before the hard phase rounded the shuffles (the last one without a hard phase)
+    soft_epochs = config.epochs if not config.hard_phase else int((1 - config.hard_phase) * config.epochs + 1e-9)
+    last_soft = max(soft_epochs, 1) - 1
+    before = penalties.iloc[last_soft]
+    channels = [len(p) for p in result.permutations]
     return {
         "model": config.model + "".join(f" {k}={v}" for k, v in config.model_kwargs.items()),
-        "variant": config.shuffle_parameterisation + ("+hard" if config.hard_phase_epochs else ""),
+        "variant": config.shuffle_parameterisation + ("+hard" if config.hard_phase else ""),
         "lam": config.lam, "lr": config.lr, "batch": config.batch_size, "init": config.shuffle_init,
         "layers": len(channels), "max_penalty": float(before.max()), "median_penalty": float(before.median()),
-        "below_threshold": float((before < ROUNDING_THRESHOLD).mean()), "near_uniform": int(near_uniform),
+        # where the shuffles stood when rounded (at the hard phase's start, or at the end)
+        "below_threshold": 1 - result.unsettled_shuffles / len(channels), "near_uniform": result.uniform_shuffles,
         "soft": result.test_acc_soft, "rounded": result.test_acc_hard, "change": result.rounding_change,
-        "val_before": float(history["val_acc"].iloc[-1 - config.hard_phase_epochs]) if config.hard_phase_epochs
-        else float("nan"),
-        "val_after": float(history["val_acc"].iloc[-1]),
+        "val_before": float(history["val_acc"].iloc[last_soft]), "val_after": float(history["val_acc"].iloc[-1]),
         "warned": any(issubclass(w.category, RoundingWarning) for w in caught),
         "seconds": time.perf_counter() - started,
     }
@@ -128,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     header = (f"# rounding stress, grid {args.grid}: {len(rows)} runs, {args.jobs} at a time, one torch thread each, "
               f"{time.perf_counter() - started:.0f} s; {describe_device('cpu')}\n"
               f"# base: {json.dumps(base, sort_keys=True)}\n"
-              f"# penalties are the last soft epoch's; near_uniform: P >= {UNIFORM_FRACTION} P(J/n); rounding "
+              f"# penalties are the last epoch end's before rounding (the hard phase's start, or the end), below_threshold and "
+              f"near_uniform where the shuffles stood when rounded; near_uniform: P >= {UNIFORM_FRACTION} P(J/n); rounding "
               f"threshold {ROUNDING_THRESHOLD:.3f}; accuracies on the test set ({base['dataset']}{DATA_NOTES.get(base['dataset'], '')})\n")
     text = header + table.to_string(index=False, float_format=lambda v: f"{v:.3f}") + "\n"
     print(text)

@@ -37,22 +37,34 @@ from aslib.training.speed import SpeedConfig, interleaved
 from aslib.training.train import fit
 from aslib.utils.runtime import describe_device, seed_everything
 
-#: The cifar-cpu profile's model.
-MODEL = dict(model="shufflenet_v1_g8", model_kwargs={"width": 0.25}, stages_repeats=(2, 4, 2))
+#: The networks timed: the cifar-cpu profile's model, and ShuffleNet v2 1.0x (the GPU goal of issue 22).
+MODELS = {"cifar-cpu": dict(model="shufflenet_v1_g8", model_kwargs={"width": 0.25}, stages_repeats=(2, 4, 2)),
+          "v2": dict(model="shufflenet_v2_1.0", model_kwargs={}, stages_repeats=(4, 8, 4))}
 SETUPS = {"before": dict(data_pipeline="pil", channels_last=False),
           "tensor only": dict(channels_last=False), "channels-last only": dict(data_pipeline="pil"), "after": {}}
 ARMS = {"fixed": dict(shuffle="fixed", lam=0.0), "learned": dict(shuffle="learned")}
 
 
 def _epoch_task(splits, config: TrainConfig, seconds: list[float]):  # noqa: ANN001, ANN202
-    """One training epoch through ``fit``, appending to ``seconds`` the CPU time of this thread from the call of
-    ``fit`` to the end of the epoch (the end-of-epoch callback): with one torch thread and the loader in the main
-    process that is all the work, and unlike wall time it does not count what other processes take."""
+    """One training epoch through ``fit``, appending to ``seconds`` the time from the call of ``fit`` to the end of
+    the epoch (the end-of-epoch callback). On the CPU the CPU time of this thread: with one torch thread and the
+    loader in the main process that is all the work, and unlike wall time it does not count what other processes
+    take. On a GPU the wall time, the device synchronised."""
+    cuda = config.device.startswith("cuda")
+    clock = time.perf_counter if cuda else time.thread_time
+
+    def ended(state) -> None:  # noqa: ANN001
+        if cuda:
+            torch.cuda.synchronize()
+        seconds.append(clock() - start[0])
+
+    start = [0.0]
+
     def run() -> None:
         seed_everything(config.seed)
         model = from_config(config, num_classes=splits.num_classes, in_channels=splits.in_channels, stem=splits.stem)
-        start = time.thread_time()
-        fit(model, splits, config, callbacks=[lambda state: seconds.append(time.thread_time() - start)])
+        start[0] = clock()
+        fit(model, splits, config, callbacks=[ended])
 
     return run
 
@@ -63,7 +75,11 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=2048)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=0, help="untimed rounds first (1 on a GPU: kernel selection)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (on a GPU: wall time, --model v2 for issue 22)")
+    parser.add_argument("--model", choices=sorted(MODELS), default="cifar-cpu")
+    parser.add_argument("--setups", nargs="+", choices=sorted(SETUPS), default=list(SETUPS))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -74,28 +90,33 @@ def main() -> None:
     seconds: dict[str, list[float]] = {}
     tasks = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for setup, setup_options in SETUPS.items():
+        for setup in args.setups:
             for arm, arm_options in ARMS.items():
                 name = f"{setup} {arm}"
-                config = TrainConfig(dataset="cifar10", **MODEL, **arm_options, **setup_options, epochs=1,
+                config = TrainConfig(dataset="cifar10", **MODELS[args.model], **arm_options, **SETUPS[setup],
+                                     device=args.device, epochs=1,
                                      batch_size=args.batch_size, val_fraction=0.0, recalibration_batches=0,
                                      checkpoint=False, show_progress=False,
                                      output_dir=f"{tmp}/{setup.replace(' ', '_')}_{arm}")
                 seconds[name] = []
                 tasks[name] = _epoch_task(splits, config, seconds[name])
-        interleaved(tasks, SpeedConfig(repeats=args.repeats, warmup=0, show_progress=True), torch.device("cpu"),
-                    "epochs")
+        interleaved(tasks, SpeedConfig(repeats=args.repeats, warmup=args.warmup, show_progress=True),
+                    torch.device(args.device), "epochs")
     images = len(splits.train) // args.batch_size * args.batch_size
-    median = {name: statistics.median(s) for name, s in seconds.items()}
-    lines = [f"training epoch through fit (CPU time of the one thread), CIFAR-10 ({images} training images, batch {args.batch_size}), "
-             f"ShuffleNet v1 g8 width 0.25 stages (2, 4, 2); medians of {args.repeats} interleaved rounds; "
-             f"{describe_device(torch.device('cpu'))}"]
+    median = {name: statistics.median(s[args.warmup:]) for name, s in seconds.items()}  # warm-up rounds dropped
+    clock = "wall time, synchronised" if args.device.startswith("cuda") else "CPU time of the one thread"
+    spec = MODELS[args.model]
+    lines = [f"training epoch through fit ({clock}), CIFAR-10 ({images} training images, batch {args.batch_size}), "
+             f"{spec['model']} {spec['model_kwargs'] or ''} stages {spec['stages_repeats']}; medians of {args.repeats} "
+             f"interleaved rounds after {args.warmup}; {describe_device(torch.device(args.device))}"]
     for name in seconds:
         lines.append(f"  {name:<26} {images / median[name]:7.0f} img/s  ({median[name]:.2f} s per epoch)")
-    for setup in list(SETUPS)[1:]:
-        for arm in ARMS:
-            lines.append(f"{setup} / before throughput, {arm}: {median[f'before {arm}'] / median[f'{setup} {arm}']:.2f}")
-    for setup in SETUPS:
+    if "before" in args.setups:
+        for setup in args.setups:
+            for arm in ARMS if setup != "before" else ():
+                lines.append(f"{setup} / before throughput, {arm}: "
+                             f"{median[f'before {arm}'] / median[f'{setup} {arm}']:.2f}")
+    for setup in args.setups:
         lines.append(f"learned / fixed epoch time, {setup}: {median[f'{setup} learned'] / median[f'{setup} fixed']:.2f}")
     text = "\n".join(lines)
     print(text)

@@ -1,6 +1,7 @@
 """No silent chance-level network: where learned shuffles stand before rounding, the warning when they are not
 permutations, the collapse to J/n of the projected step that the mirror step avoids, and the hard phase."""
 
+import dataclasses
 import warnings
 
 import pytest
@@ -11,6 +12,8 @@ from aslib.core.penalty import ROUNDING_THRESHOLD, l12_penalty, penalty_at_unifo
 from aslib.nn.layers import LearnedShuffle
 from aslib.nn.shuffles import UNIFORM_FRACTION, RoundingWarning, shuffle_health
 from aslib.training.config import TrainConfig
+from aslib.training.loop import hard_phase_start
+from aslib.training import train as train_module
 from aslib.training.train import train
 
 #: The tiniest ShuffleNet v1 on 256 digits, trained three epochs: under a second a run.
@@ -66,7 +69,7 @@ def test_the_projected_step_collapses_to_the_uniform_matrix_and_says_so_where_th
 
 def test_the_hard_phase_trains_the_network_that_is_deployed(tmp_path):
     config = TrainConfig(**{**TINY_COLLAPSE, "checkpoint": True}, lam=0.03, shuffle_parameterisation="mirror",
-                         hard_phase_epochs=1, output_dir=str(tmp_path / "hard"))
+                         hard_phase=1 / 3, output_dir=str(tmp_path / "hard"))
     with pytest.warns(RoundingWarning, match="for the hard phase"):  # two epochs leave them short of a permutation
         result = train(config)
     assert result.unsettled_shuffles > 0
@@ -82,5 +85,34 @@ def test_the_hard_phase_trains_the_network_that_is_deployed(tmp_path):
         resumed = train(config, resume=True)
     assert (resumed.unsettled_layers, resumed.uniform_shuffles) == (result.unsettled_layers, result.uniform_shuffles)
     assert resumed.test_acc_hard == result.test_acc_hard
-    with pytest.raises(ValueError, match="hard_phase_epochs"):
-        TrainConfig(epochs=2, hard_phase_epochs=3)
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="hard_phase"):
+            TrainConfig(hard_phase=bad)
+
+
+def test_the_hard_phase_begins_inside_an_epoch_at_its_fraction_of_the_steps(tmp_path):
+    # 256 images in batches of 32: 8 steps an epoch, 24 in all; a tenth at the end starts at step round(21.6) = 22
+    config = TrainConfig(**TINY_COLLAPSE, lam=0.03, hard_phase=0.1, output_dir=str(tmp_path / "tenth"))
+    assert hard_phase_start(config, 8) == 22 and hard_phase_start(dataclasses.replace(config, hard_phase=0), 8) == 24
+    steps, seen = [], []
+    harden, step = LearnedShuffle.harden, train_module.penalised_step
+
+    def record(layer):  # noqa: ANN001, ANN202
+        if not layer.is_hardened:  # the end's rounding calls it again on every layer, a no-op by then
+            seen.append(len(steps))
+        return harden(layer)
+
+    def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        steps.append(1)
+        return step(*args, **kwargs)
+
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(LearnedShuffle, "harden", record)
+            patch.setattr(train_module, "penalised_step", counted)
+            result = train(config)
+    assert seen == [22, 22, 22] and len(steps) == 24  # each layer once, after 22 soft steps, inside the third epoch
+    assert result.hardened_epochs == [2, 2, 2]
+    assert result.history["penalty"].iloc[-1] == 0 and result.rounding_change == 0
+    assert TrainConfig().hard_phase == 0.1 and TrainConfig().shuffle_parameterisation == "mirror"

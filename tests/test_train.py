@@ -30,8 +30,10 @@ from aslib.training.train import main, train
 from helpers import REPO_ROOT, tiny_shufflenet
 
 # The tiniest ShuffleNet v1 (three units) on a few hundred digits: a couple of seconds per run.
+#: hard_phase 0: these tests follow soft shuffles to the end and their rounding there (the paper's recipe); the hard
+#: phase has its own tests (test_rounding_health.py)
 TINY_FIELDS = dict(model="shufflenet_v1_g3", model_kwargs={"width": 0.25}, stages_repeats=(1, 1, 1), batch_size=32,
-            show_progress=False, recalibration_batches=4)
+            show_progress=False, recalibration_batches=4, hard_phase=0.0)
 TINY_ARGS = ["--model", "shufflenet_v1_g3", "--model-kwargs", '{"width": 0.25}', "--stages-repeats", "1", "1", "1",
              "--batch-size", "32", "--no-show-progress", "--recalibration-batches", "4", "--max-train-samples", "240",
              "--epochs", "3", "--lam", "0.03", "--shuffle-init", "uniform", "--shuffle-noise", "0.1"]

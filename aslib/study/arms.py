@@ -39,7 +39,7 @@ __all__ = [
 
 #: TrainConfig fields that only matter for a learned shuffle.
 LEARNED_ONLY = ("lam", "shuffle_init", "shuffle_noise", "projection_sweeps", "lam_warmup_epochs", "mirror_lam",
-                "mirror_step", "penalty_start_epoch", "shuffle_lr_scale", "shuffle_penalty", "shuffle_tau_end")
+                "mirror_step", "penalty_start_epoch", "shuffle_lr_scale", "shuffle_penalty", "shuffle_tau_end", "hard_phase")
 #: TrainConfig fields that only matter where the penalty enters the loss. The fields of each parameterisation's
 #: update are its ``config_fields`` (:mod:`aslib.nn.parameterisations`).
 PENALTY_ONLY = ("lam",)
@@ -53,11 +53,14 @@ class Arm:
         shuffle: the shuffle kind (``TrainConfig.shuffle``).
         uses_lam: whether the penalty weight applies (otherwise ``lam = 0``).
         parameterisation: ``TrainConfig.shuffle_parameterisation`` of a learned shuffle.
+        hard_phase: ``TrainConfig.hard_phase`` of a learned shuffle; None keeps the base configuration's (0 for the
+            paper's recipes, whose claims are about rounding at the end).
     """
 
     shuffle: str
     uses_lam: bool = False
     parameterisation: str = "projected"
+    hard_phase: float | None = None
 
     def __post_init__(self) -> None:
         if self.shuffle not in SHUFFLE_KINDS:
@@ -86,17 +89,17 @@ class Arm:
 
 
 #: The arms by name. "relaxed" is the convex relaxation: a learned doubly stochastic matrix trained without
-#: the penalty, then rounded; "sinkhorn" the same with the matrix parameterised by Sinkhorn's normalisation
+#: the penalty, then rounded at the end (as "l12" and "sinkhorn": the paper's recipes); "sinkhorn" the same with the matrix parameterised by Sinkhorn's normalisation
 #: of logits (the usual baseline) instead of projected; "l12_mirror" the penalty method with the matrix moved
 #: by entropic mirror descent (its penalty weight is ``mirror_lam``, not ``lam``; see
-#: :meth:`aslib.nn.layers.LearnedShuffle.mirror_update_`).
+#: :meth:`aslib.nn.layers.LearnedShuffle.mirror_update_`) with the base configuration's hard phase.
 SHUFFLE_ARMS: dict[str, Arm] = {
     "fixed": Arm("fixed"),
     "none": Arm("none"),
     "random": Arm("random"),
-    "relaxed": Arm("learned"),
-    "l12": Arm("learned", uses_lam=True),
-    "sinkhorn": Arm("learned", parameterisation="sinkhorn"),
+    "relaxed": Arm("learned", hard_phase=0.0),
+    "l12": Arm("learned", uses_lam=True, hard_phase=0.0),
+    "sinkhorn": Arm("learned", parameterisation="sinkhorn", hard_phase=0.0),
     "l12_mirror": Arm("learned", parameterisation="mirror"),
 }
 
@@ -121,7 +124,8 @@ def arm_config(base: TrainConfig, arm: str, lam: float | None = None) -> TrainCo
         raise ValueError(f"unknown arm {arm!r}; valid arms: {', '.join(SHUFFLE_ARMS)}")
     spec = SHUFFLE_ARMS[arm]
     return dataclasses.replace(base, shuffle=spec.shuffle, shuffle_parameterisation=spec.parameterisation,
-                               lam=(base.lam if lam is None else lam) if spec.uses_lam else 0.0)
+                               lam=(base.lam if lam is None else lam) if spec.uses_lam else 0.0,
+                               hard_phase=base.hard_phase if spec.hard_phase is None else spec.hard_phase)
 
 
 def grid(

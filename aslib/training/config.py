@@ -108,10 +108,10 @@ class TrainConfig:
         "freeze a learned shuffle to its permutation once it was settled (penalty below the rounding threshold, "
         "same rounded permutation) at this many consecutive epoch ends (0: only at the end; default: "
         "docs/tuning.md)"))
-    hard_phase_epochs: int = field(default=0, metadata=_option(
-        "round every learned shuffle to its permutation this many epochs before the end and train the rest of the "
-        "network with the permutations fixed, so that the network trained is the network deployed (0: round at "
-        "the end only)"))
+    hard_phase: float = field(default=0.1, metadata=_option(
+        "fraction of the training steps, at the end, for which every learned shuffle is rounded to its permutation "
+        "and the rest of the network trains with the permutations fixed, so that the network trained is the "
+        "network deployed (0: round at the end only, as the paper; default: docs/tuning.md)"))
     recalibration_batches: int = field(default=50, metadata=_option(
         "training batches to re-estimate BatchNorm statistics after rounding (0: keep them)"))
     channels_last: bool = field(default=True, metadata=_option(
@@ -146,18 +146,18 @@ class TrainConfig:
             _of_type(self, name, bool)
         for name, low in (("split_seed", 0), ("image_size", 1), ("epochs", 1), ("batch_size", 1),
                           ("eval_batch_size", 1), ("projection_sweeps", 1), ("recalibration_batches", 0),
-                          ("harden_after", 0), ("hard_phase_epochs", 0),
+                          ("harden_after", 0),
                           ("seed", 0), ("num_workers", 0)):
             _at_least(name, _integer(self, name), low)
         if self.max_train_samples is not None:
             _at_least("max_train_samples", _integer(self, "max_train_samples"), 1)
         for name in ("lr", "weight_decay", "lam", "lam_warmup_epochs", "shuffle_noise", "val_fraction", "momentum",
-                     "mirror_lam", "mirror_step", "penalty_start_epoch", "shuffle_tau_end"):
+                     "mirror_lam", "mirror_step", "penalty_start_epoch", "shuffle_tau_end", "hard_phase"):
             _at_least(name, _real(self, name), 0.0)
         if _real(self, "shuffle_lr_scale") <= 0:
             raise ValueError(f"shuffle_lr_scale must be > 0, got {self.shuffle_lr_scale!r}")
-        if self.hard_phase_epochs > self.epochs:
-            raise ValueError(f"hard_phase_epochs ({self.hard_phase_epochs}) exceeds epochs ({self.epochs})")
+        if self.hard_phase >= 1:
+            raise ValueError(f"hard_phase must be a fraction of the training in [0, 1), got {self.hard_phase!r}")
         if self.shuffle_noise > 1:
             raise ValueError(f"shuffle_noise must be <= 1, got {self.shuffle_noise!r}")
         for name, high in (("val_fraction", 1.0), ("momentum", 1.0), ("seed", 2**32)):

@@ -42,7 +42,7 @@ from aslib.nn.shuffles import (
 from aslib.core.penalties import DEFAULT_PENALTY
 from aslib.core.penalty import ROUNDING_THRESHOLD
 
-__all__ = ["Rounded", "SettledShuffles", "batch_sums", "evaluate", "make_optimizer", "penalised_step", "recalibrate_batchnorm",
+__all__ = ["Rounded", "SettledShuffles", "batch_sums", "evaluate", "hard_phase_start", "make_optimizer", "penalised_step", "recalibrate_batchnorm",
            "round_and_evaluate", "select_pipeline", "training_batches", "warmup_lam"]
 
 Autocast = Callable[[], Any]
@@ -85,6 +85,13 @@ def warmup_lam(lam: float, step: float, warmup_steps: float) -> float:
     if step < 0:
         return 0.0
     return lam * min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else lam
+
+
+def hard_phase_start(config: TrainConfig, steps_per_epoch: int) -> int:
+    """The optimizer step (from 0) at which the hard phase rounds every learned shuffle:
+    ``round((1 - hard_phase) * epochs * steps_per_epoch)``; the total number of steps when there is none."""
+    total = config.epochs * steps_per_epoch
+    return round((1.0 - config.hard_phase) * total) if config.hard_phase > 0 else total
 
 
 def penalised_step(

@@ -76,7 +76,7 @@ class TrainResult:
             with ``P(M_l) < ROUNDING_THRESHOLD``.
         permutations: the rounded permutations, one list per learned shuffle (``y = x[:, perm]``).
         hardened_epochs: per learned shuffle, the epoch after which progressive hardening or the hard phase froze
-            it (``harden_after``, ``hard_phase_epochs``; 0: rounded at the end).
+            it (``harden_after``, ``hard_phase``; 0: rounded at the end).
         unsettled_shuffles, uniform_shuffles: how many learned shuffles were rounded with ``P(M)`` above the
             rounding threshold, and how many of them at or near ``J/n``
             (:func:`~aslib.nn.shuffles.shuffle_health`); ``unsettled_layers`` names the former. A run with

@@ -14,10 +14,11 @@ penalty is not in the loss), or nothing for (Gumbel-)Sinkhorn logits, doubly sto
 temperature ``shuffle_tau_end`` (if set) anneals per epoch. Weight decay applies to convolution and linear weights only
 (:func:`aslib.training.loop.make_optimizer`).
 
-At the end (:func:`aslib.training.loop.round_and_evaluate`) the test set is evaluated with the soft ``M_l``; then
-every shuffle is rounded to its Hungarian permutation (a gather, ShuffleNet's inference cost), the
-BatchNorm statistics are re-estimated on training batches, and the test set is evaluated again. Every
-reported number is the final epoch's; nothing is chosen on the test set.
+For the last ``hard_phase`` of the steps (default a tenth) every learned shuffle is rounded to its Hungarian
+permutation (a gather, ShuffleNet's inference cost) and the rest of the network trains on with them fixed. At the
+end (:func:`aslib.training.loop.round_and_evaluate`) the test set is evaluated; shuffles still soft (``hard_phase =
+0``, the paper's recipe) are then rounded, the BatchNorm statistics re-estimated on training batches, and the test
+set evaluated again. Every reported number is the final epoch's; nothing is chosen on the test set.
 
 Runs are resumable: a checkpoint (model, optimizer, scheduler, grad scaler, RNG states, history) is
 written atomically after every epoch, and the data order of epoch ``e`` is a function of ``(seed, e)``, so
@@ -67,6 +68,7 @@ from aslib.training.loop import (
     SettledShuffles,
     batch_sums,
     evaluate,
+    hard_phase_start,
     make_optimizer,
     penalised_step,
     round_and_evaluate,
@@ -268,22 +270,24 @@ def _record_health(session: _Session, when: str) -> None:
 
 
 def _start_hard_phase(session: _Session, epoch: int) -> bool:
-    """Round every soft learned shuffle to its permutation after ``epoch`` completed epochs, for the rest of
-    training (``hard_phase_epochs``); returns whether any was soft."""
+    """Round every soft learned shuffle to its permutation during epoch ``epoch`` (0-based), for the rest of
+    training (``hard_phase``); returns whether any was soft."""
     soft = [(i, layer) for i, layer in enumerate(learned_shuffles(session.model)) if not layer.is_hardened]
     if not soft:
         return False
-    _record_health(session, f"after epoch {epoch}, for the hard phase")
+    _record_health(session, f"in epoch {epoch + 1}, for the hard phase")
     for i, layer in soft:
         layer.harden()
         session.settled.hardened_at[i] = epoch
     return True
 
 
-def _train_epoch(session: _Session, net: nn.Module, epoch: int) -> tuple[torch.Tensor, float, float]:
-    """One epoch of :func:`~aslib.training.loop.penalised_step`; returns the summed ``[loss, correct, count]``
-    of this rank and the last step's ``lam_t`` and learning rate."""
+def _train_epoch(session: _Session, net: nn.Module, epoch: int) -> tuple[torch.Tensor, float, float, nn.Module]:
+    """One epoch of :func:`~aslib.training.loop.penalised_step`, entering the hard phase at its first step; returns
+    the summed ``[loss, correct, count]`` of this rank, the last step's ``lam_t`` and learning rate, and the
+    network to step next (rebuilt when the hard phase began: DDP must forget the rounded shuffles' parameters)."""
     config, model, optimizer, device = session.config, session.model, session.optimizer, session.device
+    hard_start = hard_phase_start(config, session.steps_per_epoch)
     session.order_epoch(epoch)
     net.train()
     totals = torch.zeros(3, dtype=torch.float64, device=device)
@@ -294,6 +298,8 @@ def _train_epoch(session: _Session, net: nn.Module, epoch: int) -> tuple[torch.T
         memory_format = torch.channels_last if config.channels_last and x.ndim == 4 else torch.preserve_format
         x, y = x.to(device, non_blocking=True, memory_format=memory_format), y.to(device, non_blocking=True)
         step_index = epoch * session.steps_per_epoch + i
+        if step_index >= hard_start and (step_index == hard_start or i == 0) and _start_hard_phase(session, epoch):
+            net = _data_parallel(model, session.group, device)
         lam_t = penalty_weight(config, step_index, session.steps_per_epoch)
         lr_t = optimizer.param_groups[0]["lr"]
         mirror_lam = penalty_weight(config, step_index, session.steps_per_epoch, config.mirror_lam)
@@ -304,7 +310,7 @@ def _train_epoch(session: _Session, net: nn.Module, epoch: int) -> tuple[torch.T
                                     penalty=config.shuffle_penalty)
         totals += batch_sums(ce, logits, y)
     bar.close()
-    return totals, lam_t, lr_t
+    return totals, lam_t, lr_t, net
 
 
 def _record_epoch(session: _Session, splits: DataSplits, epoch: int, totals: torch.Tensor, lam_t: float,
@@ -403,11 +409,9 @@ def _fit(model: nn.Module, splits: DataSplits, config: TrainConfig, hooks: list[
                           enabled=config.show_progress and session.is_main, desc="epochs")
     for epoch in range(session.start_epoch, config.epochs):
         t0 = time.perf_counter()
-        if epoch >= config.epochs - config.hard_phase_epochs and _start_hard_phase(session, epoch):
-            net = _data_parallel(model, group, device)  # DDP must forget the parameters of rounded shuffles
         if config.shuffle_tau_end > 0:  # Sinkhorn temperatures for this epoch (a function of the epoch: resumable)
             anneal_shuffles_(model, epoch / max(config.epochs - 1, 1), config.shuffle_tau_end)
-        totals, lam_t, lr_t = _train_epoch(session, net, epoch)
+        totals, lam_t, lr_t, net = _train_epoch(session, net, epoch)
         metrics = _record_epoch(session, splits, epoch, totals, lam_t, lr_t, t0)
         if session.settled.update_(model, epoch + 1):  # DDP must forget the parameters of frozen shuffles
             net = _data_parallel(model, group, device)
