@@ -123,6 +123,8 @@ def _summary_accuracy(record: dict[str, Any]) -> str:
         if row["arm"] in SHUFFLE_ARMS and SHUFFLE_ARMS[row["arm"]].learned and row.get("shuffle_init"):
             label += f" ({row['shuffle_init']}"
             label += f", λ={row['lam']})" if row["arm"] == "l12" and row.get("lam") is not None else ")"
+        elif row["arm"] == "l12_retrained" and row.get("lam") is not None:
+            label += f" (from l12 λ={row['lam']})"
         value = mean_std(row.get("test_acc_hard_mean"), row.get("test_acc_hard_std"))
         groups.setdefault(f"{row.get('dataset', '')} {row.get('model', '')}".strip(), []).append(f"{label} {value}")
     return "; ".join(f"{group}: {', '.join(parts)}" for group, parts in groups.items())

@@ -58,6 +58,8 @@ from aslib.nn.shuffles import (
     RoundingWarning,
     ShuffleHealth,
     anneal_shuffles_,
+    fix_shuffles,
+    fixed_permutations,
     layer_penalties,
     learned_shuffles,
     shuffle_health,
@@ -84,6 +86,7 @@ from aslib.training.state import (
     TrainState,
     load_checkpoint,
     rng_state,
+    run_permutations,
     set_rng_state,
 )
 from aslib.utils.progress import progress
@@ -124,7 +127,11 @@ def train(config: TrainConfig, callbacks: Sequence[Callback | Any] = (), *, resu
         augment=config.augment, max_train_samples=config.max_train_samples, image_size=config.image_size,
         verify_checksums=config.verify_checksums,
     )
+    source = config.permutations_source  # a learned network's permutations, retrained as fixed shuffles
+    given = run_permutations(source) if source is not None else None
     model = from_config(config, num_classes=splits.num_classes, in_channels=splits.in_channels, stem=splits.stem)
+    if given is not None:
+        fix_shuffles(model, given)
     return fit(model, splits, config, callbacks, resume=resume)
 
 
@@ -374,6 +381,7 @@ def _finish(session: _Session, splits: DataSplits, seconds: float) -> TrainResul
         final_penalty=rounded.stats["penalty"],
         final_rounding_fraction=rounded.stats["rounding_fraction"],
         permutations=[p.tolist() for p in rounded.permutations],
+        fixed_permutations=fixed_permutations(model),
         hardened_epochs=[session.settled.hardened_at.get(i, 0) for i in range(len(rounded.permutations))],
         unsettled_shuffles=len(session.health.unsettled),
         uniform_shuffles=len(session.health.uniform),
