@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from aslib.study.arms import grid
-from aslib.study.comparison import SETUP_QUESTION, choose_lam, comparison_verdicts
+from aslib.study.comparison import RETRAINED_QUESTION, SETUP_QUESTION, choose_lam, comparison_verdicts
 from aslib.training.config import TrainConfig
 
 WHERE = "digits, shufflenet_v1_g3: "
@@ -138,3 +138,32 @@ def test_rounding_verdicts_say_whether_every_penalised_shuffle_was_a_permutation
     # results written before the counts existed ask nothing
     assert not any("at a permutation when rounded" in x for x in
                    (str(v) for v in comparison_verdicts(pd.DataFrame(base + _rows("l12", 0.01, "uniform", [0.5])), runs)))
+
+
+def test_the_retrained_permutation_is_compared_with_shuffles_fixed_by_hand(tmp_path):
+    fixed, none = [0.80, 0.84, 0.81, 0.86], [0.60, 0.66, 0.59, 0.63]
+    random = [0.70, 0.75, 0.69, 0.74]
+    retrained = [0.90, 0.91, 0.93, 0.92]  # at lam 0.01, the weight l12 chose on validation
+    results = pd.DataFrame(
+        _rows("fixed", 0.0, None, fixed) + _rows("none", 0.0, None, none) + _rows("random", 0.0, None, random)
+        + _rows("l12", 0.01, "uniform", [0.85, 0.86, 0.87, 0.88], val=0.9)
+        + _rows("l12", 0.1, "uniform", [0.5, 0.5, 0.5, 0.5], val=0.1)
+        + _rows("l12_retrained", 0.01, None, retrained)
+        + _rows("l12_retrained", 0.1, None, [0.1, 0.1, 0.1, 0.1]))  # the weight not chosen: not compared
+    runs = _runs(tmp_path, range(4), ("fixed", "none", "random", "l12", "l12_retrained"))
+    verdicts = _by_question(comparison_verdicts(results, runs))
+    assert verdicts[WHERE + SETUP_QUESTION].answer == "yes"
+    against_fixed = verdicts[WHERE + RETRAINED_QUESTION + ", a test of the paper's claim"]
+    assert against_fixed.p == pytest.approx(stats.ttest_rel(retrained, fixed).pvalue, rel=1e-9)  # paired by seed
+    assert "4 seeds paired; lam 0.01 chosen on validation" in against_fixed.evidence
+    against_random = verdicts[WHERE + "the learned permutation, retrained as a fixed shuffle, beats a random fixed "
+                              "permutation"]
+    assert against_random.p == pytest.approx(stats.ttest_rel(retrained, random).pvalue, rel=1e-9)
+    assert against_random.answer == "yes" and against_random.p_holm >= against_random.p
+    # without the arm, no such question
+    plain = results[results["arm"] != "l12_retrained"]
+    assert not any("retrained" in v.question for v in comparison_verdicts(plain, runs))
+    # a set-up that cannot tell fixed from none words the control's verdict by it
+    tied = pd.concat([results[results["arm"] != "none"], pd.DataFrame(_rows("none", 0.0, None, [0.81, 0.83, 0.82, 0.85]))])
+    scoped = _by_question(comparison_verdicts(tied, runs))
+    assert WHERE + RETRAINED_QUESTION + ", not a test of the paper's claim at this scale (fixed vs none not shown)" in scoped

@@ -19,7 +19,7 @@ from aslib.nn.shuffles import learned_shuffles, shuffle_parameters
 from aslib.training.config import TrainConfig
 from aslib.training.data import load_dataset
 from aslib.training.loop import SettledShuffles, evaluate, make_optimizer, penalised_step, recalibrate_batchnorm
-from aslib.training.train import penalty_weight
+from aslib.training.loop import penalty_weight
 
 from helpers import conv_mix, tiny_shufflenet
 

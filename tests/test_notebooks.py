@@ -101,12 +101,18 @@ def test_03_two_layer_stores_its_verdicts(smoke_runs):
 def test_04_and_05_training_arms(smoke_runs):
     _, out, _ = smoke_runs
     r = load_results(out, "04_cifar")
-    assert r["profile"] == "smoke" and r["runs"] == r["finished"] == 3
+    assert r["profile"] == "smoke" and r["runs"] == r["finished"] == 4
     assert all(r["checks"][name] for name in ("every run finished", "fixed arm changes by exactly 0 when rounded",
                                               "rounded l12 has the fixed network's parameter count"))
     by_arm = {row["arm"]: row for row in r["summary"]}
     assert all(0 <= row["test_acc_hard_mean"] <= 1 for row in by_arm.values())
     assert by_arm["l12"]["final_penalty_mean"] < by_arm["relaxed"]["final_penalty_mean"]
+    # the control retrains l12's permutations as fixed shuffles: the fixed network's size, nothing to round
+    retrained = by_arm["l12_retrained"]
+    assert retrained["num_parameters_inference"] == by_arm["fixed"]["num_parameters_inference"]
+    assert retrained["rounding_change_mean"] == 0 and retrained["lam"] == by_arm["l12"]["lam"]
+    [control] = [v for v in verdicts_from_results(r) if "retrained as a fixed shuffle, beats ShuffleNet's" in v.question]
+    assert control.answer == "n/a" and "1 seed" in control.evidence  # one seed: no noise estimate
     assert r["speed"][0]["fixed_flops"] == r["speed"][0]["hardened_flops"]
     imagenet = load_results(out, "05_imagenet")
     assert imagenet["datasets"] == ["digits"] and imagenet["finished"] == 2
@@ -139,7 +145,7 @@ def test_06_results_shows_every_published_verdict(smoke_runs):
     for line in verdict_table(published)["verdict"]:
         assert f"  {line}\n" in printed, line
     cifar = pd.read_csv(out / "06_results_smoke_04_cifar.csv")
-    assert set(cifar["arm"]) == {"fixed", "relaxed", "l12"}
+    assert set(cifar["arm"]) == {"fixed", "relaxed", "l12", "l12_retrained"}
     assert (figures / "06_smoke_04_cifar_accuracy.png").is_file()
 
 

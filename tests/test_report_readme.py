@@ -5,7 +5,8 @@ import json
 import pytest
 
 from aslib.study.published import (
-    README_END, README_START, key_numbers_table, markdown_table, readme_results, update_readme, verdict_table,
+    CLAIMS, CLAIMS_END, CLAIMS_START, README_END, README_START, claims_table, key_numbers_table, markdown_table,
+    readme_claims, readme_results, update_readme, verdict_table,
 )
 from aslib.study.verdicts import verdict, verdicts_to_results
 
@@ -24,6 +25,82 @@ def test_committed_readme_agrees_with_committed_results():
     # section was edited by hand
     assert update_readme(REPO_ROOT / "README.md", REPO_ROOT / "results", check=True), (
         "README.md's results section differs from results/: run `python -m aslib.study.published --readme`")
+
+
+def test_committed_readme_opens_with_the_claims_table_generated_from_results():
+    text = (REPO_ROOT / "README.md").read_text()
+    start, end = text.find(CLAIMS_START), text.find(CLAIMS_END)
+    assert 0 < start < end < text.find(README_START), "README.md needs its claims markers before the results section"
+    assert text[start + len(CLAIMS_START):end].strip() == readme_claims(REPO_ROOT / "results").strip(), (
+        "README.md's claims table differs from results/: run `python -m aslib.study.published --readme`")
+    table = claims_table(REPO_ROOT / "results")
+    assert set(table["claim"]) == {c.claim for c in CLAIMS}  # every claim has a row, run or not
+
+
+def _lines(*pairs):
+    return verdicts_to_results([verdict(q, a, "numbers") for q, a in pairs])
+
+
+def test_claims_are_answered_by_their_verdict_lines_only(tmp_path):
+    results = tmp_path / "results"
+    where = "cifar10, v1: "
+    scope = ", not a test of the paper's claim at this scale (fixed vs none not shown)"
+    publish(results, "cifar-cpu", "04_cifar", {
+        "datasets": ["cifar10"], "seeds": [0, 1, 2], "device": "cpu: x", "data": "CIFAR-10",
+        "verdicts": _lines((where + "this set-up tells the shuffle's presence apart (fixed vs none)", "not shown"),
+                           (where + "rounded l12 beats fixed" + scope, "yes"),
+                           (where + "rounded l12 (mirror step) beats fixed" + scope, "no"),  # not a deciding line
+                           (where + "rounding keeps the relaxation's accuracy (rounded above soft)", "no"),
+                           (where + "rounding changes l12's accuracy by less than the seed noise", "yes"),
+                           (where + "the learned permutation, retrained as a fixed shuffle, beats ShuffleNet's" + scope,
+                            "not shown"))})
+    publish(results, "gpu-short", "04_cifar", {
+        "datasets": ["cifar10"], "seeds": [0, 1, 2], "device": "cuda: H200",
+        "verdicts": _lines(("cifar10, v1: rounded l12 beats fixed, a test of the paper's claim", "yes"),
+                           ("cifar10, v2: rounded l12 beats fixed, a test of the paper's claim", "no"))})
+    publish(results, "quick", "04_cifar", {"datasets": ["digits"], "seeds": [0],
+                                           "verdicts": _lines(("digits, v1: rounded l12 beats fixed", "yes"))})
+    publish(results, "quick", "03_two_layer_closed_form", {"verdicts": _lines(*[
+        (f"{setup} supports the paper's claim (relaxation fails, penalty succeeds)", answer)
+        for setup, answer in (("between", "no"), ("after", "yes"), ("input", "no"))])})
+    publish(results, "quick", "01_penalty_and_error_bounds", {"verdicts": _lines(
+        ("exactness: P = 0 on permutations and > 0 inside D_n", "yes"), ("P is concave on D_n", "yes"),
+        ("|P(M) - P(N)| <= 2 sqrt(n(n-1)) ||M - N||_F", "no"), ("the error bounds hold below P", "yes"))})
+    table = claims_table(results)
+    rows = {(claim, profile): answer for claim, profile, answer in
+            zip(table["claim"], table["profile"], table["this project's answer"])}
+    by_notebook = {c.notebook: c.claim for c in CLAIMS}
+    real = next(c.claim for c in CLAIMS if "on real images" in c.claim)
+    control = next(c.claim for c in CLAIMS if "retrained" in c.claim)
+    rounding = next(c.claim for c in CLAIMS if c.claim.startswith("rounding"))
+    # the largest scale first; the digits record does not answer a real-image claim; one model against: no
+    assert [p for c, p in rows if c == real] == ["gpu-short", "cifar-cpu"]
+    assert rows[(real, "gpu-short")] == "no, a test of the paper's claim (2 verdict lines below)"
+    assert rows[(real, "cifar-cpu")] == "yes" + scope + " (numbers)"
+    assert rows[(control, "cifar-cpu")] == "not shown" + scope + " (numbers)"
+    # "rounding keeps the relaxation's accuracy: no" supports the claim that rounding the relaxation loses
+    assert rows[(rounding, "cifar-cpu")] == "yes (2 verdict lines below)"
+    assert rows[(by_notebook["03_two_layer_closed_form"], "quick")] == "yes (3 verdict lines below)"  # any set-up
+    assert rows[(by_notebook["01_penalty_and_error_bounds"], "quick")] == "no (4 verdict lines below)"  # every fact
+    graph = rows[(by_notebook["02_graph_matching"], "quick")]
+    assert graph.startswith("not run (") and "--only 02_graph_matching" in graph
+    imagenet = rows[(by_notebook["05_imagenet"], "paper")]
+    assert imagenet.startswith("not run (") and "--profile paper --only 05_imagenet" in imagenet
+    assert "[04_cifar](notebooks/04_cifar.ipynb)" in set(table["notebook"])
+
+
+def test_the_results_section_states_device_and_code_once_per_profile(tmp_path):
+    results = tmp_path / "results"
+    for notebook, device in (("01_penalty_and_error_bounds", "cpu: a"), ("02_graph_matching", "cpu: b")):
+        publish(results, "quick", notebook, {"verdicts": _lines(("fact", "yes")), "seeds": [0], "device": device,
+                                             "code_fingerprint": "abcdef0123456789"})
+    publish(results, "cifar-cpu", "04_cifar", {"verdicts": _lines(("l12 beats fixed", "yes")), "seeds": [0, 1],
+                                               "device": "cpu: a", "code_fingerprint": "abcdef0123456789"})
+    text = readme_results(results)
+    assert text.index("#### Profile `cifar-cpu`") < text.index("#### Profile `quick`")
+    assert "Device: cpu: a. Code: `abcdef01`." in text
+    assert "Device: cpu: a (01_penalty_and_error_bounds); cpu: b (02_graph_matching). Code: `abcdef01`." in text
+    assert text.count("cpu: a") == 2 and "| notebook | verdict | data | seeds |" in text
 
 
 def test_every_verdict_becomes_a_row_with_its_provenance(tmp_path):

@@ -30,11 +30,14 @@ def test_arms_set_shuffle_and_penalty():
     assert arm_config(TINY_RUN, "fixed").shuffle == "fixed" and arm_config(TINY_RUN, "fixed").lam == 0
     assert arm_config(TINY_RUN, "relaxed").shuffle == "learned" and arm_config(TINY_RUN, "relaxed").lam == 0
     assert arm_config(TINY_RUN, "l12").lam == 1e-3 and arm_config(TINY_RUN, "l12", lam=0.5).lam == 0.5
-    assert {arm_config(TINY_RUN, a).shuffle for a in SHUFFLE_ARMS} == {"fixed", "none", "random", "learned"}
+    assert {arm_config(TINY_RUN, a).shuffle for a in SHUFFLE_ARMS if not SHUFFLE_ARMS[a].source} == {
+        "fixed", "none", "random", "learned"}
+    retrained = arm_config(TINY_RUN, "l12_retrained", lam=0.5, permutations_from="../l12")  # lam names the source's
+    assert (retrained.shuffle, retrained.lam, retrained.shuffle_permutations_from) == ("fixed", 0.5, "../l12")
     sinkhorn = arm_config(TINY_RUN, "sinkhorn", lam=0.5)
     assert (sinkhorn.shuffle, sinkhorn.shuffle_parameterisation, sinkhorn.lam) == ("learned", "sinkhorn", 0.0)
     assert {arm_config(TINY_RUN, a).shuffle_parameterisation for a in SHUFFLE_ARMS
-            if a not in ("sinkhorn", "l12_mirror")} == {"projected"}
+            if a not in ("sinkhorn", "l12_mirror", "l12_retrained")} == {"projected"}
     mirror = arm_config(TINY_RUN, "l12_mirror", lam=0.5)  # its penalty weight is mirror_lam, applied in its step
     assert (mirror.shuffle, mirror.shuffle_parameterisation, mirror.lam) == ("learned", "mirror", 0.0)
     with pytest.raises(ValueError, match="unknown arm 'l2'; valid arms: fixed"):

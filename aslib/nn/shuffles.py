@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +25,8 @@ __all__ = [
     "LEARN_INITS",
     "RoundingWarning",
     "anneal_shuffles_",
+    "fix_shuffles",
+    "fixed_permutations",
     "ShuffleHealth",
     "UNIFORM_FRACTION",
     "shuffle_health",
@@ -383,5 +385,36 @@ def learn_shuffles(
         if id(child) not in done:
             channels = getattr(child, "channels", None) or observed[id(child)]
             done[id(child)] = _replacement(child, channels, init, noise, generator, parameterisation, device)
+        setattr(parent, name, done[id(child)])
+    return model
+
+
+def fixed_permutations(model: nn.Module) -> list[list[int]]:
+    """The permutation of every :class:`FixedPermutation` in ``model`` (random or given shuffles), in
+    ``model.modules()`` order: ``out[:, k] = in[:, perm[k]]``."""
+    return [m.perm.tolist() for m in model.modules() if isinstance(m, FixedPermutation)]
+
+
+def fix_shuffles(model: nn.Module, permutations: Sequence[Sequence[int]]) -> nn.Module:
+    """Replace the channel shuffles of ``model`` (:class:`ChannelShuffle`, :class:`FixedPermutation`, hardened
+    learned shuffles), in module order, by :class:`FixedPermutation` layers of ``permutations``, in place; returns
+    ``model``. The ``l``-th permutation (length ``c_l``, the ``l``-th shuffle's channels) goes to the ``l``-th
+    shuffle, so a rounded network's ``TrainResult.permutations`` rebuild its shuffles in a network of the same
+    architecture. Raises ``ValueError`` when the counts or the widths differ, or a shuffle's width is unknown."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    targets = [(parent, name, child) for parent in model.modules() for name, child in parent._modules.items()
+               if child is not None and _converts(child)]
+    shuffles = list({id(c): c for _, _, c in targets}.values())
+    if len(shuffles) != len(permutations):
+        raise ValueError(f"permutations: {len(permutations)} given, the model has {len(shuffles)} channel shuffles")
+    device = _model_device(model)
+    done: dict[int, FixedPermutation] = {}
+    for layer, perm in zip(shuffles, permutations):
+        channels = getattr(layer, "channels", None)
+        if channels is None or len(perm) != channels:
+            raise ValueError(f"permutations: a permutation of {len(perm)} channels for a shuffle of {channels}")
+        done[id(layer)] = FixedPermutation(torch.as_tensor(list(perm), dtype=torch.long)).to(device)
+    for parent, name, child in targets:
         setattr(parent, name, done[id(child)])
     return model

@@ -12,6 +12,9 @@ there), and *new* otherwise. A folder whose result was computed with other setti
 - with CUDA devices, each ordinary run in a subprocess pinned to one GPU (``CUDA_VISIBLE_DEVICES``),
   ``runs_per_gpu`` at once on each GPU; then each ``distributed`` run (ImageNet) with ``torchrun`` over all of
   them, one after the other. Each subprocess writes ``<output_dir>/log.txt``.
+
+A run that retrains another run's permutations (``TrainConfig.shuffle_permutations_from``) runs after it, in a
+later wave; a finished one whose source's permutations changed since is *outdated*.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from aslib.utils.io import atomic_write
 from aslib.models import count_flops, from_config
 from aslib.utils.progress import progress
 from aslib.utils.runtime import code_fingerprint
-from aslib.training.state import CHECKPOINT_NAME
+from aslib.training.state import CHECKPOINT_NAME, run_permutations
 from aslib.training.speed import training_throughput
 from aslib.training.train import train
 
@@ -75,10 +78,43 @@ def run_status(run: Run) -> str:
         saved = _saved_result(run)
         if config_changes(saved.get("config", {}), run.config):
             return "stale"
-        return "done" if saved.get("code_fingerprint") == code_fingerprint() else "outdated"
+        if saved.get("code_fingerprint") != code_fingerprint() or not _same_source(run, saved):
+            return "outdated"
+        return "done"
     if (run.folder / CHECKPOINT_NAME).is_file():
         return "interrupted"
     return "new"
+
+
+def _same_source(run: Run, saved: dict[str, Any]) -> bool:
+    """Whether a finished run's fixed shuffles are its source run's permutations as they are now (True without a
+    source): a source run computed again makes the runs that retrained its permutations outdated."""
+    source = run.config.permutations_source
+    if source is None:
+        return True
+    try:
+        return run_permutations(source) == saved.get("fixed_permutations")
+    except FileNotFoundError:
+        return False
+
+
+def _waves(runs: Sequence[Run]) -> list[list[Run]]:
+    """``runs`` in the order their sources allow: each wave's runs depend only on runs of earlier waves (or on
+    runs outside ``runs``), first-come order kept within a wave. Raises ``ValueError`` on a cycle."""
+    folders = {os.path.normpath(run.folder.resolve()): run.name for run in runs}
+    needs = {run.name: folders.get(os.path.normpath(run.config.permutations_source.resolve()))
+             if run.config.permutations_source is not None else None for run in runs}
+    waves: list[list[Run]] = []
+    placed: set[str] = set()
+    left = list(runs)
+    while left:
+        wave = [run for run in left if needs[run.name] is None or needs[run.name] in placed]
+        if not wave:
+            raise ValueError(f"runs whose sources form a cycle: {', '.join(run.name for run in left)}")
+        waves.append(wave)
+        placed |= {run.name for run in wave}
+        left = [run for run in left if run.name not in placed]
+    return waves
 
 
 def stale_runs(runs: Sequence[Run]) -> dict[str, list[str]]:
@@ -178,6 +214,65 @@ def _subprocess(run: Run, gpus: Sequence[int]) -> tuple[str, str]:
     return "failed", f"exit {code}: {tail[0]}"
 
 
+def _todo(runs: Sequence[Run], rows: dict[str, dict[str, Any]]) -> list[Run]:
+    """The runs to run (a row for each skipped one into ``rows``). Outdated runs lose their checkpoint (the old
+    code's state must not be resumed), and so does a run whose source runs again (its fixed shuffles will
+    change)."""
+    todo = []
+    for run in runs:
+        status = run_status(run)
+        if status == "done":
+            rows[run.name] = {"run": run.name, "status": "skipped (done)", "seconds": 0.0, "log": "", "error": ""}
+            continue
+        if status == "outdated":  # the old code's checkpoint must not be resumed: run again from scratch
+            (run.folder / CHECKPOINT_NAME).unlink(missing_ok=True)
+        todo.append(run)
+    again = {os.path.normpath(run.folder.resolve()) for run in todo}
+    for run in todo:
+        source = run.config.permutations_source
+        if source is not None and os.path.normpath(source.resolve()) in again:
+            (run.folder / CHECKPOINT_NAME).unlink(missing_ok=True)
+    return todo
+
+
+def _in_process(todo: Sequence[Run], record: Any, bar: Any) -> None:
+    for run in todo:
+        start = time.perf_counter()
+        bar.set_postfix_str(run.name, refresh=True)
+        try:  # the bar over runs only: nested per-epoch bars garble a notebook's output
+            train(dataclasses.replace(run.config, show_progress=False), resume=True)
+            record(run, "ok", "", start)
+        except Exception as err:  # one failing run must not stop the sweep
+            record(run, "failed", f"{type(err).__name__}: {err}", start)
+
+
+def _on_gpus(wave: Sequence[Run], gpus: Sequence[int], runs_per_gpu: int, record: Any) -> None:
+    """The ordinary runs of ``wave`` spread over ``gpus`` (``runs_per_gpu`` subprocesses each), then its
+    distributed runs over all of them, one after the other."""
+    pending: queue.Queue[Run] = queue.Queue()
+    for run in wave:
+        if not run.distributed:
+            pending.put(run)
+
+    def worker(gpu: int) -> None:
+        while True:
+            try:
+                run = pending.get_nowait()
+            except queue.Empty:
+                return
+            start = time.perf_counter()
+            record(run, *_subprocess(run, [gpu]), start)
+
+    threads = [threading.Thread(target=worker, args=(g,)) for g in gpus for _ in range(runs_per_gpu)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for run in (r for r in wave if r.distributed):
+        start = time.perf_counter()
+        record(run, *_subprocess(run, gpus), start)
+
+
 def execute(
     runs: Sequence[Run],
     *,
@@ -187,6 +282,10 @@ def execute(
 ) -> pd.DataFrame:
     """Run every run that is not done (outdated ones again from scratch); return one row per run (status,
     seconds, log, error). Refuses, before anything runs, stale runs (:func:`stale_runs`) and missing data.
+
+    A run whose fixed shuffles come from another run (``TrainConfig.shuffle_permutations_from``) runs after it:
+    the runs go in waves (:func:`_waves`), each wave after the one before has ended, on the CPU and on GPUs
+    alike; a run whose source failed fails, naming the missing result.
 
     Args:
         runs: from :func:`grid` (or built by hand).
@@ -208,54 +307,22 @@ def execute(
                          f"output folder, nothing was overwritten: {detail}")
     check_data(runs)
     rows: dict[str, dict[str, Any]] = {}
-    todo = []
-    for run in runs:
-        status = run_status(run)
-        if status == "done":
-            rows[run.name] = {"run": run.name, "status": "skipped (done)", "seconds": 0.0, "log": "", "error": ""}
-            continue
-        if status == "outdated":  # the old code's checkpoint must not be resumed: run again from scratch
-            (run.folder / CHECKPOINT_NAME).unlink(missing_ok=True)
-        todo.append(run)
+    todo = _todo(runs, rows)
+    waves = _waves(todo)
     bar = progress(total=len(todo), enabled=show_progress, desc="runs", unit="run")
+    lock = threading.Lock()
 
     def record(run: Run, status: str, error: str, start: float) -> None:
-        rows[run.name] = {"run": run.name, "status": status, "seconds": round(time.perf_counter() - start, 1),
-                          "log": str(run.folder / "log.txt") if gpus else "", "error": error}
-        bar.update(1)
+        with lock:
+            rows[run.name] = {"run": run.name, "status": status, "seconds": round(time.perf_counter() - start, 1),
+                              "log": str(run.folder / "log.txt") if gpus else "", "error": error}
+            bar.update(1)
 
-    if not gpus:
-        for run in todo:
-            start = time.perf_counter()
-            bar.set_postfix_str(run.name, refresh=True)
-            try:  # the bar over runs only: nested per-epoch bars garble a notebook's output
-                train(dataclasses.replace(run.config, show_progress=False), resume=True)
-                record(run, "ok", "", start)
-            except Exception as err:  # one failing run must not stop the sweep
-                record(run, "failed", f"{type(err).__name__}: {err}", start)
-    else:
-        pending: queue.Queue[Run] = queue.Queue()
-        for run in todo:
-            if not run.distributed:
-                pending.put(run)
-
-        def worker(gpu: int) -> None:
-            while True:
-                try:
-                    run = pending.get_nowait()
-                except queue.Empty:
-                    return
-                start = time.perf_counter()
-                record(run, *_subprocess(run, [gpu]), start)
-
-        threads = [threading.Thread(target=worker, args=(g,)) for g in gpus for _ in range(runs_per_gpu)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        for run in (r for r in todo if r.distributed):
-            start = time.perf_counter()
-            record(run, *_subprocess(run, gpus), start)
+    for wave in waves:
+        if gpus:
+            _on_gpus(wave, gpus, runs_per_gpu, record)
+        else:
+            _in_process(wave, record, bar)
     bar.close()
     return pd.DataFrame([rows[name] for name in names])
 

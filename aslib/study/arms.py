@@ -55,17 +55,23 @@ class Arm:
         parameterisation: ``TrainConfig.shuffle_parameterisation`` of a learned shuffle.
         hard_phase: ``TrainConfig.hard_phase`` of a learned shuffle; None keeps the base configuration's (0 for the
             paper's recipes, whose claims are about rounding at the end).
+        source: for a fixed arm, the learned arm whose rounded permutations it retrains from scratch as fixed
+            shuffles (``TrainConfig.shuffle_permutations_from``: the same seed's run of ``source``); its ``lam``
+            names the source run's penalty weight (no penalty acts without a learned shuffle).
     """
 
     shuffle: str
     uses_lam: bool = False
     parameterisation: str = "projected"
     hard_phase: float | None = None
+    source: str = ""
 
     def __post_init__(self) -> None:
         if self.shuffle not in SHUFFLE_KINDS:
             raise ValueError(f"unknown shuffle {self.shuffle!r}; valid: {', '.join(SHUFFLE_KINDS)}")
         get_parameterisation(self.parameterisation)  # validation
+        if self.source and self.shuffle != "fixed":
+            raise ValueError(f"an arm with a source retrains fixed shuffles, got shuffle {self.shuffle!r}")
 
     @property
     def learned(self) -> bool:
@@ -82,17 +88,20 @@ class Arm:
         every learned-only field without a learned shuffle; else ``lam`` without the penalty, and the fields
         of other parameterisations' updates that this one's ``config_fields`` lack."""
         if not self.learned:
-            return LEARNED_ONLY
+            return tuple(f for f in LEARNED_ONLY if not (self.source and f == "lam"))
         fields = () if self.uses_lam else PENALTY_ONLY
         own = self.scheme.config_fields
         return fields + tuple(f for f in parameterisation_fields() if f not in own)
 
 
 #: The arms by name. "relaxed" is the convex relaxation: a learned doubly stochastic matrix trained without
-#: the penalty, then rounded at the end (as "l12" and "sinkhorn": the paper's recipes); "sinkhorn" the same with the matrix parameterised by Sinkhorn's normalisation
-#: of logits (the usual baseline) instead of projected; "l12_mirror" the penalty method with the matrix moved
+#: the penalty, then rounded at the end (as "l12" and "sinkhorn": the paper's recipes); "sinkhorn" the same with
+#: the matrix parameterised by Sinkhorn's normalisation of logits (the usual baseline) instead of projected; "l12_mirror" the penalty method with the matrix moved
 #: by entropic mirror descent (its penalty weight is ``mirror_lam``, not ``lam``; see
-#: :meth:`aslib.nn.layers.LearnedShuffle.mirror_update_`) with the base configuration's hard phase.
+#: :meth:`aslib.nn.layers.LearnedShuffle.mirror_update_`) with the base configuration's hard phase;
+#: "l12_retrained" the control that trains a network from
+#: scratch with the rounded permutations of the same seed's l12 run (at each lam, started at the sweep's first
+#: ``shuffle_init``) as fixed shuffles: does the permutation itself beat ShuffleNet's?
 SHUFFLE_ARMS: dict[str, Arm] = {
     "fixed": Arm("fixed"),
     "none": Arm("none"),
@@ -101,6 +110,7 @@ SHUFFLE_ARMS: dict[str, Arm] = {
     "l12": Arm("learned", uses_lam=True, hard_phase=0.0),
     "sinkhorn": Arm("learned", parameterisation="sinkhorn", hard_phase=0.0),
     "l12_mirror": Arm("learned", parameterisation="mirror"),
+    "l12_retrained": Arm("fixed", source="l12"),
 }
 
 @dataclass(frozen=True)
@@ -117,15 +127,20 @@ class Run:
         return Path(self.config.output_dir)
 
 
-def arm_config(base: TrainConfig, arm: str, lam: float | None = None) -> TrainConfig:
+def arm_config(base: TrainConfig, arm: str, lam: float | None = None, *, permutations_from: str = "") -> TrainConfig:
     """``base`` with the shuffle kind, parameterisation and penalty weight of ``arm`` (lam 0 unless the arm
-    uses it)."""
+    uses it or names its source's); an arm with a ``source`` needs ``permutations_from``, the source run's
+    folder (``TrainConfig.shuffle_permutations_from``)."""
     if arm not in SHUFFLE_ARMS:
         raise ValueError(f"unknown arm {arm!r}; valid arms: {', '.join(SHUFFLE_ARMS)}")
     spec = SHUFFLE_ARMS[arm]
+    if bool(spec.source) != bool(permutations_from):
+        raise ValueError(f"permutations_from is needed by an arm with a source and by no other (arm {arm!r})")
+    keeps_lam = spec.uses_lam or bool(spec.source)
     return dataclasses.replace(base, shuffle=spec.shuffle, shuffle_parameterisation=spec.parameterisation,
-                               lam=(base.lam if lam is None else lam) if spec.uses_lam else 0.0,
-                               hard_phase=base.hard_phase if spec.hard_phase is None else spec.hard_phase)
+                               lam=(base.lam if lam is None else lam) if keeps_lam else 0.0,
+                               hard_phase=base.hard_phase if spec.hard_phase is None else spec.hard_phase,
+                               shuffle_permutations_from=permutations_from)
 
 
 def grid(
@@ -141,7 +156,9 @@ def grid(
     The name lists each axis value and the arm, e.g. ``model=shufflenet_v2_1.0/arm=l12/lam=0.001/seed=0``, so that
     a run keeps its folder (and is skipped or resumed) however the sweep around it changes. Axes that
     cannot change an arm's result (:meth:`Arm.irrelevant`: ``lam`` without the penalty, the axes of
-    :data:`LEARNED_ONLY` without a learned shuffle, ``projection_sweeps`` for Sinkhorn) collapse for it.
+    :data:`LEARNED_ONLY` without a learned shuffle, ``projection_sweeps`` for Sinkhorn) collapse for it. An arm with
+    a ``source`` (:class:`Arm`) keeps ``lam`` and reads its permutations from the source arm's run of the same
+    settings (for collapsed axes, their first value); ``source`` must be among ``arms``.
     """
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(axes) - names)
@@ -150,20 +167,31 @@ def grid(
     for arm in arms:
         if arm not in SHUFFLE_ARMS:
             raise ValueError(f"unknown arm {arm!r}; valid arms: {', '.join(SHUFFLE_ARMS)}")
+        source = SHUFFLE_ARMS[arm].source
+        if source and source not in arms:
+            raise ValueError(f"arm {arm!r} retrains the permutations of arm {source!r}: run that arm too")
     runs: dict[str, Run] = {}
     keys = list(axes)
     for arm in arms:
+        spec = SHUFFLE_ARMS[arm]
         for values in itertools.product(*(axes[k] for k in keys)):
-            chosen = dict(zip(keys, values))
-            for k in SHUFFLE_ARMS[arm].irrelevant():
-                chosen.pop(k, None)
-            head = [f"{k}={chosen[k]}" for k in keys if k in chosen and k not in ("lam", "seed")]
-            tail = [f"{k}={chosen[k]}" for k in ("lam", "seed") if k in chosen]
-            name = "/".join([*head, f"arm={arm}", *tail])
-            config = arm_config(dataclasses.replace(base, **chosen), arm)
+            name, chosen = _run_name(arm, keys, dict(zip(keys, values)))
+            source = ""
+            if spec.source:  # the same settings' run of the source arm, as a path from this run's folder
+                source = os.path.relpath(_run_name(spec.source, keys, dict(zip(keys, values)))[0], name)
+            config = arm_config(dataclasses.replace(base, **chosen), arm, permutations_from=source)
             config = dataclasses.replace(config, output_dir=str(Path(root) / name))
             runs.setdefault(name, Run(name, config, distributed, arm))  # irrelevant axes collapse
     return list(runs.values())
+
+
+def _run_name(arm: str, keys: Sequence[str], chosen: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The name of ``arm``'s run at the axis values ``chosen`` (those that cannot change it dropped), and them."""
+    for k in SHUFFLE_ARMS[arm].irrelevant():
+        chosen.pop(k, None)
+    head = [f"{k}={chosen[k]}" for k in keys if k in chosen and k not in ("lam", "seed")]
+    tail = [f"{k}={chosen[k]}" for k in ("lam", "seed") if k in chosen]
+    return "/".join([*head, f"arm={arm}", *tail]), chosen
 
 
 def classification_runs(

@@ -380,17 +380,22 @@ def plot_learned_permutations(learned: list, reference: list, *, layers: int = 3
 # --- notebook 06: results across notebooks ---------------------------------------------------------
 
 
+#: Bar colours of the arms without a learned matrix (the learned ones "C0"): the baselines grey, the control that
+#: retrains a learned permutation as a fixed shuffle green.
+_ARM_COLOURS = {"fixed": "0.6", "none": "0.6", "random": "0.6", "l12_retrained": "C2"}
+
+
 def plot_arm_comparison(summary, *, metric: str = "test_acc_hard") -> Figure:
     """Bars of ``<metric>_mean`` per arm, from 0, with error bars of one standard deviation over seeds, one panel per
     data set and model, from :func:`aslib.study.report.summarise_seeds` (the ``*_summary.csv`` tables)."""
     panels = list(summary.groupby(["dataset", "model"], sort=False))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.4), squeeze=False)
     for ax, ((dataset, model), rows) in zip(axes[0], panels):
-        labels = [arm if arm != "l12" else f"l12 {lam:g}" for arm, lam in zip(rows["arm"], rows["lam"])]
+        labels = [f"{arm} {lam:g}" if arm in ("l12", "l12_retrained") else arm for arm, lam in zip(rows["arm"], rows["lam"])]
         labels = [f"{label} ({init})" if isinstance(init, str) and rows["shuffle_init"].nunique() > 1 else label
                   for label, init in zip(labels, rows["shuffle_init"])]
         ax.bar(range(len(rows)), rows[f"{metric}_mean"], yerr=rows[f"{metric}_std"].fillna(0), capsize=3,
-               color=["0.6" if arm in ("fixed", "none", "random") else "C0" for arm in rows["arm"]])
+               color=[_ARM_COLOURS.get(arm, "C0") for arm in rows["arm"]])
         ax.set_xticks(range(len(rows)), labels, rotation=40, ha="right", fontsize=7)
         ax.set_ylim(0.0, 1.0)
         ax.set_title(f"{dataset}, {model}", fontsize=9)

@@ -2,14 +2,16 @@
 
 :func:`published_results` reads every record :func:`aslib.runner.reproduce.publish_results` wrote;
 :func:`verdict_table` and :func:`key_numbers_table` turn them into the tables notebook 06 shows and
-:func:`update_readme` writes between the README's markers (``python -m aslib.study.published --readme``). Nothing
-here computes a result.
+:func:`update_readme` writes between the README's markers (``python -m aslib.study.published --readme``), grouped
+by profile; :func:`claims_table` answers each claim of the paper (:data:`CLAIMS`) from the verdict lines that decide
+it, for the table at the README's top. Nothing here computes a result.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,8 @@ from aslib.study.arms import SHUFFLE_ARMS
 from aslib.study.report import NOT_RUN, RESULT_NOTEBOOKS, mean_std, reproduce_command
 
 __all__ = [
-    "KEY_NUMBERS", "README_END", "README_START", "data_description", "key_numbers_table", "markdown_table",
+    "CLAIMS", "CLAIMS_END", "CLAIMS_START", "Claim", "KEY_NUMBERS", "PROFILE_ORDER", "README_END", "README_START",
+    "claims_table", "readme_claims", "data_description", "key_numbers_table", "markdown_table",
     "EXPLORATION_CSV", "exploration_table", "published_overview", "published_results", "readme_results",
     "update_readme", "verdict_table",
 ]
@@ -28,6 +31,8 @@ __all__ = [
 #: The markers around the README's generated results section (``python -m aslib.study.published --readme``).
 README_START = "<!-- results:start -->"
 README_END = "<!-- results:end -->"
+#: The markers around the README's generated claims table, at its top.
+CLAIMS_START, CLAIMS_END = "<!-- claims:start -->", "<!-- claims:end -->"
 #: A hand-run exploration's table (``results/<name>.csv``) and the markers around its generated summary in
 #: ``results/README.md``.
 EXPLORATION_CSV = "cifar-cpu-exploration.csv"
@@ -114,16 +119,21 @@ def _by_method(values: Any, digits: int = 3) -> str:
     return ", ".join(f"{k} {v:.{digits}f}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in values.items())
 
 
-def _summary_accuracy(record: dict[str, Any]) -> str:
-    """Every arm of a training notebook's summary: rounded test accuracy, mean ± std over its seeds, grouped
-    by data set and model; learned arms name their initialisation and (l12) their penalty weight."""
+def _summary_accuracy(record: dict[str, Any], column: str = "test_acc_hard", learned_only: bool = False) -> str:
+    """Every arm of a training notebook's summary (the learned ones only with ``learned_only``): the test accuracy
+    ``column`` (``test_acc_hard``: after rounding; ``test_acc_soft``: the soft network), mean ± std over its seeds,
+    grouped by data set and model; learned arms name their initialisation and (l12) their penalty weight."""
     groups: dict[str, list[str]] = {}
     for row in record.get("summary") or []:
+        if learned_only and not (row["arm"] in SHUFFLE_ARMS and SHUFFLE_ARMS[row["arm"]].learned):
+            continue
         label = row["arm"]
         if row["arm"] in SHUFFLE_ARMS and SHUFFLE_ARMS[row["arm"]].learned and row.get("shuffle_init"):
             label += f" ({row['shuffle_init']}"
             label += f", λ={row['lam']})" if row["arm"] == "l12" and row.get("lam") is not None else ")"
-        value = mean_std(row.get("test_acc_hard_mean"), row.get("test_acc_hard_std"))
+        elif row["arm"] == "l12_retrained" and row.get("lam") is not None:
+            label += f" (from l12 λ={row['lam']})"
+        value = mean_std(row.get(f"{column}_mean"), row.get(f"{column}_std"))
         groups.setdefault(f"{row.get('dataset', '')} {row.get('model', '')}".strip(), []).append(f"{label} {value}")
     return "; ".join(f"{group}: {', '.join(parts)}" for group, parts in groups.items())
 
@@ -149,8 +159,10 @@ KEY_NUMBERS = {
     "03_two_layer_closed_form": [
         ("random starts recovering the teacher", lambda r: _by_method(r["success"])),
     ],
-    "04_cifar": [("test accuracy after rounding, by arm", _summary_accuracy)],
-    "05_imagenet": [("test accuracy after rounding, by arm", _summary_accuracy)],
+    **{notebook: [("test accuracy after rounding, by arm", _summary_accuracy),
+                  ("the upper bound: test accuracy of the soft network, never rounded (learned arms)",
+                   lambda r: _summary_accuracy(r, "test_acc_soft", learned_only=True))]
+       for notebook in ("04_cifar", "05_imagenet")},
     "07_permuted_input": [
         ("test accuracy after rounding, by arm", lambda r: _per_arm(r, "test_acc_hard")),
         ("exact recovery of the latent permutation, by arm", lambda r: _per_arm(r, "exact_recovery")),
@@ -188,20 +200,167 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _stated_once(table: pd.DataFrame, column: str) -> str:
+    """The values of ``column`` in a profile's rows, once each, with their notebooks when they differ."""
+    values = list(dict.fromkeys(table[column]))
+    if len(values) == 1:
+        return f"`{values[0]}`" if column == "code" else str(values[0])
+    return "; ".join(f"{v} ({', '.join(dict.fromkeys(table.loc[table[column] == v, 'notebook']))})" for v in values)
+
+
 def readme_results(results_dir: str | os.PathLike[str]) -> str:
-    """The README's results section, from the published results only: the verdict table and the key numbers."""
+    """The README's results section, from the published results only: per profile (largest scale first), its
+    device and code once, then its verdict lines and key numbers with their data and seeds."""
     verdicts, numbers = verdict_table(results_dir), key_numbers_table(results_dir)
     if verdicts.empty:
         return "No results are published yet: run `make reproduce` (it writes `results/<profile>/`)."
+    out = ["Every line below is printed from `results/<profile>/` by `python -m aslib.study.published --readme`; each verdict",
+           "is the line its notebook printed. `code` is the fingerprint of the code that produced the records."]
+    for profile in sorted(dict.fromkeys(verdicts["profile"]), key=_profile_rank):
+        rows = verdicts[verdicts["profile"] == profile]
+        out += ["", f"#### Profile `{profile}`", "",
+                f"Device: {_stated_once(rows, 'device')}. Code: {_stated_once(rows, 'code')}.", "",
+                markdown_table(rows[["notebook", "verdict", "data", "seeds"]])]
+        keys = numbers[numbers["profile"] == profile]
+        if not keys.empty:
+            out += ["", "Key numbers (every arm or method the record holds):", "",
+                    markdown_table(keys[["notebook", "quantity", "value", "data", "seeds"]])]
+    return "\n".join(out)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the paper and the verdict lines that decide it (:data:`CLAIMS`).
+
+    Attributes:
+        claim: the paper's claim, in a line.
+        notebook: the notebook whose verdicts decide it.
+        lines: ``(fragment, supports)``: every verdict whose question contains ``fragment`` decides, and it
+            supports the claim when its answer is ``supports`` (``"yes"``, or ``"no"`` for a question the claim
+            answers in the negative, e.g. "rounding keeps the relaxation's accuracy").
+        every: the claim holds when every deciding line supports it (True) or when any does (False: the paper's
+            set-up is one of several this project could not tell apart).
+        datasets: only records on one of these data sets decide (empty: any).
+        profile: where to run the claim when no record decides it.
+    """
+
+    claim: str
+    notebook: str
+    lines: tuple[tuple[str, str], ...]
+    every: bool = True
+    datasets: tuple[str, ...] = ()
+    profile: str = "quick"
+
+
+_REAL_IMAGES = ("cifar10", "cifar100", "imagenet")
+#: The paper's claims and the verdict lines that decide each: the claims table at the top of the README is
+#: generated from them and from ``results/`` alone (:func:`claims_table`); no answer is typed.
+CLAIMS: tuple[Claim, ...] = (
+    Claim("the l1-2 penalty is exact on D_n (zero exactly at permutations), concave, Lipschitz, with error bounds",
+          "01_penalty_and_error_bounds",
+          (("exactness: P = 0 on permutations", "yes"), ("P is concave on D_n", "yes"),
+           ("<= 2 sqrt(n(n-1))", "yes"), ("the error bounds hold", "yes"))),
+    Claim("graph matching: the penalty reaches a permutation and finds isomorphisms where the relaxation cannot",
+          "02_graph_matching",
+          (("l12 ends at a vertex", "yes"), ("l12 finds more isomorphisms than relaxed on regular graphs", "yes"))),
+    Claim("a two-layer network: the relaxation fails to recover the teacher's permutation, the penalty succeeds "
+          "(in at least one of four set-ups)", "03_two_layer_closed_form",
+          (("supports the paper's claim (relaxation fails, penalty succeeds)", "yes"),), every=False),
+    Claim("rounding the plain relaxation loses accuracy; rounding the penalised network does not",
+          "04_cifar", (("rounding keeps the relaxation's accuracy", "no"),
+                       ("rounding changes l12's accuracy by less than the seed noise", "yes"))),
+    Claim("AutoShuffleNet (rounded) beats ShuffleNet's fixed shuffle on real images", "04_cifar",
+          (("rounded l12 beats fixed", "yes"),), datasets=_REAL_IMAGES, profile="cifar-cpu"),
+    Claim("... and the learned permutation itself does (control: retrained from scratch as a fixed shuffle)",
+          "04_cifar", (("the learned permutation, retrained as a fixed shuffle, beats ShuffleNet's", "yes"),),
+          datasets=_REAL_IMAGES, profile="cifar-cpu"),
+    Claim("AutoShuffleNet beats ShuffleNet on ImageNet", "05_imagenet", (("rounded l12 beats fixed", "yes"),),
+          datasets=("imagenet",), profile="paper"),
+)
+#: The order in which a claim's rows list profiles: the largest scale first.
+PROFILE_ORDER = ("paper", "gpu-short", "cifar-cpu", "quick")
+
+
+def _supports(answer: str, supports: str) -> str:
+    """A verdict's answer read for a claim: "yes" (it supports it), "no" (significantly the other way), or as it
+    was ("not shown", "n/a")."""
+    if answer in ("yes", "no"):
+        return "yes" if answer == supports else "no"
+    return answer
+
+
+def _combine(answers: list[str], every: bool) -> str:
+    """Every line supporting (``every``) or any: "yes"; the reverse: "no"; else "not shown" before "n/a"."""
+    decided, against = ("yes", "no") if every else ("no", "yes")
+    if (decided == "yes" and all(a == "yes" for a in answers)) or (decided == "no" and any(a == "yes" for a in answers)):
+        return "yes"
+    if (against == "no" and any(a == "no" for a in answers)) or (against == "yes" and all(a == "no" for a in answers)):
+        return "no"
+    return "not shown" if "not shown" in answers else "n/a"
+
+
+def _claim_row(claim: Claim, profile: str, record: dict[str, Any]) -> dict[str, str] | None:
+    """The claim's row from one record, or None when none of its lines is among the record's verdicts."""
+    from aslib.study.verdicts import verdicts_from_results
+
+    deciding = [(v, supports, v.question[v.question.index(fragment) + len(fragment):].strip(", "))
+                for v in verdicts_from_results(record) for fragment, supports in claim.lines if fragment in v.question]
+    if not deciding:
+        return None
+    answer = _combine([_supports(v.answer, s) for v, s, _ in deciding], claim.every)
+    # the wording a learned-vs-fixed verdict takes from its set-up verdict ("a test of the paper's claim", ...)
+    scopes = sorted({rest for _, _, rest in deciding if "test of the paper's claim" in rest})
+    if scopes:
+        answer += f", {'; '.join(scopes)}"
+    if len(deciding) == 1:
+        line = deciding[0][0]
+        shown = str(line)[len(line.question) + 2:]  # "<its answer> (<evidence>)"
+        answer += shown[len(line.answer):] if line.answer == answer.split(",")[0] else f" (the line: {shown})"
+    else:
+        answer += f" ({len(deciding)} verdict lines below)"
+    return {"claim": claim.claim, "this project's answer": answer, **_provenance(profile, record),
+            "notebook": f"[{claim.notebook}](notebooks/{claim.notebook}.ipynb)"}
+
+
+def _profile_rank(profile: str) -> tuple[int, str]:
+    return (PROFILE_ORDER.index(profile) if profile in PROFILE_ORDER else len(PROFILE_ORDER), profile)
+
+
+def claims_table(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """One row per claim of :data:`CLAIMS` and profile whose record decides it (largest scale first): the answer
+    read from the verdict lines, the scale (data, profile, seeds, device) and the notebook; a claim no record
+    decides gives one "not run" row with the command that runs it."""
+    published = published_results(results_dir)
+    rows = []
+    for claim in CLAIMS:
+        found = []
+        for profile in sorted(published, key=_profile_rank):
+            record = published[profile].get(claim.notebook)
+            if record is None or "verdicts" not in record:
+                continue
+            if claim.datasets and not set(record.get("datasets") or []) & set(claim.datasets):
+                continue
+            row = _claim_row(claim, profile, record)
+            if row is not None:
+                found.append(row)
+        rows += found or [{"claim": claim.claim, "this project's answer":
+                           f"{NOT_RUN} ({reproduce_command(Path(results_dir) / claim.profile, claim.notebook)})",
+                           "data": f"needs {' or '.join(claim.datasets)}" if claim.datasets else "",
+                           "profile": claim.profile, "seeds": "", "device": "",
+                           "code": "", "notebook": f"[{claim.notebook}](notebooks/{claim.notebook}.ipynb)"}]
+    table = pd.DataFrame(rows, columns=["claim", "this project's answer", "data", "profile", "seeds", "device",
+                                        "code", "notebook"])
+    return table.drop(columns="code")
+
+
+def readme_claims(results_dir: str | os.PathLike[str]) -> str:
+    """The README's claims section: :func:`claims_table` as markdown, under a line saying where it comes from."""
     return "\n".join([
-        "Every line below is printed from `results/<profile>/` by `python -m aslib.study.published --readme`; each verdict",
-        "is the line its notebook printed. `code` is the fingerprint of the code that produced the record.",
+        "Each answer is read from the verdict lines of `results/` (which lines decide which claim: "
+        "`aslib/study/published.py`, `CLAIMS`); \"not shown\" means the seeds could not tell, \"n/a\" that the run "
+        "cannot answer it. The verdicts themselves are under [Results](#results).",
         "",
-        markdown_table(verdicts),
-        "",
-        "Key numbers (every arm or method the record holds):",
-        "",
-        markdown_table(numbers),
+        markdown_table(claims_table(results_dir)),
     ])
 
 
@@ -243,13 +402,15 @@ def _rewrite_between(path: Path, start_marker: str, end_marker: str, body: str, 
 
 
 def update_readme(readme: str | os.PathLike[str], results_dir: str | os.PathLike[str], *, check: bool = False) -> bool:
-    """Rewrite the part of ``readme`` between :data:`README_START` and :data:`README_END` from the results,
-    and, where ``<results_dir>/README.md`` and :data:`EXPLORATION_CSV` exist, that file's summary of the
+    """Rewrite the part of ``readme`` between :data:`README_START` and :data:`README_END` from the results, the
+    claims table between :data:`CLAIMS_START` and :data:`CLAIMS_END` where ``readme`` has them, and, where ``<results_dir>/README.md`` and :data:`EXPLORATION_CSV` exist, that file's summary of the
     exploration (:func:`exploration_table`). Returns whether both were already current. With ``check``
     nothing is written. Raises ``ValueError`` if markers are missing or out of order, ``FileNotFoundError``
     if ``readme`` is.
     """
     current = _rewrite_between(Path(readme), README_START, README_END, readme_results(results_dir), check)
+    if CLAIMS_START in Path(readme).read_text():
+        current = _rewrite_between(Path(readme), CLAIMS_START, CLAIMS_END, readme_claims(results_dir), check) and current
     notes, csv = Path(results_dir) / "README.md", Path(results_dir) / EXPLORATION_CSV
     if notes.is_file() and csv.is_file():
         summary = (f"Generated from `{EXPLORATION_CSV}` by `python -m aslib.study.published --readme` (means over the listed "

@@ -103,7 +103,7 @@ def classification_table(output_dir: str | os.PathLike[str], notebook: str) -> p
         rows.append({
             "dataset": row["dataset"], "model": row["model"], "arm": row["arm"],
             "init": row["shuffle_init"] if learned else "",
-            "lam": row["lam"] if row["arm"] == "l12" else "",
+            "lam": row["lam"] if row["arm"] in ("l12", "l12_retrained") else "",  # the control's: its source's
             "seeds": int(row["seeds"]),
             "test acc (soft)": mean_std(row["test_acc_soft_mean"], row["test_acc_soft_std"]),
             "test acc (rounded)": mean_std(row["test_acc_hard_mean"], row["test_acc_hard_std"]),

@@ -11,8 +11,10 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aslib.training.batches import PIPELINES
@@ -75,6 +77,10 @@ class TrainConfig:
     shuffle_tau_end: float = field(default=0.0, metadata=_option(
         "temperature of Sinkhorn and Gumbel-Sinkhorn shuffles at the last epoch, reached geometrically per epoch "
         "from their starting temperature (0: the temperature is kept)"))
+    shuffle_permutations_from: str = field(default="", metadata=_option(
+        "a run's folder, relative to output_dir (or absolute): its rounded permutations (result.json's "
+        "'permutations', one per learned shuffle) become this run's fixed shuffles, in module order; needs shuffle "
+        "'fixed' (empty: ShuffleNet's)"))
     stages_repeats: tuple[int, ...] = field(default=(4, 8, 4), metadata=_option("units per stage (3 numbers)"))
     model_kwargs: dict[str, Any] = field(default_factory=dict, metadata=_option(
         "further builder arguments as JSON, e.g. '{\"width\": 0.25}' (v1) or "
@@ -139,7 +145,7 @@ class TrainConfig:
             choices = TrainConfig.__dataclass_fields__[name].metadata["choices"]
             if not isinstance(getattr(self, name), str) or getattr(self, name) not in choices:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(map(str, choices))}")
-        for name in ("data_root", "device", "output_dir"):
+        for name in ("data_root", "device", "output_dir", "shuffle_permutations_from"):
             _of_type(self, name, str)
         for name in ("augment", "verify_checksums", "nesterov", "decay_norm_and_bias", "amp", "checkpoint",
                      "show_progress", "channels_last"):
@@ -158,6 +164,8 @@ class TrainConfig:
             raise ValueError(f"shuffle_lr_scale must be > 0, got {self.shuffle_lr_scale!r}")
         if self.hard_phase >= 1:
             raise ValueError(f"hard_phase must be a fraction of the training in [0, 1), got {self.hard_phase!r}")
+        if self.shuffle_permutations_from and self.shuffle != "fixed":
+            raise ValueError(f"shuffle_permutations_from needs shuffle 'fixed', got shuffle {self.shuffle!r}")
         if self.shuffle_noise > 1:
             raise ValueError(f"shuffle_noise must be <= 1, got {self.shuffle_noise!r}")
         for name, high in (("val_fraction", 1.0), ("momentum", 1.0), ("seed", 2**32)):
@@ -172,6 +180,15 @@ class TrainConfig:
         if clash:
             raise ValueError(f"model_kwargs may not set {', '.join(clash)}: the data set or a TrainConfig field does")
         object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
+
+    @property
+    def permutations_source(self) -> Path | None:
+        """The folder of the run whose rounded permutations this run's fixed shuffles take
+        (``shuffle_permutations_from`` read from ``output_dir``, ``..`` taken lexically: the run's own folder need not
+        exist yet), or None for ShuffleNet's shuffles."""
+        if not self.shuffle_permutations_from:
+            return None
+        return Path(os.path.normpath(Path(self.output_dir) / self.shuffle_permutations_from))
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as plain values (tuples as lists), e.g. for JSON."""

@@ -3,7 +3,9 @@
 * :func:`penalised_step`: one optimizer step on ``cross_entropy(model(x), y) + lam * sum_l P(M_l)``, then the
   projection of every learned shuffle ``M_l`` back toward the doubly stochastic matrices (or, for
   mirror-parameterised shuffles, their own mirror step);
-* :func:`warmup_lam`: the penalty weight ``lam_t``, ramped linearly from 0 over the warm-up steps;
+* :func:`warmup_lam` and :func:`penalty_weight`: the penalty weight ``lam_t``, ramped linearly from 0 over the
+  warm-up steps; :func:`hard_phase_start`: the step at which the hard phase rounds every shuffle;
+* :func:`training_batches`: an epoch's batches, from the tensor pipeline or a ``DataLoader``;
 * :func:`make_optimizer`: SGD whose groups keep weight decay off the shuffle matrices;
 * :func:`evaluate` and :func:`recalibrate_batchnorm`;
 * :class:`SettledShuffles`: progressive hardening, freezing a learned shuffle once its rounding is settled;
@@ -42,8 +44,9 @@ from aslib.nn.shuffles import (
 from aslib.core.penalties import DEFAULT_PENALTY
 from aslib.core.penalty import ROUNDING_THRESHOLD
 
-__all__ = ["Rounded", "SettledShuffles", "batch_sums", "evaluate", "hard_phase_start", "make_optimizer", "penalised_step", "recalibrate_batchnorm",
-           "round_and_evaluate", "select_pipeline", "training_batches", "warmup_lam"]
+__all__ = ["batch_sums", "evaluate", "hard_phase_start", "make_optimizer", "penalised_step", "penalty_weight",
+           "recalibrate_batchnorm", "round_and_evaluate", "Rounded", "select_pipeline", "SettledShuffles",
+           "training_batches", "warmup_lam"]
 
 Autocast = Callable[[], Any]
 
@@ -85,6 +88,13 @@ def warmup_lam(lam: float, step: float, warmup_steps: float) -> float:
     if step < 0:
         return 0.0
     return lam * min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else lam
+
+
+def penalty_weight(config: TrainConfig, step: int, steps_per_epoch: int, lam: float | None = None) -> float:
+    """``lam_t`` at optimizer step ``step`` (from 0): 0 before ``penalty_start_epoch``, then ramped linearly over
+    ``lam_warmup_epochs`` to ``lam`` (default ``config.lam``; :func:`warmup_lam`)."""
+    return warmup_lam(config.lam if lam is None else lam, step - config.penalty_start_epoch * steps_per_epoch,
+                      config.lam_warmup_epochs * steps_per_epoch)
 
 
 def hard_phase_start(config: TrainConfig, steps_per_epoch: int) -> int:

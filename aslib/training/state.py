@@ -8,6 +8,8 @@ the end ``result.json`` (:meth:`TrainResult.summary`) and ``model.pt``.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ __all__ = [
     "TrainState",
     "load_checkpoint",
     "rng_state",
+    "run_permutations",
     "set_rng_state",
 ]
 
@@ -75,6 +78,8 @@ class TrainResult:
         final_penalty: ``sum_l P(M_l)`` before rounding; ``final_rounding_fraction`` the fraction of shuffles
             with ``P(M_l) < ROUNDING_THRESHOLD``.
         permutations: the rounded permutations, one list per learned shuffle (``y = x[:, perm]``).
+        fixed_permutations: the permutations of the fixed :class:`~aslib.nn.layers.FixedPermutation` layers (a
+            random arm's, or those given by ``TrainConfig.shuffle_permutations_from``), in module order.
         hardened_epochs: per learned shuffle, the epoch after which progressive hardening or the hard phase froze
             it (``harden_after``, ``hard_phase``; 0: rounded at the end).
         unsettled_shuffles, uniform_shuffles: how many learned shuffles were rounded with ``P(M)`` above the
@@ -99,6 +104,7 @@ class TrainResult:
     final_penalty: float
     final_rounding_fraction: float
     permutations: list[list[int]]
+    fixed_permutations: list[list[int]]
     hardened_epochs: list[int]
     unsettled_shuffles: int
     uniform_shuffles: int
@@ -146,3 +152,12 @@ def load_checkpoint(path: Path, config: TrainConfig, group: ProcessGroup) -> dic
     if len(ckpt["rng"]) != group.world:
         raise ValueError(f"cannot resume {path}: written by {len(ckpt['rng'])} processes, now {group.world}")
     return ckpt
+
+
+def run_permutations(folder: str | os.PathLike[str]) -> list[list[int]]:
+    """The rounded permutations (``permutations``) of the finished run in ``folder``, from its ``result.json``.
+    Raises ``FileNotFoundError`` naming the file when the run has not finished."""
+    path = Path(folder) / "result.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no {path}: the run whose permutations are to be used has not finished")
+    return [list(map(int, p)) for p in json.loads(path.read_text())["permutations"]]

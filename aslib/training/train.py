@@ -5,7 +5,7 @@ The objective of a step (:func:`aslib.training.loop.penalised_step`) is
     loss = cross_entropy(model(x), y) + lam_t * sum_l P(M_l)
 
 with ``P`` the penalty named ``shuffle_penalty`` (default the l1-2) of each learned shuffle ``M_l`` and ``lam_t``
-(:func:`penalty_weight`) 0 before ``penalty_start_epoch``, then ramped linearly to ``lam`` over ``lam_warmup_epochs``
+(:func:`~aslib.training.loop.penalty_weight`) 0 before ``penalty_start_epoch``, then ramped linearly to ``lam`` over ``lam_warmup_epochs``
 epochs. SGD with momentum and a per-step cosine schedule updates the weights (the shuffle matrices at
 ``lr * shuffle_lr_scale``); after every optimizer step each ``M_l`` takes its parameterisation's update
 (:mod:`aslib.nn.parameterisations`): projected back toward the doubly stochastic matrices (clamp, then
@@ -59,6 +59,8 @@ from aslib.nn.shuffles import (
     RoundingWarning,
     ShuffleHealth,
     anneal_shuffles_,
+    fix_shuffles,
+    fixed_permutations,
     layer_penalties,
     learned_shuffles,
     shuffle_health,
@@ -70,6 +72,7 @@ from aslib.training.loop import (
     evaluate,
     hard_phase_start,
     make_optimizer,
+    penalty_weight,
     penalised_step,
     round_and_evaluate,
     training_batches,
@@ -86,12 +89,13 @@ from aslib.training.state import (
     TrainState,
     load_checkpoint,
     rng_state,
+    run_permutations,
     set_rng_state,
 )
 from aslib.utils.progress import progress
 from aslib.utils.runtime import resolve_device, seed_everything
 
-__all__ = ["fit", "main", "penalty_weight", "train"]
+__all__ = ["fit", "main", "train"]
 
 # --- pieces of the loop ------------------------------------------------------------------------------
 
@@ -126,7 +130,11 @@ def train(config: TrainConfig, callbacks: Sequence[Callback | Any] = (), *, resu
         augment=config.augment, max_train_samples=config.max_train_samples, image_size=config.image_size,
         verify_checksums=config.verify_checksums,
     )
+    source = config.permutations_source  # a learned network's permutations, retrained as fixed shuffles
+    given = run_permutations(source) if source is not None else None
     model = from_config(config, num_classes=splits.num_classes, in_channels=splits.in_channels, stem=splits.stem)
+    if given is not None:
+        fix_shuffles(model, given)
     return fit(model, splits, config, callbacks, resume=resume)
 
 
@@ -251,13 +259,6 @@ def _resume(session: _Session, path: Path) -> None:
     session.start_epoch, session.seconds_before = ckpt["epoch"], ckpt["seconds"]
 
 
-def penalty_weight(config: TrainConfig, step: int, steps_per_epoch: int, lam: float | None = None) -> float:
-    """``lam_t`` at optimizer step ``step`` (from 0): 0 before ``penalty_start_epoch``, then ramped linearly over
-    ``lam_warmup_epochs`` to ``lam`` (default ``config.lam``; :func:`~aslib.training.loop.warmup_lam`)."""
-    return warmup_lam(config.lam if lam is None else lam, step - config.penalty_start_epoch * steps_per_epoch,
-                      config.lam_warmup_epochs * steps_per_epoch)
-
-
 def _record_health(session: _Session, when: str) -> None:
     """Record, once, where the learned shuffles stand before they are rounded, and warn (rank 0) when any is not
     yet at a permutation: its rounding changes the network (:func:`~aslib.nn.shuffles.shuffle_health`)."""
@@ -380,6 +381,7 @@ def _finish(session: _Session, splits: DataSplits, seconds: float) -> TrainResul
         final_penalty=rounded.stats["penalty"],
         final_rounding_fraction=rounded.stats["rounding_fraction"],
         permutations=[p.tolist() for p in rounded.permutations],
+        fixed_permutations=fixed_permutations(model),
         hardened_epochs=[session.settled.hardened_at.get(i, 0) for i in range(len(rounded.permutations))],
         unsettled_shuffles=len(session.health.unsettled),
         uniform_shuffles=len(session.health.uniform),
