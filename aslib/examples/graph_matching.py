@@ -37,7 +37,7 @@ Methods of :func:`match_graphs` (all return scipy's ``OptimizeResult``):
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import networkx as nx
@@ -47,7 +47,7 @@ import torch
 from scipy.optimize import OptimizeResult
 
 from aslib.core.checks import as_generator, check_positive_int
-from aslib.core.penalty import ROUNDING_THRESHOLD, check_square, permutation_matrix
+from aslib.core.penalty import ROUNDING_THRESHOLD, check_square, l12_penalty, permutation_matrix
 from aslib.solver.qap import default_qap_config, quadratic_assignment, solve_qap
 from aslib.solver.relaxation import SolverConfig, replace_given, solve_permutation
 from aslib.utils.progress import progress
@@ -334,7 +334,9 @@ def recovery_table(
     ``family, n, noise, method, instance, recovery`` (fraction of vertices matched to the planted
     partner), ``exact`` (recovery == 1), ``isomorphic`` (edge disagreement 0), ``disagreement``
     (``||A Q - Q B||_F^2`` after rounding), ``planted_disagreement`` (the same for the planted
-    permutation: with noise, a lower value than this beats the planted answer), ``seconds``.
+    permutation: with noise, a lower value than this beats the planted answer), ``reached`` (the answer is
+    certified a permutation: an exact match reached, or the final ``M``'s l1-2 penalty below
+    ``ROUNDING_THRESHOLD``, which makes its rounding the row-wise argmax; always for scipy's), ``seconds``.
     """
     rows = []
     settings = [(n, noise, method) for n in sizes for noise in noises for method in methods]
@@ -349,12 +351,14 @@ def recovery_table(
         rec = recovery(result.col_ind.cpu(), inst.perm)
         loss = result.fun.double().cpu()
         planted = edge_disagreement(inst.A, inst.B, inst.perm)
+        reached = result.get("certified", torch.zeros(instances, dtype=torch.bool)).cpu() | (
+            l12_penalty(result.M.double().cpu()) < ROUNDING_THRESHOLD)
         for b in range(instances):
             rows.append({
                 "family": family, "n": n, "noise": noise, "method": method, "instance": b,
                 "recovery": rec[b].item(), "exact": bool(rec[b] == 1), "isomorphic": bool(loss[b] == 0),
                 "disagreement": loss[b].item(), "planted_disagreement": planted[b].item(),
-                "seconds": result.seconds / instances,
+                "reached": bool(reached[b]), "seconds": result.seconds / instances,
             })
     return pd.DataFrame(rows)
 
@@ -396,13 +400,15 @@ def endpoint_verdicts(from_barycenter: torch.Tensor, penalties: Mapping[str, flo
     ]
 
 
-def recovery_verdicts(table: pd.DataFrame, scipy_restarts: int) -> list[Verdict]:
+def recovery_verdicts(table: pd.DataFrame, scipy_restarts: int, others: Sequence[Verdict] = ()) -> list[Verdict]:
     """The comparisons of a :func:`recovery_table` over every family (notebook 02, section 2), each by
     :func:`compare_metric`: l12 against every other method on regular graphs (isomorphisms found), against
     relaxed and FAQ on Erdos-Renyi graphs (vertices recovered), against relaxed on cycles and grids
     (isomorphisms); ``scipy_restarts`` (the calls of scipy's methods per instance) is named in the questions.
-    These are notebook 02's tests (:func:`endpoint_verdicts` are criteria), Holm-corrected together
-    (:func:`aslib.study.verdicts.holm`)."""
+    These and ``others`` (the notebook's other verdicts, e.g. those of
+    :func:`aslib.examples.penalty_study.graph_penalty_verdicts`) are notebook 02's tests
+    (:func:`endpoint_verdicts` are criteria), Holm-corrected together (:func:`aslib.study.verdicts.holm`); the
+    corrected ``others`` close the list, in their order."""
     calls = f"({scipy_restarts} calls)"
     comparisons = [
         ("relaxed", "isomorphic", ["regular"], "l12 finds more isomorphisms than relaxed on regular graphs"),
@@ -414,4 +420,4 @@ def recovery_verdicts(table: pd.DataFrame, scipy_restarts: int) -> list[Verdict]
         ("relaxed", "isomorphic", ["cycle", "grid"], "l12 finds more isomorphisms than relaxed on cycles and grids"),
     ]
     return holm([compare_metric(table, "l12", other, metric, families, question)
-                 for other, metric, families, question in comparisons])
+                 for other, metric, families, question in comparisons] + list(others))
