@@ -69,15 +69,14 @@ def reach_verdicts(table: pd.DataFrame, methods: Sequence[str], *, by: str, unit
     verdicts = []
     for method in _check_methods(table, methods):
         rows = table[table["method"] == method]
+        question = f"{method} reaches permutations (at least {share:.0%} of {unit} end certified)"
         if rows.empty:
-            verdicts.append(verdict(f"{method} reaches permutations", None, "not run"))
+            verdicts.append(verdict(question, None, "not run"))
             continue
         shares = rows.groupby(by, sort=False)["reached"].mean()
         detail = ", ".join(f"{key} {value:.2f}" for key, value in shares.items())
-        verdicts.append(verdict(
-            f"{method} reaches permutations (at least {share:.0%} of {unit} end certified)",
-            bool(rows["reached"].mean() >= share),
-            f"{int(rows['reached'].sum())} of {len(rows)} {unit}; {detail}"))
+        verdicts.append(verdict(question, bool(rows["reached"].mean() >= share),
+                                f"{int(rows['reached'].sum())} of {len(rows)} {unit}; {detail}"))
     return verdicts
 
 
