@@ -89,7 +89,9 @@ def test_03_two_layer_stores_its_verdicts(smoke_runs):
     verdicts = verdicts_from_results(results)
     assert all(v.answer in ANSWERS for v in verdicts)
     questions = [v.question for v in verdicts]
-    assert len(questions) == len(set(questions)) == 4 + 4 * 5 + 2 * 4 + 1
+    # convexity, claims, failures, schedule; then the penalties (reach, l12 against 4 per set-up, Lipschitz) and the
+    # claim search (a test and a line per combination)
+    assert len(questions) == len(set(questions)) == 4 + 4 * 5 + 2 * 4 + 1 + (5 + 4 * 4 + 1) + 2 * 3
     convex = {v.question.split(":")[0]: v.answer for v in verdicts if "convex on random segments" in v.question}
     assert convex == {"between": "no", "after": "yes", "input": "no", "linear": "yes"}
     claims = [v for v in verdicts if "supports the paper's claim" in v.question]

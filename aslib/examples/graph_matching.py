@@ -38,7 +38,7 @@ Methods of :func:`match_graphs` (all return scipy's ``OptimizeResult``):
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import networkx as nx
@@ -48,7 +48,7 @@ import torch
 from scipy.optimize import OptimizeResult
 
 from aslib.core.checks import as_generator, check_positive_int
-from aslib.core.penalty import ROUNDING_THRESHOLD, check_square, permutation_matrix
+from aslib.core.penalty import ROUNDING_THRESHOLD, check_square, l12_penalty, permutation_matrix
 from aslib.solver.qap import QuickStage, default_qap_config, quadratic_assignment, solve_staged
 from aslib.solver.qap_options import as_real_tensor
 from aslib.solver.relaxation import SolverConfig, random_starts, replace_given, solve_permutation
@@ -83,7 +83,7 @@ __all__ = [
 GRAPH_METHODS = ("l12", "relaxed", "sinkhorn", "faq", "2opt")
 #: Further methods every function here accepts, left out of the default comparison (:data:`GRAPH_METHODS`).
 GRAPH_ALTERNATIVES = ("lp", "tl1", "entropy", "gumbel_sinkhorn")
-#: The methods that run :func:`aslib.solver.qap.solve_qap` with a penalty of that name (``"l12"`` the paper's).
+#: The methods that run :func:`aslib.solver.qap.solve_staged` with a penalty of that name (``"l12"`` the paper's).
 PENALTY_METHODS = ("l12", "lp", "tl1", "entropy")
 FAMILIES = ("erdos_renyi", "regular", "cycle", "grid")
 
@@ -347,7 +347,9 @@ def recovery_table(
     ``family, n, noise, method, instance, recovery`` (fraction of vertices matched to the planted
     partner), ``exact`` (recovery == 1), ``isomorphic`` (edge disagreement 0), ``disagreement``
     (``||A Q - Q B||_F^2`` after rounding), ``planted_disagreement`` (the same for the planted
-    permutation: with noise, a lower value than this beats the planted answer), ``seconds``.
+    permutation: with noise, a lower value than this beats the planted answer), ``reached`` (the answer is
+    certified a permutation: an exact match reached, or the final ``M``'s l1-2 penalty below
+    ``ROUNDING_THRESHOLD``, which makes its rounding the row-wise argmax; always for scipy's), ``seconds``.
     """
     rows = []
     settings = [(n, noise, method) for n in sizes for noise in noises for method in methods]
@@ -362,12 +364,14 @@ def recovery_table(
         rec = recovery(result.col_ind.cpu(), inst.perm)
         loss = result.fun.double().cpu()
         planted = edge_disagreement(inst.A, inst.B, inst.perm)
+        reached = result.get("certified", torch.zeros(instances, dtype=torch.bool)).cpu() | (
+            l12_penalty(result.M.double().cpu()) < ROUNDING_THRESHOLD)
         for b in range(instances):
             rows.append({
                 "family": family, "n": n, "noise": noise, "method": method, "instance": b,
                 "recovery": rec[b].item(), "exact": bool(rec[b] == 1), "isomorphic": bool(loss[b] == 0),
                 "disagreement": loss[b].item(), "planted_disagreement": planted[b].item(),
-                "seconds": result.seconds / instances,
+                "reached": bool(reached[b]), "seconds": result.seconds / instances,
             })
     return pd.DataFrame(rows)
 
@@ -409,13 +413,15 @@ def endpoint_verdicts(from_barycenter: torch.Tensor, penalties: Mapping[str, flo
     ]
 
 
-def recovery_verdicts(table: pd.DataFrame, scipy_restarts: int) -> list[Verdict]:
+def recovery_verdicts(table: pd.DataFrame, scipy_restarts: int, others: Sequence[Verdict] = ()) -> list[Verdict]:
     """The comparisons of a :func:`recovery_table` over every family (notebook 02, section 2), each by
     :func:`compare_metric`: l12 against every other method on regular graphs (isomorphisms found), against
     relaxed and FAQ on Erdos-Renyi graphs (vertices recovered), against relaxed on cycles and grids
     (isomorphisms); ``scipy_restarts`` (the calls of scipy's methods per instance) is named in the questions.
-    These are notebook 02's tests (:func:`endpoint_verdicts` are criteria), Holm-corrected together
-    (:func:`aslib.study.verdicts.holm`)."""
+    These and ``others`` (the notebook's other verdicts, e.g. those of
+    :func:`aslib.examples.penalty_study.graph_penalty_verdicts`) are notebook 02's tests
+    (:func:`endpoint_verdicts` are criteria), Holm-corrected together (:func:`aslib.study.verdicts.holm`); the
+    corrected ``others`` close the list, in their order."""
     calls = f"({scipy_restarts} calls)"
     comparisons = [
         ("relaxed", "isomorphic", ["regular"], "l12 finds more isomorphisms than relaxed on regular graphs"),
@@ -427,4 +433,4 @@ def recovery_verdicts(table: pd.DataFrame, scipy_restarts: int) -> list[Verdict]
         ("relaxed", "isomorphic", ["cycle", "grid"], "l12 finds more isomorphisms than relaxed on cycles and grids"),
     ]
     return holm([compare_metric(table, "l12", other, metric, families, question)
-                 for other, metric, families, question in comparisons])
+                 for other, metric, families, question in comparisons] + list(others))

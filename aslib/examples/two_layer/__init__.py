@@ -38,11 +38,17 @@ are those of graph matching: ``"l12"``, ``"relaxed"`` (``lam = 0``) and ``"sinkh
 :func:`aslib.solver.relaxation.solve_permutation` (called in :func:`learn_permutation` only).
 
 :mod:`.network` holds the closed-form network (kernels, instances, losses) and :mod:`.experiment` the solves,
-success over starts and the verdicts; both are importable from here.
+success over starts and the verdicts, and the search for a penalty and optimiser under which the paper's claim
+holds (:data:`CLAIM_OPTIMISERS`, :func:`claim_table`); both are importable from here. The comparison of every
+penalty and Gumbel-Sinkhorn is :mod:`aslib.examples.penalty_study`.
 """
 
 from aslib.examples.two_layer.experiment import (
+    CLAIM_OPTIMISERS,
     best_of,
+    claim_search_verdicts,
+    claim_table,
+    claim_tests,
     claim_verdicts,
     compare_success,
     comparison_table,
@@ -73,6 +79,7 @@ from aslib.examples.two_layer.network import (
 )
 
 __all__ = [
+    "CLAIM_OPTIMISERS",
     "CONVEX_SETUPS",
     "SETUPS",
     "SUCCESS_RTOL",
@@ -81,6 +88,9 @@ __all__ = [
     "TeacherStudent",
     "best_of",
     "check_setup",
+    "claim_search_verdicts",
+    "claim_table",
+    "claim_tests",
     "claim_verdicts",
     "compare_success",
     "comparison_table",
