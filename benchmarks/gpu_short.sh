@@ -28,8 +28,7 @@ mkdir -p "$OUT"
 if [ -n "${DRY:-}" ]; then
     EPOCH_ARGS=(--train-images 256 --repeats 1 --model cifar-cpu)
     PROFILE_ARGS=(-p epochs=1 -p max_train_samples=64 -p "stages_repeats=[1, 1, 1]" -p batch_size=16 -p "seeds=[0]"
-                  -p speed_repeats=1 -p "figures_dir=$OUT/figures/gpu-short" --runs-dir "$OUT/runs"
-                  --results-dir "$OUT/results")
+                  -p speed_repeats=1 --runs-dir "$OUT/runs" --results-dir "$OUT/results")
 else
     EPOCH_ARGS=(--train-images 45000 --repeats 3 --warmup 1 --batch-size 256 --model v2)
     PROFILE_ARGS=()
@@ -43,7 +42,11 @@ fi
     --out "$OUT/epoch_time.txt"
 [ -n "${SAMPLER:-}" ] && kill "$SAMPLER" 2> /dev/null || true
 
+[ -e figures/gpu-short ] && HAD_FIGURES=1 || HAD_FIGURES=
 "$PY" -m aslib.runner.reproduce --profile gpu-short --jobs 1 "${PROFILE_ARGS[@]}" | tee "$OUT/reproduce.txt" || true
+if [ -n "${DRY:-}" ] && [ -z "$HAD_FIGURES" ]; then  # the dry run's figures are no results: moved out of the tree
+    mkdir -p "$OUT/figures" && mv figures/gpu-short "$OUT/figures/" 2> /dev/null || true
+fi
 if [ -z "${DRY:-}" ]; then  # a dry run wrote there directly, leaving the repository's results alone
     mkdir -p "$OUT/results" "$OUT/figures"
     cp -r results/gpu-short "$OUT/results/" 2> /dev/null || true
