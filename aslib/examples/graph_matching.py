@@ -49,7 +49,7 @@ from scipy.optimize import OptimizeResult
 
 from aslib.core.checks import as_generator, check_positive_int
 from aslib.core.penalty import ROUNDING_THRESHOLD, check_square, permutation_matrix
-from aslib.solver.qap import QuickStage, default_qap_config, quadratic_assignment, solve_staged
+from aslib.solver.qap import QUICK_STAGES, default_qap_config, quadratic_assignment, solve_staged
 from aslib.solver.qap_options import as_real_tensor
 from aslib.solver.relaxation import SolverConfig, random_starts, replace_given, solve_permutation
 from aslib.utils.progress import progress
@@ -315,7 +315,7 @@ def match_graphs(
         solved = solve_permutation(lambda M: matching_loss(A4, B4, M), A.shape[0], A.shape[-1], cfg,
                                    generator=gen, dtype=dtype, device=dev, show_progress=show_progress)
     else:  # quadratic_assignment's solve: its starts, and its quick stage unless config or iters is given
-        quick = QuickStage() if method == "l12" and config is None and iters is None else None
+        quick = QUICK_STAGES if method == "l12" and config is None and iters is None else None
         initial = random_starts(cfg, (A.shape[0], cfg.restarts, A.shape[-1], A.shape[-1]), gen, dtype)
         solved = solve_staged(A, B, cfg, quick, maximize=True, initial=initial, generator=gen, dtype=dtype,
                               device=device, show_progress=show_progress)

@@ -48,17 +48,16 @@ import numpy as np
 import torch
 from scipy.optimize import OptimizeResult
 
-from aslib.core.checks import check_positive_int
 from aslib.utils.runtime import resolve_device
+from aslib.solver.qap_baselines import quadratic_assignment_2opt, quadratic_assignment_faq
 from aslib.solver.qap_options import (POLISH_METHODS, check_matrices, check_maxiter, check_pairs, check_polish,
-                                      check_start, check_tol, guess_start, node_orders, numpy_generator,
+                                      check_start, check_tol, guess_start, node_orders,
                                       penalty_starts, torch_generator, warn_unknown_options)
-from aslib.solver.qap_polish import (FAQ_POLISH_STARTS, objective, polish_answer, polish_starts,
-                                     scipy_quadratic_assignment)
+from aslib.solver.qap_polish import FAQ_POLISH_STARTS, objective, polish_answer, polish_starts
 from aslib.solver.relaxation import SolverConfig, replace_given, solve_permutation
 
-__all__ = ["FAQ_POLISH_STARTS", "POLISH_METHODS", "QAP_METHODS", "QuickStage", "default_qap_config",
-           "quadratic_assignment", "solve_qap", "solve_staged"]
+__all__ = ["FAQ_POLISH_STARTS", "POLISH_METHODS", "QAP_METHODS", "QUICK_STAGES", "QuickStage", "QuickStages",
+           "default_polish", "default_qap_config", "quadratic_assignment", "quick_stages", "solve_qap", "solve_staged"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +67,21 @@ class QuickStage:
 
     step: float = 2.0
     iters: int = 225
+
+
+#: What ``quick_stage`` takes: one :class:`QuickStage`, a sequence of them run in turn, or None (none).
+QuickStages = QuickStage | tuple[QuickStage, ...] | None
+
+#: The quick stages of maximising ``"l12"`` by default: a short one, then :class:`QuickStage`'s defaults.
+QUICK_STAGES: tuple[QuickStage, ...] = (QuickStage(step=4.0, iters=30), QuickStage())
+
+
+def quick_stages(quick: Any) -> tuple[QuickStage, ...]:
+    """``quick`` (a :class:`QuickStage`, a tuple or list of them, or None) as a tuple; anything else raises."""
+    stages = () if quick is None else (quick,) if isinstance(quick, QuickStage) else quick
+    if not isinstance(stages, (tuple, list)) or not all(isinstance(q, QuickStage) for q in stages):
+        raise ValueError(f"quick_stage must be a QuickStage, a sequence of them or None, got {quick!r}")
+    return tuple(stages)
 
 
 def default_qap_config(maximize: bool, penalised: bool = True, polish: bool | str = False) -> SolverConfig:
@@ -83,15 +97,24 @@ def default_qap_config(maximize: bool, penalised: bool = True, polish: bool | st
       ramp over 180) from the same starts.
     * Minimising: 8 far spread starts (``init_noise = 100``), at most 300 steps of ``eta = 0.3``, ``lam`` from
       0.003 to 0.3.
-    * Minimising with ``polish=True`` or ``"faq"``, the solve only generates starts for FAQ: 24 starts near
-      ``J/n`` (``init_noise = 1``), 20 steps of ``eta = 1`` (the same ``lam`` ramp, over 16 steps)."""
+    * Minimising with ``polish=True`` or ``"faq"`` (``"l12"``'s default there, :func:`default_polish`), the solve
+      only generates starts for FAQ: 24 far spread starts (``init_noise = 100``), 20 steps of ``eta = 1`` (the same
+      ``lam`` ramp, over 16 steps)."""
     lam = (1.0 if maximize else 0.3) if penalised else 0.0
     config = SolverConfig(parameterisation="mirror", iters=450 if maximize else 300, step=1.0 if maximize else 0.3,
                           lam=lam, lam_start=0.03 if maximize else 0.01, ramp=0.8, sweeps=1, restarts=8,
                           init_noise=1.0 if maximize else 100.0, settle_tol=0.05, check_every=10, record_every=10)
     if not maximize and (polish is True or polish == "faq"):
-        config = replace(config, iters=20, restarts=24, step=1.0, init_noise=1.0)
+        config = replace(config, iters=20, restarts=24, step=1.0)
     return config
+
+
+def default_polish(maximize: bool, A: torch.Tensor, B: torch.Tensor) -> bool | str:
+    """``"l12"``'s ``polish`` when none is given: ``"faq"`` when minimising nonnegative ``A`` and ``B`` (weighted
+    flow x distance problems, where FAQ from the relaxed starts beats the penalty's own rounding), else none
+    (graph matching ends on a certificate or agreeing starts; on matrices of any sign the spread starts of the
+    unpolished solve reach better optima). Measured: ``docs/tuning.md``."""
+    return "faq" if not maximize and bool((A >= 0).all() and (B >= 0).all()) else False
 
 
 LossPair = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
@@ -211,7 +234,7 @@ def _stage_history(runs: list[tuple[OptimizeResult, int]], name: str) -> torch.T
     return torch.stack([torch.cat([c, c[-1:].expand(records - len(c))]) for c in columns], 1)
 
 
-def solve_staged(A: torch.Tensor, B: torch.Tensor, config: SolverConfig, quick: QuickStage | None, *,
+def solve_staged(A: torch.Tensor, B: torch.Tensor, config: SolverConfig, quick: QuickStages, *,
                  maximize: bool, initial: torch.Tensor, seeds: int = 0, generator: torch.Generator | None = None,
                  dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
                  show_progress: bool = False) -> OptimizeResult:
@@ -224,7 +247,7 @@ def solve_staged(A: torch.Tensor, B: torch.Tensor, config: SolverConfig, quick: 
     Returns :func:`solve_qap`'s fields for each instance's chosen stage (``col_ind (batch, n')``, ``fun``, ``M``,
     ``starts_*``, ``certified``, ``agreed``, ``settled``, the histories), ``objective (batch,)`` its objective,
     ``stages (batch,)`` the stages it ran and ``nit`` the steps of all stages."""
-    stages = [config] if quick is None else [replace(config, step=quick.step, iters=quick.iters), config]
+    stages = [replace(config, step=q.step, iters=q.iters) for q in quick_stages(quick)] + [config]
     a, b = A.numpy(), B.numpy()
     batch, fixed = A.shape[0], np.arange(seeds)
     chosen: list[tuple[OptimizeResult, int] | None] = [None] * batch
@@ -315,17 +338,16 @@ def _quadratic_assignment_l12(A: torch.Tensor, B: torch.Tensor, *, maximize: boo
                               shuffle_input: bool = False, maxiter: int | None = None, tol: float | None = None,
                               restarts: int | None = None, lam: float | None = None, penalty: str | None = None,
                               device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64,
-                              polish: bool | str = False,
-                              quick_stage: QuickStage | None = QuickStage()) -> OptimizeResult:
+                              polish: bool | str | None = None,
+                              quick_stage: QuickStages = QUICK_STAGES) -> OptimizeResult:
     """The penalty method (options: :func:`quadratic_assignment`); options left None keep :func:`default_qap_config`'s
     values. Maximising, ``quick_stage`` runs first unless it is None or ``maxiter`` is given (one solve then)."""
     start_time = time.perf_counter()
-    polish, maxiter = check_polish(polish), check_maxiter(maxiter)
+    polish = check_polish(default_polish(bool(maximize), A, B) if polish is None else polish)
+    maxiter = check_maxiter(maxiter)
     config = replace_given(default_qap_config(bool(maximize), True, polish), iters=maxiter, settle_tol=check_tol(tol),
                            restarts=restarts, lam=lam, penalty=penalty)
-    if quick_stage is not None and not isinstance(quick_stage, QuickStage):
-        raise ValueError(f"quick_stage must be a QuickStage or None, got {quick_stage!r}")
-    quick = quick_stage if maximize and maxiter is None else None
+    quick = quick_stages(quick_stage) if maximize and maxiter is None else None
     return _solve_penalised(A, B, config, quick, maximize=bool(maximize), P0=P0, rng=rng, partial_match=partial_match,
                             partial_guess=partial_guess, shuffle_input=shuffle_input, device=device, dtype=dtype,
                             polish=polish, start_time=start_time)
@@ -347,48 +369,10 @@ def _quadratic_assignment_relaxed(A: torch.Tensor, B: torch.Tensor, *, maximize:
                             polish=polish, start_time=start_time)
 
 
-def _best_of_scipy(method: str, A: torch.Tensor, B: torch.Tensor, restarts: int, rng: Any, P0: Any | None,
-                   options: dict[str, Any]) -> OptimizeResult:
-    """``restarts`` calls of scipy's ``method`` with ``options``, drawing from one generator seeded by ``rng``,
-    the best answer kept, its ``nit`` the sum over the calls; FAQ's first call from ``P0``, the others from
-    ``"randomized"`` (``P0`` None: 2-opt, which has no such option)."""
-    restarts = check_positive_int(restarts, "restarts")
-    rng = numpy_generator(rng)
-    a, b = A.numpy(), B.numpy()
-    best, nit = None, 0
-    for r in range(restarts):
-        start = {} if P0 is None else {"P0": P0 if r == 0 else "randomized"}
-        res = scipy_quadratic_assignment(a, b, method=method, options=dict(options, rng=rng, **start))
-        nit += int(res.nit)
-        if best is None or (res.fun > best.fun if options["maximize"] else res.fun < best.fun):
-            best = res
-    best.nit, best.restarts = nit, restarts
-    return best
-
-
-def _quadratic_assignment_faq(A: torch.Tensor, B: torch.Tensor, *, maximize: bool = False,
-                              partial_match: Any = None, rng: Any = None, P0: Any = "barycenter",
-                              shuffle_input: bool = False, maxiter: int = 30, tol: float = 0.03,
-                              restarts: int = 1) -> OptimizeResult:
-    """scipy's FAQ with scipy's options and defaults, best of ``restarts`` calls (:func:`_best_of_scipy`);
-    ``P0=None`` is the default start, ``"barycenter"``."""
-    return _best_of_scipy("faq", A, B, restarts, rng, "barycenter" if P0 is None else P0, {
-        "maximize": maximize, "partial_match": partial_match, "shuffle_input": shuffle_input, "maxiter": maxiter,
-        "tol": tol})
-
-
-def _quadratic_assignment_2opt(A: torch.Tensor, B: torch.Tensor, *, maximize: bool = False, rng: Any = None,
-                               partial_match: Any = None, partial_guess: Any = None,
-                               restarts: int = 1) -> OptimizeResult:
-    """scipy's 2-opt with scipy's options and defaults, best of ``restarts`` calls (:func:`_best_of_scipy`)."""
-    return _best_of_scipy("2opt", A, B, restarts, rng, None, {
-        "maximize": maximize, "partial_match": partial_match, "partial_guess": partial_guess})
-
-
 #: ``_METHODS[method](A, B, **options)``, as scipy dispatches; each function's keyword arguments are its options.
 _METHODS: dict[str, Callable[..., OptimizeResult]] = {
     "l12": _quadratic_assignment_l12, "relaxed": _quadratic_assignment_relaxed,
-    "faq": _quadratic_assignment_faq, "2opt": _quadratic_assignment_2opt,
+    "faq": quadratic_assignment_faq, "2opt": quadratic_assignment_2opt,
 }
 QAP_METHODS: tuple[str, ...] = tuple(_METHODS)
 
