@@ -29,7 +29,7 @@ agree (:class:`QuickStage`, :func:`default_qap_config`).
 certified the answer optimal) runs scipy's 2-opt, or FAQ then 2-opt, from the answer (:mod:`.qap_polish`);
 ``"l12"``'s default when minimising nonnegative matrices (:func:`default_polish`).
 
-Each method is one function ``_quadratic_assignment_<method>(A, B, **options)`` (scipy's in :mod:`.qap_baselines`),
+Each method is one function ``_quadratic_assignment_<method>(A, B, **options)`` (scipy's: :mod:`.qap_baselines`),
 its keyword arguments its options; :func:`quadratic_assignment` checks ``A`` and ``B`` (:mod:`.qap_options`), warns
 about options a method does not take (scipy's ``OptimizeWarning``) and dispatches.
 
@@ -255,9 +255,10 @@ def solve_staged(A: torch.Tensor, B: torch.Tensor, config: SolverConfig, quick: 
                  show_progress: bool = False) -> OptimizeResult:
     """The one solve of the penalty methods, behind :func:`quadratic_assignment` and
     :func:`aslib.examples.graph_matching.match_graphs`: ``A``, ``B`` float64 ``(batch, n, n)`` (the first ``seeds``
-    nodes matched, see :func:`solve_qap`), ``initial (batch, restarts, n', n')``. The :class:`QuickStage` (if given)
-    runs first on every instance, then ``config`` from the same starts on the instances it neither certified nor
-    saw agree; each instance keeps the stage of better objective ``tr(A^T P B P^T)`` (the first on ties).
+    nodes matched, see :func:`solve_qap`), ``initial (batch, restarts, n', n')``. The quick stages (``quick``:
+    a :class:`QuickStage`, a sequence of them or None) run in turn, then ``config``, each from the same starts on
+    the instances that no stage before certified or saw agree; each instance keeps the stage of best objective
+    ``tr(A^T P B P^T)`` (the first on ties).
 
     Returns :func:`solve_qap`'s fields for each instance's chosen stage (``col_ind (batch, n')``, ``fun``, ``M``,
     ``starts_*``, ``certified``, ``agreed``, ``settled``, the histories), ``objective (batch,)`` its objective,
@@ -303,7 +304,7 @@ def _forced(A: np.ndarray, B: np.ndarray, seeds: np.ndarray, restarts: int, star
                           seconds=time.perf_counter() - start_time)
 
 
-def _solve_penalised(A: torch.Tensor, B: torch.Tensor, config: SolverConfig, quick: QuickStage | None, *,
+def _solve_penalised(A: torch.Tensor, B: torch.Tensor, config: SolverConfig, quick: QuickStages, *,
                      maximize: bool, P0: Any, rng: Any, partial_match: Any, partial_guess: Any, shuffle_input: bool,
                      device: str | torch.device, dtype: torch.dtype, polish: bool | str,
                      start_time: float) -> OptimizeResult:
