@@ -108,8 +108,8 @@ def default_qap_config(maximize: bool, penalised: bool = True, polish: bool | st
     settled once ``P(M) <= 0.05`` (then ``sum |M - R| <= 0.1``) with its rounding unchanged over 10 steps.
 
     * Maximising: 8 random starts near ``J/n`` (``init_noise = 1``), at most 450 steps of ``eta = 1``,
-      ``lam`` from 0.03 to 1; ``"l12"`` first runs a :class:`QuickStage` (``eta = 2``, at most 225 steps, the
-      ramp over 180) from the same starts.
+      ``lam`` from 0.03 to 1; ``"l12"`` first runs the :data:`QUICK_STAGES` from the same starts (``eta = 4``, at
+      most 30 steps, the ramp over 24; then ``eta = 2``, at most 225 steps, the ramp over 180).
     * Minimising: 8 far spread starts (``init_noise = 100``), at most 300 steps of ``eta = 0.3``, ``lam`` from
       0.003 to 0.3.
     * Minimising with ``polish=True`` or ``"faq"`` (``"l12"``'s default there, :func:`default_polish`), the solve
