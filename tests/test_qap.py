@@ -15,7 +15,7 @@ import aslib
 from aslib.solver import qap, qap_polish
 from aslib.solver import relaxation as solver
 from aslib.examples import graph_matching as gm
-from aslib.solver.qap import QuickStage, default_qap_config, solve_qap
+from aslib.solver.qap import QUICK_STAGES, QuickStage, default_qap_config, solve_qap
 
 
 def brute_force(A: np.ndarray, B: np.ndarray, maximize: bool) -> float:
@@ -76,7 +76,7 @@ def test_nonnegative_flow_and_distance_do_not_collapse_to_the_barycenter():
     D = np.abs(xy[:, None] - xy[None]).sum(-1).astype(float)
     F = np.triu(rng.integers(0, 10, (16, 16)) * (rng.random((16, 16)) < 0.4), 1)
     F = (F + F.T).astype(float) * 1000.0
-    res = aslib.quadratic_assignment(F, D, options={"rng": 0})
+    res = aslib.quadratic_assignment(F, D, options={"rng": 0, "polish": False})  # the solve's own answer
     assert res.settled > 0 and np.abs(res.M - 1.0 / 16).max() > 0.4  # a start ended near a vertex
     identity = trace_objective(F, D, np.arange(16))
     faq = aslib.quadratic_assignment(F, D, "faq", {"rng": 0, "restarts": 10}).fun
@@ -99,26 +99,31 @@ def test_exact_match_is_a_certificate_that_ends_the_solve_early():
     assert res.fun == pytest.approx(float((inst.A[0] ** 2).sum()))  # tr(A^T P B P^T) = ||A||^2: an isomorphism
 
 
-def test_maximising_l12_runs_the_full_solve_only_where_the_quick_stage_fails():
+def test_maximising_l12_runs_each_stage_only_where_the_earlier_ones_fail():
     inst = gm.random_regular(20, 3, batch=1, seed=0)
     A, B = inst.A[0].numpy(), inst.B[0].numpy()
     options = {"maximize": True, "rng": 0}
-    quick = aslib.quadratic_assignment(A, B, options=options)
-    config, stage = default_qap_config(True), QuickStage()
-    assert (stage.step, stage.iters) == (2.0, 225)
-    assert quick.stages == 1 and (quick.certified or quick.agreed)
-    assert quick.nit <= stage.iters < config.iters  # the quick stage's cap, not the full one
-    alone = solve_qap(inst.A, inst.B, replace(config, step=stage.step, iters=stage.iters), maximize=True,
-                      generator=torch.Generator().manual_seed(0))  # the same solve as the first stage
-    assert np.array_equal(quick.col_ind, alone.col_ind[0].numpy()) and quick.nit == alone.nit
-    # a first stage too short for any check ends with neither a certificate nor agreement: the full solve runs
+    staged = aslib.quadratic_assignment(A, B, options=options)
+    config = default_qap_config(True)
+    assert [(q.step, q.iters) for q in QUICK_STAGES] == [(4.0, 30), (2.0, 225)]
+    assert staged.certified or staged.agreed
+    # each quick stage alone from the same starts: the call ran them in turn up to the first that certified or agreed
+    alone = [solve_qap(inst.A, inst.B, replace(config, step=q.step, iters=q.iters), maximize=True,
+                       generator=torch.Generator().manual_seed(0)) for q in QUICK_STAGES]
+    ended = [bool(s.certified[0] or s.agreed[0]) for s in alone]
+    assert True in ended, "a quick stage ends this instance"
+    k = ended.index(True) + 1
+    assert staged.stages == k and staged.nit == sum(s.nit for s in alone[:k]) and staged.nit < config.iters
+    assert staged.fun == max(trace_objective(A, B, s.col_ind[0].numpy()) for s in alone[:k])  # the best stage kept
+    # stages too short for any check end with neither a certificate nor agreement: every later one runs
     short = QuickStage(step=config.step, iters=5)
-    both = aslib.quadratic_assignment(A, B, options=dict(options, quick_stage=short))
     first = solve_qap(inst.A, inst.B, replace(config, iters=5), maximize=True,
                       generator=torch.Generator().manual_seed(0))
     full = aslib.quadratic_assignment(A, B, options=dict(options, maxiter=config.iters))  # one stage, same starts
-    assert full.stages == 1 and both.stages == 2 and both.nit == 5 + full.nit
-    assert both.fun == max(full.fun, trace_objective(A, B, first.col_ind[0].numpy()))  # the better of the two
+    for quick, count in ((short, 1), ((short, short), 2), ([short], 1)):
+        both = aslib.quadratic_assignment(A, B, options=dict(options, quick_stage=quick))
+        assert full.stages == 1 and both.stages == count + 1 and both.nit == 5 * count + full.nit
+        assert both.fun == max(full.fun, trace_objective(A, B, first.col_ind[0].numpy()))  # the better of them
     unstaged = aslib.quadratic_assignment(A, B, options=dict(options, quick_stage=None))
     assert unstaged.stages == 1 and np.array_equal(unstaged.col_ind, full.col_ind) and unstaged.nit == full.nit
     # an explicit maxiter, minimising, and "relaxed" run one stage
@@ -126,6 +131,9 @@ def test_maximising_l12_runs_the_full_solve_only_where_the_quick_stage_fails():
                          ("relaxed", options)):
         res = aslib.quadratic_assignment(A, B, method, opts)
         assert res.stages == 1
+    for bad in ("quick", (short, 3), QuickStage):
+        with pytest.raises(ValueError, match="quick_stage must be a QuickStage"):
+            aslib.quadratic_assignment(A, B, options=dict(options, quick_stage=bad))
 
 
 def test_each_method_takes_the_keyword_arguments_of_its_function_as_options():
@@ -215,7 +223,7 @@ def test_trace_gradient_equals_autograd(maximize):
 def test_polish_returns_a_two_opt_local_optimum_no_worse_than_the_rounding(maximize, polish):
     rng = np.random.default_rng(8)
     A, B = rng.exponential(size=(12, 12)), rng.exponential(size=(12, 12))
-    options = {"maximize": maximize, "rng": 1, "maxiter": 40}
+    options = {"maximize": maximize, "rng": 1, "maxiter": 40, "polish": False}
     res = aslib.quadratic_assignment(A, B, options=dict(options, polish=polish))
     config = replace(default_qap_config(maximize, polish=polish), iters=40)  # the same solve, then the polish
     plain = solve_qap(torch.from_numpy(A)[None], torch.from_numpy(B)[None], config, maximize=maximize,
@@ -231,7 +239,7 @@ def test_polish_returns_a_two_opt_local_optimum_no_worse_than_the_rounding(maxim
         swapped[[i, j]] = swapped[[j, i]]
         value = trace_objective(A, B, swapped)
         assert (value <= res.fun + 1e-9) if maximize else (value >= res.fun - 1e-9)
-    for bad in ("yes", "FAQ", 1, None):
+    for bad in ("yes", "FAQ", 1, "auto"):
         with pytest.raises(ValueError, match="polish must be True, False or one of"):
             aslib.quadratic_assignment(A, B, options={"polish": bad})
 
@@ -244,7 +252,7 @@ def test_faq_polish_is_no_worse_than_faq_from_each_start():
     options = {"rng": 2, "maxiter": 30, "restarts": 3}
     res = aslib.quadratic_assignment(A, B, options=dict(options, polish="faq"))
     config = replace(default_qap_config(False, polish="faq"), iters=30, restarts=3)
-    assert config.step == 1.0 and config.init_noise == 1.0  # the minimising settings of this polish
+    assert config.step == 1.0 and config.init_noise == 100.0  # the minimising settings of this polish
     starts = solve_qap(torch.from_numpy(A)[None], torch.from_numpy(B)[None], config, maximize=False,
                        generator=torch.Generator().manual_seed(2)).starts_M[0]
     assert starts.shape == (3, 10, 10)
@@ -254,6 +262,26 @@ def test_faq_polish_is_no_worse_than_faq_from_each_start():
         faq = scipy.optimize.quadratic_assignment(A, B, method="faq", options={"P0": P0, "rng": np.random.default_rng(0)})
         assert res.fun <= faq.fun + 1e-9
     assert res.fun <= res.unpolished_fun + 1e-9
+
+
+def test_l12_polishes_by_default_only_when_minimising_nonnegative_matrices():
+    rng = np.random.default_rng(6)
+    for _ in range(3):
+        F = np.triu(rng.integers(1, 10, (12, 12)) * (rng.random((12, 12)) < 0.4), 1).astype(float)
+        D = rng.exponential(size=(12, 12))
+        F, D = F + F.T, D + D.T
+        default = aslib.quadratic_assignment(F, D, options={"rng": 0})
+        explicit = aslib.quadratic_assignment(F, D, options={"rng": 0, "polish": "faq"})
+        plain = aslib.quadratic_assignment(F, D, options={"rng": 0, "polish": False})
+        assert np.array_equal(default.col_ind, explicit.col_ind) and default.restarts == 24  # the faq polish
+        assert default.fun <= default.unpolished_fun + 1e-9 and default.fun == pytest.approx(
+            trace_objective(F, D, default.col_ind))
+        assert default.fun <= plain.fun + 1e-9  # no worse than the unpolished default solve on these
+        for options in ({"maximize": True}, {}):  # maximising, or a matrix of either sign: no polish
+            G = F if options else F - 3.0
+            off = aslib.quadratic_assignment(G, D, options=dict(options, rng=0))
+            unpolished = aslib.quadratic_assignment(G, D, options=dict(options, rng=0, polish=False))
+            assert np.array_equal(off.col_ind, unpolished.col_ind) and off.fun == off.unpolished_fun
 
 
 def test_polish_settings():

@@ -18,7 +18,7 @@ Methods of :func:`match_graphs` (all return scipy's ``OptimizeResult``):
 
 * ``"l12"``: the paper's method, ``f + lam_t P`` over ``D_n`` by the penalised mirror descent of
   :mod:`aslib.solver.relaxation` (:func:`aslib.solver.qap.solve_staged` with ``maximize=True``, whose relaxed loss is
-  ``f``: the solve of ``quadratic_assignment(maximize=True)``, its quick stage first),
+  ``f``: the solve of ``quadratic_assignment(maximize=True)``, its quick stages first),
   with ``lam_t`` ramped geometrically from ``0.03 lam`` to ``lam`` over 80% of the steps and ``restarts``
   random starts near ``J/n``, keeping the one whose rounded permutation has the smallest ``f``; an instance
   ends early once every start has settled on its rounding, its starts agree on one rounding, or one start
@@ -49,7 +49,7 @@ from scipy.optimize import OptimizeResult
 
 from aslib.core.checks import as_generator, check_positive_int
 from aslib.core.penalty import ROUNDING_THRESHOLD, check_square, l12_penalty, permutation_matrix
-from aslib.solver.qap import QuickStage, default_qap_config, quadratic_assignment, solve_staged
+from aslib.solver.qap import QUICK_STAGES, default_qap_config, quadratic_assignment, solve_staged
 from aslib.solver.qap_options import as_real_tensor
 from aslib.solver.relaxation import SolverConfig, random_starts, replace_given, solve_permutation
 from aslib.utils.progress import progress
@@ -263,7 +263,7 @@ def match_graphs(
 
     ``"l12"`` and ``"relaxed"`` run :func:`aslib.solver.qap.solve_staged`, the solve of
     ``aslib.quadratic_assignment(A, B, method, {"maximize": True, "rng": seed})``, with its defaults (its starts,
-    float64, ``"l12"``'s quick stage unless ``config`` or ``iters`` is given): on one instance both give the same
+    float64, ``"l12"``'s quick stages unless ``config`` or ``iters`` is given): on one instance both give the same
     permutation. Use ``quadratic_assignment`` for one problem with scipy's interface (weighted or asymmetric
     matrices, minimising, ``partial_match``, ``polish``); use this for batches of graph-matching instances solved
     together, with the edge disagreement as ``fun`` and the loss and penalty histories.
@@ -314,8 +314,8 @@ def match_graphs(
         A4, B4 = A.to(dev, dtype).unsqueeze(1), B.to(dev, dtype).unsqueeze(1)
         solved = solve_permutation(lambda M: matching_loss(A4, B4, M), A.shape[0], A.shape[-1], cfg,
                                    generator=gen, dtype=dtype, device=dev, show_progress=show_progress)
-    else:  # quadratic_assignment's solve: its starts, and its quick stage unless config or iters is given
-        quick = QuickStage() if method == "l12" and config is None and iters is None else None
+    else:  # quadratic_assignment's solve: its starts, and its quick stages unless config or iters is given
+        quick = QUICK_STAGES if method == "l12" and config is None and iters is None else None
         initial = random_starts(cfg, (A.shape[0], cfg.restarts, A.shape[-1], A.shape[-1]), gen, dtype)
         solved = solve_staged(A, B, cfg, quick, maximize=True, initial=initial, generator=gen, dtype=dtype,
                               device=device, show_progress=show_progress)
