@@ -51,10 +51,11 @@ def test_shuffle_health_names_unsettled_and_uniform_layers_by_their_penalty():
 def test_the_projected_step_collapses_to_the_uniform_matrix_and_says_so_where_the_mirror_step_does_not(tmp_path):
     # a large penalty weight and learning rate: momentum accumulates the penalty's common gradient, the clamp
     # empties whole rows, and the projection returns J/n, where no gradient singles out a permutation
-    with pytest.warns(RoundingWarning, match="at or near the uniform matrix J/n"):
+    with pytest.warns(RoundingWarning, match="at or near the uniform matrix J/n") as caught:
         collapsed = train(TrainConfig(**TINY_COLLAPSE, lr=0.5, lam=1.0, shuffle_parameterisation="projected",
                                       output_dir=str(tmp_path / "projected")))
     assert collapsed.uniform_shuffles == collapsed.unsettled_shuffles == 3
+    assert caught[0].filename == __file__  # the warning names the caller's line, not aslib's
     assert collapsed.unsettled_layers == ["stages.0.0.shuffle", "stages.1.0.shuffle", "stages.2.0.shuffle"]
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")

@@ -93,7 +93,7 @@ from aslib.training.state import (
     set_rng_state,
 )
 from aslib.utils.progress import progress
-from aslib.utils.runtime import resolve_device, seed_everything
+from aslib.utils.runtime import resolve_device, seed_everything, user_stacklevel
 
 __all__ = ["fit", "main", "train"]
 
@@ -267,7 +267,8 @@ def _record_health(session: _Session, when: str) -> None:
     session.health = shuffle_health(session.model)
     if not session.health.healthy and session.is_main:
         total = len(learned_shuffles(session.model))
-        warnings.warn(RoundingWarning(f"{session.health.message(total)} (rounded {when})"), stacklevel=4)
+        warnings.warn(RoundingWarning(f"{session.health.message(total)} (rounded {when})"),
+                      stacklevel=user_stacklevel())
 
 
 def _start_hard_phase(session: _Session, epoch: int) -> bool:

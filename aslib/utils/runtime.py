@@ -6,13 +6,15 @@ import hashlib
 import os
 import platform
 import random
+import sys
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["FINGERPRINT_PACKAGES", "code_fingerprint", "describe_device", "resolve_device", "seed_everything"]
+__all__ = ["FINGERPRINT_PACKAGES", "code_fingerprint", "describe_device", "resolve_device", "seed_everything",
+           "user_stacklevel"]
 
 #: The packages whose versions enter :func:`code_fingerprint`: the numerical stack, each pinned in pyproject.toml
 #: (unpinned, a fresh install on 2026-12-03 changed printed numbers of notebooks 02, 04, 05 and 07 at one commit).
@@ -78,3 +80,13 @@ def code_fingerprint() -> str:
             version = "absent"
         digest.update(f"{name}=={version}\n".encode())
     return digest.hexdigest()[:16]
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a ``warnings.warn`` in the function calling this name the first caller outside
+    the aslib package (the user's line, e.g. their ``train(...)``), however deep inside aslib the warning is raised."""
+    package = str(Path(__file__).resolve().parents[1])
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
