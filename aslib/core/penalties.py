@@ -35,6 +35,7 @@ from collections.abc import Callable
 import torch
 
 from aslib.core.penalty import ROUNDING_THRESHOLD, check_square, fused_l12_penalty, l12_penalty, lp_penalty
+from aslib.utils.registry import Registry
 
 __all__ = [
     "DEFAULT_PENALTY",
@@ -232,40 +233,17 @@ class Entropy(SeparablePenalty):
 
 
 #: The penalties by name, the default first.
-PENALTIES: dict[str, Penalty] = {}
+PENALTIES: Registry[Penalty] = Registry("penalty", Penalty)
 
 
-def register_penalty(name: str, penalty: Penalty) -> Penalty:
-    """Add ``penalty`` under ``name`` (which must be new) and return it, its ``name`` set."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"a penalty needs a non-empty name, got {name!r}")
-    if name in PENALTIES:
-        raise ValueError(f"penalty {name!r} is already registered")
-    if not isinstance(penalty, Penalty):
-        raise TypeError(f"expected a Penalty, got {type(penalty).__name__}")
-    penalty.name = name
-    PENALTIES[name] = penalty
-    return penalty
-
-
-def unregister_penalty(name: str) -> None:
-    """Remove the penalty ``name`` (the built-in ones stay)."""
-    if name in _BUILT_IN_PENALTIES:
-        raise ValueError(f"the built-in penalty {name!r} cannot be removed")
-    get_penalty(name)
-    del PENALTIES[name]
-
-
-def get_penalty(name: str) -> Penalty:
-    """The registered penalty ``name``; a ``ValueError`` lists the valid names otherwise."""
-    try:
-        return PENALTIES[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown penalty {name!r}; valid: {', '.join(PENALTIES)}") from None
+#: Add a penalty under a new name (``register_penalty(name, obj)``), remove one, look one up (errors list the names).
+register_penalty = PENALTIES.register
+unregister_penalty = PENALTIES.unregister
+get_penalty = PENALTIES.lookup
 
 
 register_penalty("l12", L12())
 register_penalty("lp", Lp(0.5, 1e-3))
 register_penalty("tl1", TransformedL1(1.0))
 register_penalty("entropy", Entropy())
-_BUILT_IN_PENALTIES = tuple(PENALTIES)
+PENALTIES.seal()

@@ -47,6 +47,7 @@ import torch
 
 from aslib.core.penalties import DEFAULT_PENALTY, get_penalty
 from aslib.core.penalty import l12_penalty, mirror_step, project_doubly_stochastic, sinkhorn
+from aslib.utils.registry import Registry
 
 __all__ = [
     "PARAMETERISATIONS",
@@ -387,36 +388,13 @@ class GumbelSinkhorn(Sinkhorn):
 
 
 #: The parameterisations by name, in the order configurations list them.
-PARAMETERISATIONS: dict[str, Parameterisation] = {}
+PARAMETERISATIONS: Registry[Parameterisation] = Registry("parameterisation", Parameterisation)
 
 
-def register_parameterisation(name: str, parameterisation: Parameterisation) -> Parameterisation:
-    """Add ``parameterisation`` under ``name`` (which must be new) and return it, its ``name`` set."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"a parameterisation needs a non-empty name, got {name!r}")
-    if name in PARAMETERISATIONS:
-        raise ValueError(f"parameterisation {name!r} is already registered")
-    if not isinstance(parameterisation, Parameterisation):
-        raise TypeError(f"expected a Parameterisation, got {type(parameterisation).__name__}")
-    parameterisation.name = name
-    PARAMETERISATIONS[name] = parameterisation
-    return parameterisation
-
-
-def unregister_parameterisation(name: str) -> None:
-    """Remove the parameterisation ``name`` (the built-in ones stay)."""
-    if name in _BUILT_IN:
-        raise ValueError(f"the built-in parameterisation {name!r} cannot be removed")
-    get_parameterisation(name)
-    del PARAMETERISATIONS[name]
-
-
-def get_parameterisation(name: str) -> Parameterisation:
-    """The registered parameterisation ``name``; a ``ValueError`` lists the valid names otherwise."""
-    try:
-        return PARAMETERISATIONS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown parameterisation {name!r}; valid: {', '.join(PARAMETERISATIONS)}") from None
+#: Add a parameterisation under a new name (``register_parameterisation(name, obj)``), remove one, look one up (errors list the names).
+register_parameterisation = PARAMETERISATIONS.register
+unregister_parameterisation = PARAMETERISATIONS.unregister
+get_parameterisation = PARAMETERISATIONS.lookup
 
 
 def parameterisation_fields() -> tuple[str, ...]:
@@ -428,4 +406,4 @@ register_parameterisation("projected", Projected())
 register_parameterisation("mirror", Mirror())
 register_parameterisation("sinkhorn", Sinkhorn())
 register_parameterisation("gumbel_sinkhorn", GumbelSinkhorn())
-_BUILT_IN = tuple(PARAMETERISATIONS)
+PARAMETERISATIONS.seal()

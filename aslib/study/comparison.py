@@ -72,7 +72,7 @@ FACTS = ("every run finished", "fixed arm changes by exactly 0 when rounded",
          "rounded l12 has the fixed network's parameter count")
 #: The columns of the summary table the notebooks show.
 SUMMARY_COLUMNS = ["model", "arm", "shuffle_init", "lam", "seeds", "test_acc_soft_mean", "test_acc_hard_mean",
-                   "rounding_change_mean", "final_penalty_mean", "num_parameters_inference"]
+                   "rounding_change_mean", "final_penalty_mean", "unsettled_shuffles_mean", "num_parameters_inference"]
 #: The first question of each data set and model: can this set-up tell a network with ShuffleNet's shuffle from one
 #: without any shuffle? Unless it can, no learned-vs-fixed verdict tests the paper's claim.
 SETUP_QUESTION = "this set-up tells the shuffle's presence apart (fixed vs none)"

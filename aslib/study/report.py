@@ -172,9 +172,14 @@ def collect(runs: Sequence[Run]) -> pd.DataFrame:
 def summarise_seeds(
     results: pd.DataFrame,
     by: Sequence[str] = ("dataset", "model", "arm", "shuffle_init", "projection_sweeps", "lam"),
-    metrics: Sequence[str] = ("test_acc_soft", "test_acc_hard", "rounding_change", "final_penalty"),
+    metrics: Sequence[str] = ("test_acc_soft", "test_acc_hard", "rounding_change", "final_penalty",
+                              "unsettled_shuffles"),
 ) -> pd.DataFrame:
     """Mean and standard deviation over seeds of each metric, per group, with the number of seeds.
+
+    ``unsettled_shuffles`` counts a run's learned shuffles that were above the rounding threshold when rounded
+    (a run that reports accuracies of a network rounded far from its soft one); metrics absent from ``results``
+    (runs written before it) are left out.
 
     The default groups are every setting of a run but its seed (settings that do not apply to an arm are
     empty in :func:`collect` and group together).
@@ -185,7 +190,7 @@ def summarise_seeds(
     if results.empty:
         return pd.DataFrame(columns=[*by, "seeds"])
     grouped = results.groupby(list(by), dropna=False, sort=False)
-    table = grouped[list(metrics)].agg(["mean", "std"])
+    table = grouped[[m for m in metrics if m in results]].agg(["mean", "std"])
     table.columns = [f"{m}_{stat}" for m, stat in table.columns]
     table.insert(0, "seeds", grouped.size())
     if "num_parameters_inference" in results:
