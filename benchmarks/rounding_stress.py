@@ -60,6 +60,8 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     "cifar10-lam": {"variant": ["projected"], "lam": [0.003, 0.01, 0.1]},
     "cifar10-settings": {"variant": ["mirror"], "lr": [0.05, 0.2], "batch_size": [64, 256],
                          "shuffle_init": ["uniform", "random"]},
+    # issue 21's call itself (v1 g8 width 0.5, lr 0.1, batch 128, uniform start) with TrainConfig's defaults
+    "cifar10-call": {"variant": ["mirror+hard"]},
     # the settings grid with TrainConfig's defaults (the mirror step and the hard phase)
     "cifar10-defaults": {"variant": ["mirror+hard"], "lr": [0.05, 0.2], "batch_size": [64, 256],
                          "shuffle_init": ["uniform", "random"]},
