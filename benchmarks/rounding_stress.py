@@ -97,7 +97,8 @@ def _run(config: TrainConfig) -> dict[str, Any]:
     penalties = pd.read_csv(Path(config.output_dir) / f"{LAYER_PENALTIES_NAME}.csv").drop(columns="epoch")
     history = result.history
     # the last epoch end before the hard phase rounded the shuffles (the last one without a hard phase)
-    soft_epochs = config.epochs if not config.hard_phase else int((1 - config.hard_phase) * config.epochs + 1e-9)
+    # the epochs completed when the hard phase rounded the shuffles, as fit recorded them (all of them without one)
+    soft_epochs = min(result.hardened_epochs) if config.hard_phase else config.epochs
     last_soft = max(soft_epochs, 1) - 1
     before = penalties.iloc[last_soft]
     channels = [len(p) for p in result.permutations]
